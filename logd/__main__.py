@@ -1,0 +1,103 @@
+"""`logd` / `logd serve`: run the daemon in the foreground; `logd demo`: see it work."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from logd import __version__
+from logd.config import Config, ConfigError, load_config
+from logd.server import LogdServer, StartupError, serve_logd
+
+log = logging.getLogger("logd")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="logd", description="The logd daemon: collects, routes and keeps your apps' logs."
+    )
+    parser.add_argument("--version", action="version", version=f"logd {__version__}")
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="run the daemon in the foreground (the default)")
+    demo = sub.add_parser("demo", help="start a daemon in a temporary folder and log to it")
+    demo.add_argument("--keep", action="store_true", help="keep the demo folder afterwards")
+    for target in (parser, serve):
+        target.add_argument("--root", help="where log files go")
+        target.add_argument("--socket", help="ingest Unix socket path")
+        target.add_argument("--control", help="control socket path")
+        target.add_argument("--tcp", metavar="HOST:PORT", help="also listen on TCP (loopback)")
+        target.add_argument("--config", help="TOML configuration file")
+        target.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `logd` command; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    if args.command == "demo":
+        from logd.demo import run_demo
+
+        return run_demo(keep=args.keep)
+    try:
+        config = load_config(
+            config=args.config,
+            root=args.root,
+            socket=args.socket,
+            control=args.control,
+            tcp=args.tcp,
+            environ=os.environ,
+        )
+    except ConfigError as exc:
+        print(f"logd: {exc}", file=sys.stderr)
+        return 2
+    try:
+        _setup_logging(config.root, verbose=args.verbose)
+    except OSError as exc:
+        print(f"logd: cannot write to {config.root}: {exc.strerror}", file=sys.stderr)
+        return 1
+    try:
+        trio.run(_serve_until_signal, config)
+    except* StartupError as group:
+        for exc in group.exceptions:
+            log.error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+async def _serve_until_signal(config: Config) -> None:
+    server = LogdServer(config)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve_logd, config, server=server))
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    log.warning("SIGHUP: configuration reload is not implemented yet; ignored")
+                    continue
+                log.info("%s received", signal.Signals(signum).name)
+                server.request_stop()
+                break
+
+
+def _setup_logging(root: Path, *, verbose: bool) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stderr = logging.StreamHandler(sys.stderr)
+    own_file = logging.FileHandler(root / "logd.log", encoding="utf-8")
+    logger = logging.getLogger("logd")
+    for handler in (stderr, own_file):
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

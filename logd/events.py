@@ -1,0 +1,500 @@
+"""Canonical event line format (SPEC §7) and the SQLite ``events`` index.
+
+The line half (:func:`format_event_line`, :func:`parse_event_line`, :func:`iso_utc_ms`)
+is pure: no I/O, no clock. :class:`EventIndex` is the synchronous SQLite edge; the daemon
+drives it from one worker thread at a time, never from the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "EVENT_TYPE_RE",
+    "EventIndex",
+    "EventRow",
+    "ParsedEvent",
+    "format_event_line",
+    "iso_utc_ms",
+    "parse_event_line",
+]
+
+EVENT_TYPE_RE: re.Pattern[str] = re.compile(r"[a-z0-9_]+:[a-z0-9_.:-]+")
+"""What an ``event_type`` must fullmatch: ``category:action``."""
+
+_TS_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+# JSON numbers use ASCII digits only (`\d` would also match e.g. Arabic-Indic digits).
+_NUMBER_RE = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+# Python's json writes and reads these for non-finite floats.
+_LITERALS = frozenset({"true", "false", "null", "NaN", "Infinity", "-Infinity"})
+
+# Characters that must never appear raw in a line: everything `str.splitlines()` or a
+# terminal would treat as a break or control, plus lone surrogates (not encodable as
+# UTF-8, so the line could not be written). Tab stays readable.
+_UNSAFE = "\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029\ud800-\udfff"
+_BARE_ESCAPE_RE = re.compile(f"[\\\\{_UNSAFE}]")
+_BARE_UNESCAPE_RE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|(.)|$)", re.DOTALL)
+_SHORT_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r"}
+_SHORT_UNESCAPES = {"\\": "\\", "n": "\n", "r": "\r", "t": "\t"}
+# json.dumps(ensure_ascii=False) already escapes C0 controls; these it leaves raw.
+_JSON_EXTRA_RE = re.compile("[\x7f\x85\u2028\u2029\ud800-\udfff]")
+# A bare word: no whitespace (the field separator), no "=", quote or backslash.
+_PLAIN_RE = re.compile(f'[^\\s="\\\\{_UNSAFE}]+')
+# Source is a single column between "|"; anything that could split it becomes "_".
+_SOURCE_UNSAFE_RE = re.compile(f"[|{_UNSAFE}]")
+
+_DECODER = json.JSONDecoder()
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedEvent:
+    """One canonical line taken apart; ``fields`` keeps the line's order."""
+
+    ts: str
+    event_type: str
+    source: str
+    text: str
+    fields: dict[str, Any]
+
+
+def iso_utc_ms(ts_ns: int) -> str:
+    """``2024-12-19T14:32:01.123Z`` for a time in ns since the epoch (truncated to ms).
+
+    Raises:
+        ValueError: the time is outside years 1..9999.
+    """
+    days, ms = divmod(ts_ns // 1_000_000, 86_400_000)
+    try:
+        dt = _EPOCH + timedelta(days=days, milliseconds=ms)
+    except OverflowError as exc:
+        raise ValueError(f"timestamp out of range: {ts_ns} ns") from exc
+    return (
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T"
+        f"{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}.{dt.microsecond // 1000:03d}Z"
+    )
+
+
+def _json_escape_extra(text: str) -> str:
+    return _JSON_EXTRA_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _quote(text: str) -> str:
+    return _json_escape_extra(json.dumps(text, ensure_ascii=False))
+
+
+def _escape_bare(text: str) -> str:
+    return _BARE_ESCAPE_RE.sub(
+        lambda m: _SHORT_ESCAPES.get(m.group()) or f"\\u{ord(m.group()):04x}", text
+    )
+
+
+def _unescape_bare(text: str) -> str:
+    def one(m: re.Match[str]) -> str:
+        if m.group(1) is not None:
+            return chr(int(m.group(1), 16))
+        char = m.group(2)
+        if char is None or char not in _SHORT_UNESCAPES:
+            raise ValueError(f"invalid escape in event text: {m.group()!r}")
+        return _SHORT_UNESCAPES[char]
+
+    return _BARE_UNESCAPE_RE.sub(one, text) if "\\" in text else text
+
+
+def _is_literal(token: str) -> bool:
+    """True when a bare token reads back as a JSON number/true/false/null, not a str."""
+    return token in _LITERALS or _NUMBER_RE.fullmatch(token) is not None
+
+
+def _is_plain_value(value: str) -> bool:
+    return (
+        _PLAIN_RE.fullmatch(value) is not None and value[0] not in "[{" and not _is_literal(value)
+    )
+
+
+def _format_key(key: str) -> str:
+    return key if _KEY_RE.fullmatch(key) else _quote(key)
+
+
+def _format_value(value: Any) -> str:
+    if value is None or isinstance(value, bool | int | float):
+        return json.dumps(value)
+    if isinstance(value, str):
+        return value if _is_plain_value(value) else _quote(value)
+    if isinstance(value, list | tuple | dict):
+        dumped = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+        return _json_escape_extra(dumped)
+    # Anything else (datetime, Path, bytes...) is written as its str(): documented loss.
+    return _format_value(str(value))
+
+
+def format_event_line(
+    ts_ns: int, event_type: str, source: str, text: str, fields: Mapping[str, Any]
+) -> str:
+    """One canonical event line, without the trailing newline.
+
+    ``{ts}|{event_type}|{source}|{message}``; message is ``text`` then `` key=value``
+    per field, in ``fields`` order. The text is written bare when that is unambiguous and
+    double-quoted (JSON string escapes) otherwise: when it contains ``=``, starts with a
+    quote, or a field key itself needs quoting (then even an empty text is written
+    ``""``). Every line parses back with :func:`parse_event_line` to the same values.
+
+    Args:
+        ts_ns: event time, ns since the epoch (UTC).
+        event_type: ``category:action``; the caller validates it (``EVENT_TYPE_RE``).
+        source: component name; ``|`` and line breaks become ``_`` as a last defence.
+        text: free text, any unicode.
+        fields: str keys; values str/int/float/bool/None, lists and dicts as compact
+            JSON; other values are written as their ``str()``.
+
+    Raises:
+        ValueError: ``ts_ns`` outside years 1..9999.
+    """
+    keys_plain = all(_KEY_RE.fullmatch(k) for k in fields)
+    parts: list[str] = []
+    if "=" in text or text.startswith('"') or not keys_plain:
+        parts.append(_quote(text))
+    elif text:
+        parts.append(_escape_bare(text))
+    parts.extend(f"{_format_key(k)}={_format_value(v)}" for k, v in fields.items())
+    # event_type goes through the same defence as source: the line must stay one line
+    # with exactly four columns whatever the caller passed.
+    safe_type = _SOURCE_UNSAFE_RE.sub("_", event_type)
+    safe_source = _SOURCE_UNSAFE_RE.sub("_", source)
+    return f"{iso_utc_ms(ts_ns)}|{safe_type}|{safe_source}|{' '.join(parts)}"
+
+
+def _decode_json(message: str, pos: int, what: str) -> tuple[Any, int]:
+    try:
+        return _DECODER.raw_decode(message, pos)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"bad {what} at column {pos}: {exc.msg}") from exc
+
+
+def _parse_fields(message: str, pos: int) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    end = len(message)
+    while pos < end:
+        key: Any
+        if message[pos] == '"':
+            key, pos = _decode_json(message, pos, "quoted key")
+            if not isinstance(key, str):  # pragma: no cover - a JSON value at '"' is a str
+                raise ValueError("quoted key is not a string")
+        else:
+            eq = message.find("=", pos)
+            if eq < 0:
+                raise ValueError(f"expected key=value at column {pos}")
+            key = message[pos:eq]
+            if not _KEY_RE.fullmatch(key):
+                raise ValueError(f"bad key {key!r}")
+            pos = eq
+        if pos >= end or message[pos] != "=":
+            raise ValueError(f"expected '=' after key {key!r}")
+        pos += 1
+        if pos >= end or message[pos] == " ":
+            raise ValueError(f"missing value for key {key!r}")
+        value: Any
+        if message[pos] in '"[{':
+            value, pos = _decode_json(message, pos, f"value for {key!r}")
+        else:
+            stop = message.find(" ", pos)
+            stop = end if stop < 0 else stop
+            token = message[pos:stop]
+            if _is_literal(token):
+                value = json.loads(token)
+            elif _is_plain_value(token):
+                value = token
+            else:
+                raise ValueError(f"bad bare value for {key!r}: {token!r}")
+            pos = stop
+        if key in fields:
+            raise ValueError(f"duplicate key {key!r}")
+        fields[key] = value
+        if pos < end:
+            if message[pos] != " " or pos + 1 >= end:
+                raise ValueError(f"expected ' key=value' at column {pos}")
+            pos += 1
+    return fields
+
+
+def _split_message(message: str) -> tuple[str, dict[str, Any]]:
+    if message.startswith('"'):
+        text, pos = _decode_json(message, 0, "quoted text")
+        if pos < len(message):
+            if message[pos] != " ":
+                raise ValueError(f"expected a space after the quoted text at column {pos}")
+            pos += 1
+            if pos >= len(message):
+                raise ValueError("trailing space after the quoted text")
+        return text, _parse_fields(message, pos)
+    eq = message.find("=")
+    if eq < 0:
+        return _unescape_bare(message), {}
+    # A bare text never contains "=" and bare keys never contain " " or "=", so the
+    # first field starts right after the last space before the first "=".
+    space = message.rfind(" ", 0, eq)
+    if space < 0:
+        return "", _parse_fields(message, 0)
+    return _unescape_bare(message[:space]), _parse_fields(message, space + 1)
+
+
+def parse_event_line(line: str) -> ParsedEvent:
+    """The inverse of :func:`format_event_line`.
+
+    One trailing ``\\n`` is tolerated, so lines read from a file can be passed as is.
+
+    Raises:
+        ValueError: the line is not canonical (wrong column count, timestamp or event
+            type, stray quotes, bad escapes, duplicate keys...).
+    """
+    if line.endswith("\n"):
+        line = line[:-1]
+    if "\n" in line or "\r" in line:
+        raise ValueError("event line contains a raw line break")
+    columns = line.split("|", 3)
+    if len(columns) != 4:
+        raise ValueError("event line needs 4 '|'-separated columns")
+    ts, event_type, source, message = columns
+    if not _TS_RE.fullmatch(ts):
+        raise ValueError(f"bad timestamp {ts!r}")
+    if not EVENT_TYPE_RE.fullmatch(event_type):
+        raise ValueError(f"bad event type {event_type!r}")
+    text, fields = _split_message(message)
+    return ParsedEvent(ts=ts, event_type=event_type, source=source, text=text, fields=fields)
+
+
+# --------------------------------------------------------------------------- index
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """One row of the ``events`` table, built by routing next to its line."""
+
+    ts: str
+    event_type: str
+    source: str
+    message: str
+    app: str
+    run_id: str | None
+    session_id: str | None
+    call_id: str | None
+    kv_json: str | None
+    raw_line: str
+
+
+_COLUMNS = (
+    "ts",
+    "event_type",
+    "source",
+    "message",
+    "app",
+    "run_id",
+    "session_id",
+    "call_id",
+    "kv_json",
+    "raw_line",
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    ts TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    source TEXT NOT NULL,
+    message TEXT NOT NULL,
+    app TEXT NOT NULL,
+    run_id TEXT,
+    session_id TEXT,
+    call_id TEXT,
+    kv_json TEXT,
+    raw_line TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_events_ts ON events (ts);
+CREATE INDEX IF NOT EXISTS idx_events_type_ts ON events (event_type, ts);
+CREATE INDEX IF NOT EXISTS idx_events_session_ts ON events (session_id, ts);
+CREATE INDEX IF NOT EXISTS idx_events_app_ts ON events (app, ts);
+"""
+
+_INSERT = f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
+_GLOB_SPECIAL_RE = re.compile(r"[\[?]")
+
+
+def _glob_literal(text: str) -> str:
+    # In GLOB, "[x]" matches x literally; "]" alone and "*" (handled by the caller) are
+    # the only other specials.
+    return _GLOB_SPECIAL_RE.sub(lambda m: f"[{m.group()}]", text)
+
+
+def _iso_bound(value: str, name: str) -> str:
+    """Normalise an ISO time to the index's own format so string comparison is exact."""
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}: not an ISO 8601 time: {value!r}") from exc
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    dt = dt.astimezone(UTC)
+    return (
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T"
+        f"{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}.{dt.microsecond // 1000:03d}Z"
+    )
+
+
+def _build_query(
+    *,
+    app: str | None,
+    type_pattern: str | None,
+    since: str | None,
+    until: str | None,
+    session_id: str | None,
+    run_id: str | None,
+    call_id: str | None,
+    limit: int,
+) -> tuple[str, list[Any]]:
+    """SQL and parameters for :meth:`EventIndex.query` (values are never spliced in)."""
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("app", app),
+        ("session_id", session_id),
+        ("run_id", run_id),
+        ("call_id", call_id),
+    ):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if type_pattern is not None:
+        if "*" not in type_pattern:
+            where.append("event_type = ?")
+            params.append(type_pattern)
+        else:
+            prefix = type_pattern.split("*", 1)[0]
+            if prefix:
+                # An explicit range lets SQLite seek idx_events_type_ts whatever
+                # its LIKE/GLOB optimisation decides; GLOB then checks the rest.
+                where.append("event_type >= ?")
+                params.append(prefix)
+                last = prefix[-1]
+                # Code point order is UTF-8 byte order (SQLite's BINARY collation);
+                # stop short of the surrogates, which cannot be bound.
+                if ord(last) < 0xD7FF:
+                    where.append("event_type < ?")
+                    params.append(prefix[:-1] + chr(ord(last) + 1))
+            where.append("event_type GLOB ?")
+            params.append("*".join(_glob_literal(p) for p in type_pattern.split("*")))
+    if since is not None:
+        where.append("ts >= ?")
+        params.append(_iso_bound(since, "since"))
+    if until is not None:
+        where.append("ts <= ?")
+        params.append(_iso_bound(until, "until"))
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    sql = (
+        f"SELECT * FROM (SELECT id, {', '.join(_COLUMNS)} FROM events {clause} "
+        "ORDER BY ts DESC, id DESC LIMIT ?) ORDER BY ts ASC, id ASC"
+    )
+    params.append(limit)
+    return sql, params
+
+
+class EventIndex:
+    """SQLite (WAL) ``events`` table in ``index.sqlite3``.
+
+    Synchronous: the daemon calls it from ONE worker thread at a time, which is why the
+    connection is opened with ``check_same_thread=False``.
+
+    Resource handling: the instance owns its connection; call :meth:`close`.
+    """
+
+    def __init__(self, path: Path) -> None:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves so one insert_many call
+        # is exactly one transaction.
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(_SCHEMA)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def insert_many(self, rows: Sequence[EventRow]) -> None:
+        """Insert a batch in one transaction (all or nothing)."""
+        if not rows:
+            return
+        params = [tuple(getattr(row, c) for c in _COLUMNS) for row in rows]
+        self._conn.execute("BEGIN")
+        try:
+            self._conn.executemany(_INSERT, params)
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def query(
+        self,
+        *,
+        app: str | None = None,
+        type_pattern: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        session_id: str | None = None,
+        run_id: str | None = None,
+        call_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """The newest ``limit`` events matching every given filter, oldest first.
+
+        Args:
+            type_pattern: an event type, or one with ``*`` wildcards (``llm:*``).
+            since, until: ISO 8601 times, both inclusive; a time without zone is UTC.
+
+        Returns:
+            One dict per row with every column, plus ``kv``: ``kv_json`` decoded
+            (``{}`` when there is none).
+
+        Raises:
+            ValueError: ``limit`` is negative or a time is not ISO 8601.
+        """
+        sql, params = _build_query(
+            app=app,
+            type_pattern=type_pattern,
+            since=since,
+            until=until,
+            session_id=session_id,
+            run_id=run_id,
+            call_id=call_id,
+            limit=limit,
+        )
+        cursor = self._conn.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        result: list[dict[str, Any]] = []
+        for values in cursor:
+            row = dict(zip(names, values, strict=True))
+            row["kv"] = json.loads(row["kv_json"]) if row["kv_json"] else {}
+            result.append(row)
+        return result
+
+    def delete_before(self, ts: str) -> int:
+        """Delete events older than ``ts`` (ISO 8601), for retention; returns the count."""
+        cursor = self._conn.execute("DELETE FROM events WHERE ts < ?", (_iso_bound(ts, "ts"),))
+        return cursor.rowcount
+
+    def count(self) -> int:
+        """Number of rows in the table."""
+        (n,) = self._conn.execute("SELECT count(*) FROM events").fetchone()
+        return int(n)
+
+    def close(self) -> None:
+        """Close the connection; idempotent."""
+        self._conn.close()

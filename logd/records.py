@@ -1,0 +1,209 @@
+"""Turn a decoded Forward entry into a typed `Record`, or say why it cannot be routed.
+
+Pure: no I/O, no clock. This is the only place that knows the record conventions of
+SPEC §3 (which keys mean what, which aliases are accepted, what a level is).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from logd.events import EVENT_TYPE_RE
+
+LEVELS: dict[str, int] = {
+    "TRACE": 5,
+    "DEBUG": 10,
+    "INFO": 20,
+    "NOTICE": 25,
+    "WARNING": 30,
+    "WARN": 30,
+    "ERROR": 40,
+    "CRITICAL": 50,
+    "FATAL": 50,
+}
+_LEVEL_NAMES = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}
+ERROR_LEVELNO = 40
+
+_LEVEL_WORD_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,15}")
+
+_MSG_KEYS = ("msg", "message", "log")
+_LOGGER_KEYS = ("logger", "source")
+_ID_KEYS = ("app", "run_id", "session_id", "call_id", "bot_id")
+_KNOWN = frozenset(
+    (*_MSG_KEYS, *_LOGGER_KEYS, *_ID_KEYS, "level", "event_type", "kv", "pid")
+    + ("thread", "thread_name", "exc")
+)
+MAX_ID_CHARS = 4096
+MAX_TIME_NS = 253_402_300_799 * 1_000_000_000  # 9999-12-31T23:59:59Z
+
+
+class Unroutable(ValueError):
+    """A record whose shape or types leave no sensible place to store it."""
+
+
+@dataclass(slots=True)
+class Record:
+    """One log record in the daemon's terms; `time_ns` is the producer's clock."""
+
+    time_ns: int
+    app: str
+    logger: str
+    level: str
+    levelno: int
+    msg: str
+    run_id: str | None = None
+    session_id: str | None = None
+    call_id: str | None = None
+    bot_id: str | None = None
+    event_type: str | None = None
+    kv: dict[str, Any] = field(default_factory=dict)
+    pid: int | None = None
+    thread: int | None = None
+    thread_name: str | None = None
+    exc: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_event(self) -> bool:
+        return self.event_type is not None
+
+
+def app_from_tag(tag: str) -> str:
+    """The default app of a record: the first dot-part of its Forward tag."""
+    return tag.split(".", 1)[0] or "unknown"
+
+
+def _text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if value is None:
+        return ""
+    return str(value)
+
+
+def _ident(raw: dict[str, Any], key: str) -> str | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise Unroutable(f"{key} must be a string, not {type(value).__name__}")
+    text = str(value)
+    if not text:
+        return None
+    if len(text) > MAX_ID_CHARS:
+        raise Unroutable(f"{key} is longer than {MAX_ID_CHARS} characters")
+    return text
+
+
+def _level(value: object) -> tuple[str, int]:
+    if value is None:
+        return "INFO", 20
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, bool):
+        raise Unroutable("level must be a name or a number, not a boolean")
+    if isinstance(value, int):
+        name = _LEVEL_NAMES.get(value, f"Level {value}")
+        return name, value
+    if isinstance(value, str):
+        upper = value.strip().upper()
+        if upper in LEVELS:
+            return ("WARNING" if upper == "WARN" else upper), LEVELS[upper]
+        if _LEVEL_WORD_RE.fullmatch(upper):
+            return upper, 20
+    raise Unroutable(f"level {value!r} is not a level name or number")
+
+
+def _optional_int(raw: dict[str, Any], key: str) -> int | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    raise Unroutable(f"{key} must be an integer, not {type(value).__name__}")
+
+
+def normalize(tag: str, time_ns: int, raw: object) -> Record:
+    """Interpret one entry's record map.
+
+    Args:
+        tag: the Forward tag the entry arrived under.
+        time_ns: the entry's time in nanoseconds since the epoch.
+        raw: the record as decoded; anything but a map is unroutable.
+
+    Raises:
+        Unroutable: with a one-line reason, for the `_rejected/` file.
+    """
+    if not isinstance(raw, dict):
+        raise Unroutable(f"record is a {type(raw).__name__}, not a map")
+    if not 0 <= time_ns <= MAX_TIME_NS:
+        raise Unroutable(f"time {time_ns} ns is outside 1970..9999")
+    msg = ""
+    for key in _MSG_KEYS:
+        if key in raw:
+            msg = _text(raw[key])
+            break
+    logger = None
+    for key in _LOGGER_KEYS:
+        if raw.get(key) is not None:
+            logger = _text(raw[key])
+            break
+    level, levelno = _level(raw.get("level"))
+    event_type = raw.get("event_type")
+    if event_type is not None:
+        if isinstance(event_type, bytes):
+            event_type = event_type.decode("utf-8", "replace")
+        if not isinstance(event_type, str) or not EVENT_TYPE_RE.fullmatch(event_type):
+            raise Unroutable(f"event_type {event_type!r} is not category:action")
+    kv = raw.get("kv")
+    if kv is None:
+        kv = {}
+    elif not isinstance(kv, dict):
+        raise Unroutable(f"kv must be a map, not {type(kv).__name__}")
+    exc = raw.get("exc")
+    ids = {key: _ident(raw, key) for key in _ID_KEYS}
+    app = ids["app"] or app_from_tag(tag)
+    extra = {k: v for k, v in raw.items() if k not in _KNOWN}
+    return Record(
+        time_ns=time_ns,
+        app=app,
+        logger=logger if logger else tag,
+        level=level,
+        levelno=levelno,
+        msg=msg,
+        run_id=ids["run_id"],
+        session_id=ids["session_id"],
+        call_id=ids["call_id"],
+        bot_id=ids["bot_id"],
+        event_type=event_type,
+        kv={str(k): v for k, v in kv.items()},
+        pid=_optional_int(raw, "pid"),
+        thread=_optional_int(raw, "thread"),
+        thread_name=_text(raw["thread_name"]) if raw.get("thread_name") is not None else None,
+        exc=_text(exc) if exc else None,
+        extra=extra,
+    )
+
+
+def exception_summary(exc_text: str) -> str:
+    """`ExcType: text` from a formatted traceback, for the `error:runtime` event.
+
+    The exception line is the first unindented line after the frames of the last
+    `Traceback` block; a multi-line message is joined with spaces.
+    """
+    lines = exc_text.rstrip("\n").splitlines()
+    header = max((i for i, line in enumerate(lines) if line.startswith("Traceback")), default=-1)
+    if header < 0:
+        return lines[-1].strip() if lines else ""
+    for index in range(header + 1, len(lines)):
+        if lines[index] and not lines[index][0].isspace():
+            return " ".join(line.strip() for line in lines[index:] if line.strip())
+    return lines[-1].strip()

@@ -1,0 +1,287 @@
+"""Runs, sessions and calls the daemon knows about, and when each ends.
+
+Keeps state in memory and decides lifecycle transitions; it does no file I/O itself
+(the engine writes `metadata.json` from `RunState.metadata()`). Time comes in as
+arguments, and whether a process still exists is asked through a callable, so the
+rules can be tested with a made-up clock and process table.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from logd.records import Record
+
+Transport = Literal["unix", "tcp"]
+EndReason = Literal["shutdown", "disconnected", "lost"]
+TCP_GRACE_NS = 60 * 1_000_000_000
+METADATA_EVERY_NS = 10 * 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """One accepted connection; pid/uid/gid come from SO_PEERCRED and cannot be forged."""
+
+    conn_id: int
+    transport: Transport
+    pid: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    address: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "conn": self.conn_id,
+            "transport": self.transport,
+            "pid": self.pid,
+            "uid": self.uid,
+            "gid": self.gid,
+            "address": self.address,
+        }
+
+
+def iso_local(time_ns: int, utc: bool = False) -> str:
+    """ISO 8601 with its UTC offset, so metadata is unambiguous in either layout."""
+    moment = datetime.fromtimestamp(time_ns / 1e9, tz=UTC)
+    if not utc:
+        moment = moment.astimezone()
+    return moment.isoformat(timespec="milliseconds")
+
+
+def new_run_id(time_ns: int, utc: bool) -> str:
+    """`YYYYMMDD_HHMMSS_<8 hex>`, as the client makes them, for runs the daemon opens."""
+    seconds = time_ns // 1_000_000_000
+    struct = time.gmtime(seconds) if utc else time.localtime(seconds)
+    return f"{time.strftime('%Y%m%d_%H%M%S', struct)}_{secrets.token_hex(4)}"
+
+
+@dataclass(slots=True)
+class RunState:
+    app: str
+    run_id: str
+    start_ns: int
+    opened_by_daemon: bool
+    end_ns: int | None = None
+    end_reason: EndReason | None = None
+    pids: set[int] = field(default_factory=set)
+    opener_pid: int | None = None
+    host: str | None = None
+    argv: list[str] | None = None
+    client_version: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    records: int = 0
+    bytes: int = 0
+    files: set[str] = field(default_factory=set)
+    dropped_by_client: int = 0
+    peers: dict[int, dict[str, Any]] = field(default_factory=dict)
+    conns: set[int] = field(default_factory=set)
+    tcp: bool = False
+    shutdown_seen: bool = False
+    idle_since_ns: int | None = None
+    dirty: bool = True
+    written_ns: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.end_ns is None
+
+    def metadata(self, utc: bool) -> dict[str, Any]:
+        """The run's `metadata.json`: what an operator needs without reading the logs."""
+        return {
+            "run_id": self.run_id,
+            "app": self.app,
+            "start_time": iso_local(self.start_ns, utc),
+            "end_time": iso_local(self.end_ns, utc) if self.end_ns is not None else None,
+            "end_reason": self.end_reason,
+            "pids": sorted(self.pids),
+            "host": self.host,
+            "argv": self.argv,
+            "client_version": self.client_version,
+            "opened_by": "daemon" if self.opened_by_daemon else "client",
+            "records": self.records,
+            "counts": dict(sorted(self.counts.items())),
+            "bytes": self.bytes,
+            "files": sorted(self.files),
+            "dropped_by_client": self.dropped_by_client,
+            "peers": [self.peers[key] for key in sorted(self.peers)],
+        }
+
+
+@dataclass(slots=True)
+class CallState:
+    app: str
+    call_id: str
+    day: str
+    start_ns: int
+    records: int = 0
+    errors: int = 0
+
+
+class Registry:
+    """The daemon's view of live runs and calls, keyed by app."""
+
+    def __init__(self, *, utc: bool, pid_alive: Callable[[int], bool]) -> None:
+        self.utc = utc
+        self.pid_alive = pid_alive
+        self.runs: dict[tuple[str, str], RunState] = {}
+        self.newest: dict[str, RunState] = {}
+        self._foreign: dict[tuple[str, object], str] = {}
+        self.calls: dict[tuple[str, str], CallState] = {}
+
+    def run_for(self, record: Record, peer: Peer, now_ns: int) -> tuple[RunState, bool]:
+        """The run a record belongs to, opening one if needed; True when it is new.
+
+        Records without a `run_id` (plain Fluent clients) share a run per (app, peer
+        process) on Unix sockets and per (app, connection) on TCP.
+        """
+        run_id = record.run_id
+        if run_id is None:
+            owner: object = peer.pid if peer.transport == "unix" and peer.pid else peer.conn_id
+            foreign_key = (record.app, (peer.transport, owner))
+            run_id = self._foreign.get(foreign_key)
+            if run_id is None or not self.runs[(record.app, run_id)].active:
+                run_id = new_run_id(now_ns, self.utc)
+                self._foreign[foreign_key] = run_id
+        key = (record.app, run_id)
+        run = self.runs.get(key)
+        created = False
+        if run is None or not run.active and run.end_reason == "lost":
+            run = RunState(
+                app=record.app,
+                run_id=run_id,
+                start_ns=record.time_ns,
+                opened_by_daemon=record.run_id is None,
+                tcp=peer.transport == "tcp",
+            )
+            self.runs[key] = run
+            created = True
+            newest = self.newest.get(record.app)
+            if newest is None or newest.start_ns <= run.start_ns:
+                self.newest[record.app] = run
+        elif not run.active:
+            # A record for a run we had ended: its process came back (or a late child).
+            run.end_ns = run.end_reason = None
+            run.shutdown_seen = False
+        if peer.conn_id not in run.conns:
+            run.conns.add(peer.conn_id)
+            run.idle_since_ns = None
+            if peer.pid is not None:
+                run.pids.add(peer.pid)
+            run.peers[peer.conn_id] = {k: v for k, v in peer.as_dict().items() if k != "conn"}
+            run.dirty = True
+        return run, created
+
+    def note_record(self, run: RunState, record: Record) -> None:
+        run.records += 1
+        run.counts[record.level] = run.counts.get(record.level, 0) + 1
+        if record.pid is not None and record.pid not in run.pids:
+            run.pids.add(record.pid)
+        run.dirty = True
+        event_type = record.event_type
+        if event_type is None:
+            return
+        if event_type == "app:start":
+            kv = record.kv
+            pid = kv.get("pid", record.pid)
+            run.opener_pid = pid if isinstance(pid, int) else record.pid
+            host, argv, version = kv.get("host"), kv.get("argv"), kv.get("client_version")
+            run.host = host if isinstance(host, str) else run.host
+            run.argv = [str(a) for a in argv] if isinstance(argv, list) else run.argv
+            run.client_version = version if isinstance(version, str) else run.client_version
+        elif event_type == "app:shutdown":
+            if run.opener_pid is None or record.pid in (None, run.opener_pid):
+                run.shutdown_seen = True
+        elif event_type == "logd:dropped":
+            count = record.kv.get("count")
+            if isinstance(count, int) and count > 0:
+                run.dropped_by_client += count
+
+    def call_day(self, record: Record, default_day: str) -> str:
+        """The date folder of a call: the day of its first record, kept for its lifetime."""
+        assert record.call_id is not None
+        key = (record.app, record.call_id)
+        call = self.calls.get(key)
+        if call is None:
+            call = self.calls[key] = CallState(record.app, record.call_id, default_day, record.time_ns)
+        call.records += 1
+        if record.levelno >= 40:
+            call.errors += 1
+        return call.day
+
+    def end_call(self, app: str, call_id: str) -> CallState | None:
+        return self.calls.pop((app, call_id), None)
+
+    def connection_closed(self, conn_id: int, *, by_daemon: bool, now_ns: int) -> list[RunState]:
+        """Forget a connection; returns the runs that ended because of it."""
+        ended = []
+        for run in self._runs_of(conn_id):
+            run.conns.discard(conn_id)
+            if run.conns:
+                continue
+            run.idle_since_ns = now_ns
+            if not by_daemon and self._maybe_end(run, now_ns):
+                ended.append(run)
+        return ended
+
+    def tick(self, now_ns: int) -> list[RunState]:
+        """Runs whose processes are gone since they last spoke: ended now."""
+        ended = []
+        for run in list(self.runs.values()):
+            if run.active and not run.conns and self._maybe_end(run, now_ns):
+                ended.append(run)
+        return ended
+
+    def due_metadata(self, now_ns: int) -> Iterator[RunState]:
+        """Active runs whose counts changed and whose metadata is older than 10 s."""
+        for run in self.runs.values():
+            if run.active and run.dirty and now_ns - run.written_ns >= METADATA_EVERY_NS:
+                yield run
+
+    def forget_ended(self) -> None:
+        """Drop ended runs from memory once their final metadata is written."""
+        for key, run in list(self.runs.items()):
+            if not run.active and self.newest.get(run.app) is not run:
+                del self.runs[key]
+
+    def _runs_of(self, conn_id: int) -> list[RunState]:
+        return [run for run in self.runs.values() if conn_id in run.conns]
+
+    def _maybe_end(self, run: RunState, now_ns: int) -> bool:
+        if run.shutdown_seen:
+            reason: EndReason = "shutdown"
+        elif run.tcp and not run.pids:
+            if run.idle_since_ns is None or now_ns - run.idle_since_ns < TCP_GRACE_NS:
+                return False
+            reason = "disconnected"
+        elif run.pids and not any(self.pid_alive(pid) for pid in run.pids):
+            reason = "disconnected"
+        else:
+            return False
+        run.end_ns = now_ns
+        run.end_reason = reason
+        run.dirty = True
+        return True
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie waiting to be reaped."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return True
+    state = stat.rsplit(b")", 1)[-1].split()[:1]
+    return state != [b"Z"]

@@ -1,0 +1,324 @@
+"""Decide where a record goes and what each destination's line looks like.
+
+Pure: no I/O and no clock. The routing rules of SPEC §4 are a table (`RULES`) of data,
+so changing where records land means editing rows, not branches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import lru_cache
+from typing import Any
+from urllib.parse import quote
+
+from logd.config import Layout
+from logd.events import EventRow, format_event_line, iso_utc_ms
+from logd.records import ERROR_LEVELNO, Record, exception_summary
+
+NO_SESSION = "in-progress"
+UNKNOWN_BOT = "unknown"
+MAX_NAME_CHARS = 128
+_SAFE_NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._:-]*")
+_QUOTE_SAFE = "_-.:"
+
+
+class Kind(StrEnum):
+    """File kinds: each has its own rotation policy."""
+
+    RUN = "run"
+    SESSION = "session"
+    CALL = "call"
+    EVENTS = "events"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One line for one file; `path` is relative to the root, `line` ends with a newline."""
+
+    kind: Kind
+    path: str
+    line: str
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    writes: list[Write]
+    event: EventRow | None
+
+
+@lru_cache(maxsize=4096)
+def safe_name(ident: str) -> str:
+    """A file-name form of an id that cannot leave its folder and keeps ids distinct.
+
+    Safe ids are used as they are. Others are percent-encoded (a safe id never contains
+    `%`); one still longer than 128 characters is cut and suffixed with `~` and a hash of
+    the whole id (`~` never appears otherwise, since it is encoded too).
+    """
+    if len(ident) <= MAX_NAME_CHARS and _SAFE_NAME_RE.fullmatch(ident):
+        return ident
+    encoded = quote(ident, safe=_QUOTE_SAFE)
+    if encoded.startswith("."):
+        encoded = "%2E" + encoded[1:]
+    encoded = encoded.replace("~", "%7E") or "%"
+    if len(encoded) > MAX_NAME_CHARS:
+        digest = hashlib.sha256(ident.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        encoded = encoded[: MAX_NAME_CHARS - 17] + "~" + digest
+    return encoded
+
+
+@lru_cache(maxsize=256)
+def _second_text(seconds: int, utc: bool) -> str:
+    struct = time.gmtime(seconds) if utc else time.localtime(seconds)
+    return time.strftime("%Y-%m-%d %H:%M:%S", struct)
+
+
+def clock_text(time_ns: int, utc: bool) -> str:
+    """`2025-11-05 14:30:52,123`, the stdlib logging asctime format."""
+    seconds, rest = divmod(time_ns, 1_000_000_000)
+    return f"{_second_text(seconds, utc)},{rest // 1_000_000:03d}"
+
+
+def day_text(time_ns: int, utc: bool) -> str:
+    """The `YYYY-MM-DD` of a moment, for call date folders and `_rejected/` files."""
+    return _second_text(time_ns // 1_000_000_000, utc)[:10]
+
+
+# --- paths -------------------------------------------------------------------------
+
+
+def run_dir(app: str, run_id: str) -> str:
+    return f"{safe_name(app)}/runs/{safe_name(run_id)}"
+
+
+def _main_path(r: Record, run_id: str, call_day: str) -> str:
+    return f"{run_dir(r.app, run_id)}/main.log"
+
+
+def _component_path(r: Record, run_id: str, call_day: str) -> str:
+    return f"{run_dir(r.app, run_id)}/{safe_name(r.logger)}.log"
+
+
+def _session_path(r: Record, run_id: str, call_day: str) -> str:
+    assert r.session_id is not None
+    return f"{safe_name(r.app)}/sessions/session_{safe_name(r.session_id)}.jsonl"
+
+
+def _call_path(r: Record, run_id: str, call_day: str) -> str:
+    assert r.call_id is not None
+    bot = safe_name(r.bot_id or UNKNOWN_BOT)
+    return f"{safe_name(r.app)}/calls/{call_day}/bot_{bot}/call_{safe_name(r.call_id)}.log"
+
+
+def _events_path(r: Record, run_id: str, call_day: str) -> str:
+    return f"{safe_name(r.app)}/events.log"
+
+
+# --- line formats ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Texts:
+    """The formatted forms of one record, each built at most once."""
+
+    record: Record
+    run_id: str
+    layout: Layout
+    event_line: str | None
+    _body: str | None = None
+    _run: str | None = None
+
+    def body(self) -> str:
+        """The message as text lines show it: events read `{event_type} {message}`."""
+        if self._body is None:
+            r = self.record
+            if r.event_type is not None and self.event_line is not None:
+                message = self.event_line.split("|", 3)[3]
+                body = f"{r.event_type} {message}" if message else r.event_type
+            else:
+                body = r.msg
+            if r.exc:
+                body = f"{body}\n{r.exc.rstrip()}"
+            self._body = body
+        return self._body
+
+    def run_line(self) -> str:
+        if self._run is None:
+            r = self.record
+            when = clock_text(r.time_ns, self.layout.utc)
+            session = r.session_id or NO_SESSION
+            self._run = f"[{session}] - {when} - {r.logger} - {r.level} - {self.body()}\n"
+        return self._run
+
+    def call_line(self) -> str:
+        r = self.record
+        when = clock_text(r.time_ns, self.layout.utc)
+        thread = r.thread if r.thread is not None else 0
+        return f"{when} - tid: {thread} - {r.level} - {self.body()}\n"
+
+    def session_line(self) -> str:
+        r = self.record
+        obj: dict[str, Any] = {
+            "time": iso_utc_ms(r.time_ns),
+            "level": r.level,
+            "logger": r.logger,
+            "msg": r.msg,
+            "run_id": self.run_id,
+            "session_id": r.session_id,
+        }
+        for key in ("call_id", "bot_id", "event_type"):
+            value = getattr(r, key)
+            if value is not None:
+                obj[key] = value
+        if r.kv:
+            obj["kv"] = r.kv
+        if r.exc:
+            obj["exc"] = r.exc
+        for key, value in r.extra.items():
+            obj.setdefault(key, value)
+        return json.dumps(obj, ensure_ascii=False, default=_json_default) + "\n"
+
+    def events_line(self) -> str:
+        assert self.event_line is not None
+        return self.event_line + "\n"
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+# --- the rule table ----------------------------------------------------------------
+
+
+def _is_run_scoped(t: _Texts) -> bool:
+    return t.record.call_id is None
+
+
+def _wants_component(t: _Texts) -> bool:
+    r = t.record
+    return r.call_id is None and t.layout.component_files and safe_name(r.logger) != "main"
+
+
+def _has_session(t: _Texts) -> bool:
+    return t.record.session_id is not None
+
+
+def _has_call(t: _Texts) -> bool:
+    return t.record.call_id is not None
+
+
+def _is_event(t: _Texts) -> bool:
+    return t.event_line is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One row of the routing table: when it applies, where it writes, in which format."""
+
+    name: str
+    kind: Kind
+    applies: Callable[[_Texts], bool]
+    path: Callable[[Record, str, str], str]
+    line: Callable[[_Texts], str]
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("run-main", Kind.RUN, _is_run_scoped, _main_path, _Texts.run_line),
+    Rule("run-component", Kind.RUN, _wants_component, _component_path, _Texts.run_line),
+    Rule("session", Kind.SESSION, _has_session, _session_path, _Texts.session_line),
+    Rule("call", Kind.CALL, _has_call, _call_path, _Texts.call_line),
+    Rule("events", Kind.EVENTS, _is_event, _events_path, _Texts.events_line),
+)
+
+
+def event_of(record: Record) -> tuple[str, str, str, dict[str, Any]] | None:
+    """The canonical event a record carries, if any: (event_type, source, text, fields).
+
+    A record at ERROR or above with a traceback and no event of its own becomes an
+    `error:runtime` event, so every exception reaches the timeline.
+    """
+    if record.event_type is not None:
+        fields: dict[str, Any] = dict(record.kv)
+        text = record.msg
+    elif record.levelno >= ERROR_LEVELNO and record.exc:
+        fields = {}
+        text = exception_summary(record.exc)
+    else:
+        return None
+    if record.session_id is not None:
+        fields["session_id"] = record.session_id
+    if record.call_id is not None:
+        fields["call_id"] = record.call_id
+    return record.event_type or "error:runtime", record.logger, text, fields
+
+
+def route(record: Record, run_id: str, layout: Layout, *, call_day: str | None = None) -> Routed:
+    """Every write one record causes, and its index row if it is an event.
+
+    Args:
+        record: the normalised record.
+        run_id: the run it belongs to (its own, or the one the daemon opened for its peer).
+        layout: line and file options.
+        call_day: the date folder of the record's call, fixed at the call's start; the
+            record's own date when not given.
+    """
+    event = event_of(record)
+    event_line = event_row = None
+    if event is not None:
+        event_type, source, text, fields = event
+        event_line = format_event_line(record.time_ns, event_type, source, text, fields)
+        event_row = EventRow(
+            ts=iso_utc_ms(record.time_ns),
+            event_type=event_type,
+            source=source,
+            message=text,
+            app=record.app,
+            run_id=run_id,
+            session_id=record.session_id,
+            call_id=record.call_id,
+            kv_json=_kv_json(record.kv) if record.event_type is not None else None,
+            raw_line=event_line,
+        )
+    texts = _Texts(record, run_id, layout, event_line)
+    day = call_day or day_text(record.time_ns, layout.utc)
+    writes = [
+        Write(rule.kind, rule.path(record, run_id, day), rule.line(texts))
+        for rule in RULES
+        if rule.applies(texts)
+    ]
+    return Routed(writes, event_row)
+
+
+def _kv_json(kv: Mapping[str, Any]) -> str | None:
+    if not kv:
+        return None
+    return json.dumps(kv, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+
+
+def rejected_write(now_ns: int, reason: str, tag: str, raw: object, peer: Mapping[str, Any]) -> Write:
+    """The `_rejected/<day>.jsonl` line for input that could not be routed, with why."""
+    obj = {
+        "time": iso_utc_ms(now_ns),
+        "reason": reason,
+        "tag": tag,
+        "peer": dict(peer),
+        "record": raw if isinstance(raw, str) else _jsonable(raw),
+    }
+    line = json.dumps(obj, ensure_ascii=False, default=_json_default) + "\n"
+    return Write(Kind.REJECTED, f"_rejected/{day_text(now_ns, True)}.jsonl", line)
+
+
+def _jsonable(raw: object) -> object:
+    try:
+        json.dumps(raw, default=_json_default)
+    except (TypeError, ValueError, RecursionError):
+        return repr(raw)[:10_000]
+    return raw

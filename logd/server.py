@@ -1,0 +1,397 @@
+"""trio listeners, connection tasks and the writer task.
+
+Connection tasks decode bytes and wait for the writer; they never touch files. The
+writer task owns the `Engine` and runs each batch in a worker thread, so a slow disk
+slows the clients that wait for acks rather than the event loop.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket as stdsocket
+import struct
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+from logd_client import wire
+
+from logd import __version__
+from logd.config import Config
+from logd.engine import ConnClosed, Engine, Ingest, Job, Tick, ensure_root
+from logd.registry import Peer, Transport
+
+log = logging.getLogger("logd.server")
+
+WRITER_QUEUE = 1024
+WRITER_BATCH = 512
+TICK_S = 2.0
+DRAIN_GRACE_S = 5.0
+DRAIN_READ_S = 0.2
+SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes including the NUL
+_PEERCRED = struct.Struct("3i")
+
+
+class StartupError(Exception):
+    """The daemon cannot start as configured (socket in use, path too long, ...)."""
+
+
+@dataclass(slots=True)
+class _Conn:
+    peer: Peer
+    read_scope: trio.CancelScope | None = None
+
+
+@dataclass(slots=True)
+class Listening:
+    """Where the daemon listens, reported through `task_status.started()`."""
+
+    socket: Path | None
+    tcp: list[tuple[str, int]] = field(default_factory=list)
+
+
+class LogdServer:
+    """One daemon instance: listeners, connections, writer. See `serve_logd`."""
+
+    def __init__(self, config: Config, *, engine_factory: Callable[[Config], Engine] = Engine):
+        self.config = config
+        self.engine_factory = engine_factory
+        self.engine: Engine | None = None
+        self.stop_requested = trio.Event()
+        self.draining = False
+        self.conns: dict[int, _Conn] = {}
+        self.errors: Counter[str] = Counter()
+        self.connections_total = 0
+        self._next_conn = 0
+        self._send: trio.MemorySendChannel[tuple[Job, trio.Event | None]] | None = None
+        self._made_sockets: list[Path] = []
+
+    # --- public --------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop accepting, finish what connections already sent, flush, and return."""
+        self.stop_requested.set()
+
+    async def serve(self, *, task_status: trio.TaskStatus[Listening] = trio.TASK_STATUS_IGNORED) -> None:
+        config = self.config
+        ensure_root(config.root)
+        listeners, listening = await self._open_listeners()
+        self.engine = engine = await trio.to_thread.run_sync(self.engine_factory, config)
+        send, recv = trio.open_memory_channel[tuple[Job, trio.Event | None]](WRITER_QUEUE)
+        self._send = send
+        try:
+            async with trio.open_nursery() as writer_nursery:
+                writer_nursery.start_soon(self._writer, engine, recv)
+                try:
+                    async with trio.open_nursery() as nursery:
+                        for listener, transport in listeners:
+                            nursery.start_soon(self._accept_loop, nursery, listener, transport)
+                        ticker = trio.CancelScope()
+                        nursery.start_soon(self._ticker, ticker)
+                        log.info("logd %s listening on %s; writing to %s", __version__,
+                                 _describe(listening), config.root)
+                        task_status.started(listening)
+                        await self.stop_requested.wait()
+                        log.info("stopping: no new connections, draining %d", len(self.conns))
+                        for listener, _ in listeners:
+                            await listener.aclose()
+                        ticker.cancel()
+                        self._drain()
+                        nursery.cancel_scope.deadline = trio.current_time() + DRAIN_GRACE_S
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await send.aclose()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(engine.close)
+                for path in self._made_sockets:
+                    _unlink_quietly(path)
+                log.info("stopped")
+
+    def statistics(self) -> dict[str, Any]:
+        totals = self.engine.totals if self.engine else None
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "connections": len(self.conns),
+            "connections_total": self.connections_total,
+            "errors": dict(self.errors),
+            "records_in": totals.records_in if totals else 0,
+            "records_written": totals.records_written if totals else 0,
+            "events_indexed": totals.events_indexed if totals else 0,
+            "rejected": totals.rejected if totals else 0,
+            "dropped_by_clients": totals.dropped_by_clients if totals else 0,
+        }
+
+    # --- listeners -----------------------------------------------------------------
+
+    async def _open_listeners(self) -> tuple[list[tuple[trio.abc.Listener[Any], Transport]], Listening]:
+        listen = self.config.listen
+        listeners: list[tuple[trio.abc.Listener[Any], Transport]] = []
+        sock = await self._bind_unix(listen.socket)
+        listeners.append((trio.SocketListener(sock), "unix"))
+        listening = Listening(socket=listen.socket)
+        if listen.tcp is not None:
+            host, port = listen.tcp
+            if listen.shared_key:
+                raise StartupError(
+                    "shared_key authentication is not implemented yet; "
+                    "listen on loopback without shared_key"
+                )
+            try:
+                tcp_listeners = await trio.open_tcp_listeners(port, host=host)
+            except OSError as exc:
+                raise StartupError(f"cannot listen on tcp {host}:{port}: {exc.strerror}") from exc
+            for tcp in tcp_listeners:
+                name = tcp.socket.getsockname()
+                listening.tcp.append((name[0], name[1]))
+                listeners.append((tcp, "tcp"))
+        return listeners, listening
+
+    async def _bind_unix(self, path: Path) -> trio.socket.SocketType:
+        if len(os.fsencode(path)) > SUN_PATH_MAX:
+            raise StartupError(f"socket path is longer than {SUN_PATH_MAX} bytes: {path}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() or path.is_symlink():
+            if not path.is_socket():
+                raise StartupError(f"{path} exists and is not a socket")
+            if await _someone_listens(path):
+                raise StartupError(f"another daemon is already listening on {path}")
+            path.unlink()
+        sock = trio.socket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            await sock.bind(os.fspath(path))
+        except OSError as exc:
+            sock.close()
+            raise StartupError(f"cannot bind {path}: {exc.strerror}") from exc
+        finally:
+            os.umask(old_umask)
+        self._made_sockets.append(path)
+        os.chmod(path, 0o600)
+        sock.listen(stdsocket.SOMAXCONN)
+        return sock
+
+    async def _accept_loop(
+        self, nursery: trio.Nursery, listener: trio.abc.Listener[Any], transport: Transport
+    ) -> None:
+        limit = self.config.limits.max_connections
+        while True:
+            try:
+                stream = await listener.accept()
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._count("accept-" + errno.errorcode[exc.errno].lower())
+                    log.warning("accept failed (%s); pausing", exc.strerror)
+                    await trio.sleep(0.1)
+                    continue
+                raise
+            if len(self.conns) >= limit:
+                self._count("too-many-connections")
+                log.warning("refusing a %s connection: %d connections open", transport, limit)
+                await stream.aclose()
+                continue
+            nursery.start_soon(self._handle, stream, transport)
+
+    # --- connections ---------------------------------------------------------------
+
+    async def _handle(self, stream: trio.SocketStream, transport: Transport) -> None:
+        peer = self._peer(stream, transport)
+        conn = _Conn(peer)
+        self.conns[peer.conn_id] = conn
+        self.connections_total += 1
+        limits = self.config.limits
+        decoder = wire.ForwardDecoder(
+            max_message_bytes=limits.max_message_bytes, max_records=limits.max_records
+        )
+        by_daemon = False
+        idle_deadline = trio.current_time() + limits.idle_timeout_s
+        try:
+            while True:
+                event = decoder.next_event()
+                if event is None:
+                    deadline = idle_deadline
+                    if self.draining:
+                        deadline = min(deadline, trio.current_time() + DRAIN_READ_S)
+                    data: bytes | None = None
+                    with trio.CancelScope(deadline=deadline) as conn.read_scope:
+                        data = await stream.receive_some(decoder.read_size)
+                    conn.read_scope = None
+                    if data is None:
+                        by_daemon = True
+                        if not self.draining:
+                            self._count("idle-timeout")
+                            log.info("conn %d (%s): no message for %gs, closing", peer.conn_id,
+                                     _peer_text(peer), limits.idle_timeout_s)
+                        break
+                    if data:
+                        decoder.receive_data(data)
+                    else:
+                        decoder.receive_eof()
+                    continue
+                idle_deadline = trio.current_time() + limits.idle_timeout_s
+                if isinstance(event, wire.Closed):
+                    break
+                if isinstance(event, wire.Entries):
+                    if not await self._submit(peer, event):
+                        by_daemon = True
+                        break
+                    if event.chunk is not None:
+                        with trio.move_on_after(limits.idle_timeout_s) as send_scope:
+                            await stream.send_all(wire.encode_ack(event.chunk))
+                        if send_scope.cancelled_caught:
+                            self._count("ack-not-read")
+                            by_daemon = True
+                            break
+                elif isinstance(event, wire.Ping):
+                    self._count("unexpected-ping")
+                    log.warning("conn %d: PING without shared_key configured; closing",
+                                peer.conn_id)
+                    break
+        except wire.RemoteProtocolError as exc:
+            self._count(exc.code)
+            log.warning("conn %d (%s): protocol error %s: %s; closing", peer.conn_id,
+                        _peer_text(peer), exc.code, exc)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._count("connection-broken")
+            log.debug("conn %d: %r", peer.conn_id, exc)
+        finally:
+            del self.conns[peer.conn_id]
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+                await self._enqueue(ConnClosed(peer, by_daemon), None)
+
+    async def _submit(self, peer: Peer, entries: wire.Entries) -> bool:
+        """Hand one message to the writer and wait until it is durable (or failed)."""
+        job = Ingest(peer, entries)
+        done = trio.Event()
+        await self._enqueue(job, done)
+        await done.wait()
+        return job.ok
+
+    async def _enqueue(self, job: Job, done: trio.Event | None) -> None:
+        assert self._send is not None
+        with trio.move_on_after(DRAIN_GRACE_S):
+            try:
+                await self._send.send((job, done))
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                if done is not None:
+                    done.set()
+
+    def _peer(self, stream: trio.SocketStream, transport: Transport) -> Peer:
+        self._next_conn += 1
+        sock = stream.socket
+        if transport == "unix":
+            try:
+                raw = sock.getsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_PEERCRED, _PEERCRED.size)
+                pid, uid, gid = _PEERCRED.unpack(raw)
+            except OSError:
+                pid = uid = gid = None
+            return Peer(self._next_conn, "unix", pid, uid, gid, "unix")
+        try:
+            host, port = sock.getpeername()[:2]
+            address = f"{host}:{port}"
+        except OSError:
+            address = "tcp"
+        return Peer(self._next_conn, "tcp", address=address)
+
+    def _drain(self) -> None:
+        self.draining = True
+        soon = trio.current_time() + DRAIN_READ_S
+        for conn in self.conns.values():
+            if conn.read_scope is not None:
+                conn.read_scope.deadline = min(conn.read_scope.deadline, soon)
+
+    def _count(self, code: str) -> None:
+        self.errors[code] += 1
+
+    # --- writer and ticker -----------------------------------------------------------
+
+    async def _writer(
+        self, engine: Engine, recv: trio.MemoryReceiveChannel[tuple[Job, trio.Event | None]]
+    ) -> None:
+        async with recv:
+            while True:
+                try:
+                    first = await recv.receive()
+                except trio.EndOfChannel:
+                    return
+                batch = [first]
+                while len(batch) < WRITER_BATCH:
+                    try:
+                        batch.append(recv.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                try:
+                    await trio.to_thread.run_sync(engine.process, [job for job, _ in batch])
+                except OSError as exc:
+                    self._count("write-failed")
+                    log.error("writing a batch failed, not acknowledging it: %s", exc)
+                for _, done in batch:
+                    if done is not None:
+                        done.set()
+
+    async def _ticker(self, scope: trio.CancelScope) -> None:
+        assert self._send is not None
+        with scope:
+            while True:
+                await trio.sleep(TICK_S)
+                try:
+                    self._send.send_nowait((Tick(), None))
+                except trio.WouldBlock:
+                    pass
+
+
+async def serve_logd(
+    config: Config,
+    *,
+    server: LogdServer | None = None,
+    task_status: trio.TaskStatus[Listening] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the daemon until cancelled or until `server.request_stop()`.
+
+    Reports where it listens through `task_status.started()`. On a stop request it
+    stops accepting, finishes the messages connections already sent, flushes and
+    returns; on cancellation it still flushes what was written (shielded).
+    """
+    server = server or LogdServer(config)
+    await server.serve(task_status=task_status)
+
+
+async def _someone_listens(path: Path) -> bool:
+    probe = trio.socket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
+    try:
+        with trio.move_on_after(1):
+            await probe.connect(os.fspath(path))
+            return True
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _peer_text(peer: Peer) -> str:
+    if peer.transport == "unix":
+        return f"pid {peer.pid} uid {peer.uid}"
+    return peer.address
+
+
+def _describe(listening: Listening) -> str:
+    parts = [f"unix:{listening.socket}"] if listening.socket else []
+    parts += [f"tcp://{host}:{port}" for host, port in listening.tcp]
+    return ", ".join(parts)

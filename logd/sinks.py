@@ -1,0 +1,144 @@
+"""Own every file handle under the root and carry out writes.
+
+Synchronous and single-owner: only the writer task calls this (directly or in its worker
+thread), so no locks are needed. Paths come from `routing` and are relative to the root;
+their parts are already safe names, and files are opened with O_NOFOLLOW so a planted
+symlink cannot redirect a write out of the root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict, defaultdict
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from logd.routing import Write
+
+_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+FsyncMode = Literal["none", "batch", "always"]
+
+
+class Sinks:
+    """Appends lines to files, keeping at most `open_files` handles open (LRU).
+
+    Resource handling: owns every descriptor it opens; `close()` releases them all.
+    """
+
+    def __init__(self, root: Path, *, open_files: int = 256, fsync: FsyncMode = "batch") -> None:
+        self.root = root
+        self.open_files = max(1, open_files)
+        self.fsync = fsync
+        self._fds: OrderedDict[str, int] = OrderedDict()
+        self._dirty: set[str] = set()
+        self._made_dirs: set[str] = set()
+
+    def write_many(self, writes: Iterable[Write]) -> dict[str, int]:
+        """Append each line to its file, one `write(2)` per file, in the given order.
+
+        Lines for one file keep their order; whole lines go in one call on an O_APPEND
+        descriptor, so a line is never split. Returns bytes written per path.
+
+        Raises:
+            OSError: when the disk refuses (full, quota, file-size limit); the caller
+                must not acknowledge this batch.
+        """
+        grouped: dict[str, list[str]] = defaultdict(list)
+        for write in writes:
+            grouped[write.path].append(write.line)
+        written: dict[str, int] = {}
+        for path, lines in grouped.items():
+            data = "".join(lines).encode("utf-8", "surrogateescape")
+            fd = self._fd(path)
+            view = memoryview(data)
+            while view:
+                count = os.write(fd, view)
+                view = view[count:]
+            written[path] = len(data)
+            if self.fsync == "always":
+                os.fsync(fd)
+            else:
+                self._dirty.add(path)
+        return written
+
+    def sync(self) -> None:
+        """Make written data durable per the fsync mode, before acknowledging it."""
+        if self.fsync == "batch":
+            for path in self._dirty:
+                fd = self._fds.get(path)
+                if fd is not None:
+                    os.fsync(fd)
+        self._dirty.clear()
+
+    def close_file(self, path: str) -> None:
+        """Release one file's handle, e.g. when its call or session ends."""
+        fd = self._fds.pop(path, None)
+        if fd is not None:
+            if self.fsync != "none" and path in self._dirty:
+                os.fsync(fd)
+            self._dirty.discard(path)
+            os.close(fd)
+
+    def close(self) -> None:
+        self.sync()
+        for path in list(self._fds):
+            self.close_file(path)
+
+    @property
+    def open_count(self) -> int:
+        return len(self._fds)
+
+    def _fd(self, path: str) -> int:
+        fd = self._fds.get(path)
+        if fd is not None:
+            self._fds.move_to_end(path)
+            return fd
+        while len(self._fds) >= self.open_files:
+            oldest = next(iter(self._fds))
+            self.close_file(oldest)
+        full = self.root / path
+        parent = os.path.dirname(path)
+        if parent not in self._made_dirs:
+            full.parent.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.add(parent)
+        try:
+            fd = os.open(full, _OPEN_FLAGS, 0o640)
+        except FileNotFoundError:
+            # The folder went away under us (cleanup, an operator): make it again.
+            full.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(full, _OPEN_FLAGS, 0o640)
+        self._fds[path] = fd
+        return fd
+
+    def forget_dirs(self) -> None:
+        """Forget which folders exist, after something may have removed some."""
+        self._made_dirs.clear()
+
+
+def write_json_atomic(path: Path, obj: Mapping[str, Any]) -> None:
+    """Replace a JSON file so readers see the old or the new content, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    data = json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def point_current(runs_dir: Path, run_name: str) -> None:
+    """Make `runs/current` (symlink) and `runs/current.txt` name the newest run."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    tmp_link = runs_dir / ".current.tmp"
+    try:
+        tmp_link.unlink()
+    except FileNotFoundError:
+        pass
+    os.symlink(run_name, tmp_link)
+    os.replace(tmp_link, runs_dir / "current")
+    tmp_txt = runs_dir / ".current.txt.tmp"
+    tmp_txt.write_text(run_name + "\n", encoding="utf-8")
+    os.replace(tmp_txt, runs_dir / "current.txt")

@@ -1,0 +1,36 @@
+"""Helpers shared by tests: configs in temp folders and file-tree assertions."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from logd.config import Config, load_config
+
+
+def make_config(root: Path, socket_dir: Path, **limits: Any) -> Config:
+    """A config with everything under the given folders, like `logd serve --root --socket`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOGD_")}
+    env["XDG_RUNTIME_DIR"] = str(socket_dir)
+    cfg = load_config(
+        root=str(root),
+        socket=str(socket_dir / "logd.sock"),
+        control=str(socket_dir / "ctl.sock"),
+        environ=env,
+    )
+    if limits:
+        cfg = dataclasses.replace(cfg, limits=dataclasses.replace(cfg.limits, **limits))
+    return cfg
+
+
+def tree(root: Path) -> list[str]:
+    """Every file and link under root, relative, sorted: for asserting layouts."""
+    return sorted(
+        str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() or p.is_symlink()
+    )
+
+
+def read_lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
