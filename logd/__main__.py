@@ -63,13 +63,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"logd: cannot write to {config.root}: {exc.strerror}", file=sys.stderr)
         return 1
+    failures: list[BaseException] = []
     try:
         trio.run(_serve_until_signal, config)
     except* StartupError as group:
-        for exc in group.exceptions:
-            log.error("cannot start: %s", exc)
-        return 1
-    return 0
+        failures.extend(group.exceptions)
+    for failure in failures:
+        log.error("cannot start: %s", failure)
+    return 1 if failures else 0
 
 
 async def _serve_until_signal(config: Config) -> None:

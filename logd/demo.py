@@ -51,8 +51,18 @@ def run_demo(*, keep: bool = False) -> int:
     env.pop("LOGD_RUN_ID", None)
     print(f"starting logd: root {root}, socket {sock}")
     daemon = subprocess.Popen(
-        [sys.executable, "-m", "logd", "serve", "--root", str(root), "--socket", str(sock),
-         "--control", str(folder / "ctl.sock")],
+        [
+            sys.executable,
+            "-m",
+            "logd",
+            "serve",
+            "--root",
+            str(root),
+            "--socket",
+            str(sock),
+            "--control",
+            str(folder / "ctl.sock"),
+        ],
         env=env,
         stderr=subprocess.PIPE,
         text=True,
@@ -97,13 +107,13 @@ def _show(root: Path) -> None:
         elif path.is_file():
             print(f"  {rel}  ({path.stat().st_size} bytes)")
     app = root / "demo-agent"
-    shown = [
+    shown: list[Path | None] = [
         app / "runs" / "current" / "main.log",
         app / "events.log",
         next(iter(sorted((app / "calls").rglob("*.log"))), None),
         next(iter(sorted((app / "sessions").glob("*.jsonl"))), None),
     ]
-    for path in shown:
-        if path is not None and path.exists():
-            print(f"\n--- {path.relative_to(root)}")
-            print(path.read_text(encoding="utf-8").rstrip())
+    for file in shown:
+        if file is not None and file.exists():
+            print(f"\n--- {file.relative_to(root)}")
+            print(file.read_text(encoding="utf-8").rstrip())

@@ -128,10 +128,10 @@ class Engine:
             self.totals.last_error = f"write failed: {exc}"
             raise
         for path, count in written.items():
-            run = batch.run_of_path.get(path)
-            if run is not None:
-                run.bytes += count
-                run.files.add(path.rsplit("/", 1)[1])
+            owner = batch.run_of_path.get(path)
+            if owner is not None:
+                owner.bytes += count
+                owner.files.add(path.rsplit("/", 1)[1])
         for path in batch.closing:
             self.sinks.close_file(path)
         if batch.rows:

@@ -32,8 +32,18 @@ _MSG_KEYS = ("msg", "message", "log")
 _LOGGER_KEYS = ("logger", "source")
 _ID_KEYS = ("app", "run_id", "session_id", "call_id", "bot_id")
 _KNOWN = frozenset(
-    (*_MSG_KEYS, *_LOGGER_KEYS, *_ID_KEYS, "level", "event_type", "kv", "pid")
-    + ("thread", "thread_name", "exc")
+    (
+        *_MSG_KEYS,
+        *_LOGGER_KEYS,
+        *_ID_KEYS,
+        "level",
+        "event_type",
+        "kv",
+        "pid",
+        "thread",
+        "thread_name",
+        "exc",
+    )
 )
 MAX_ID_CHARS = 4096
 MAX_TIME_NS = 253_402_300_799 * 1_000_000_000  # 9999-12-31T23:59:59Z

@@ -150,7 +150,7 @@ class Registry:
         key = (record.app, run_id)
         run = self.runs.get(key)
         created = False
-        if run is None or not run.active and run.end_reason == "lost":
+        if run is None or (not run.active and run.end_reason == "lost"):
             run = RunState(
                 app=record.app,
                 run_id=run_id,
@@ -207,7 +207,9 @@ class Registry:
         key = (record.app, record.call_id)
         call = self.calls.get(key)
         if call is None:
-            call = self.calls[key] = CallState(record.app, record.call_id, default_day, record.time_ns)
+            call = self.calls[key] = CallState(
+                record.app, record.call_id, default_day, record.time_ns
+            )
         call.records += 1
         if record.levelno >= 40:
             call.errors += 1

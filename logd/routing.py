@@ -303,7 +303,9 @@ def _kv_json(kv: Mapping[str, Any]) -> str | None:
     return json.dumps(kv, ensure_ascii=False, separators=(",", ":"), default=_json_default)
 
 
-def rejected_write(now_ns: int, reason: str, tag: str, raw: object, peer: Mapping[str, Any]) -> Write:
+def rejected_write(
+    now_ns: int, reason: str, tag: str, raw: object, peer: Mapping[str, Any]
+) -> Write:
     """The `_rejected/<day>.jsonl` line for input that could not be routed, with why."""
     obj = {
         "time": iso_utc_ms(now_ns),

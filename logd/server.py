@@ -7,6 +7,7 @@ slows the clients that wait for acks rather than the event loop.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -77,7 +78,9 @@ class LogdServer:
         """Stop accepting, finish what connections already sent, flush, and return."""
         self.stop_requested.set()
 
-    async def serve(self, *, task_status: trio.TaskStatus[Listening] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self, *, task_status: trio.TaskStatus[Listening] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         config = self.config
         ensure_root(config.root)
         listeners, listening = await self._open_listeners()
@@ -93,8 +96,12 @@ class LogdServer:
                             nursery.start_soon(self._accept_loop, nursery, listener, transport)
                         ticker = trio.CancelScope()
                         nursery.start_soon(self._ticker, ticker)
-                        log.info("logd %s listening on %s; writing to %s", __version__,
-                                 _describe(listening), config.root)
+                        log.info(
+                            "logd %s listening on %s; writing to %s",
+                            __version__,
+                            _describe(listening),
+                            config.root,
+                        )
                         task_status.started(listening)
                         await self.stop_requested.wait()
                         log.info("stopping: no new connections, draining %d", len(self.conns))
@@ -130,7 +137,9 @@ class LogdServer:
 
     # --- listeners -----------------------------------------------------------------
 
-    async def _open_listeners(self) -> tuple[list[tuple[trio.abc.Listener[Any], Transport]], Listening]:
+    async def _open_listeners(
+        self,
+    ) -> tuple[list[tuple[trio.abc.Listener[Any], Transport]], Listening]:
         listen = self.config.listen
         listeners: list[tuple[trio.abc.Listener[Any], Transport]] = []
         sock = await self._bind_unix(listen.socket)
@@ -154,15 +163,10 @@ class LogdServer:
         return listeners, listening
 
     async def _bind_unix(self, path: Path) -> trio.socket.SocketType:
-        if len(os.fsencode(path)) > SUN_PATH_MAX:
-            raise StartupError(f"socket path is longer than {SUN_PATH_MAX} bytes: {path}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists() or path.is_symlink():
-            if not path.is_socket():
-                raise StartupError(f"{path} exists and is not a socket")
+        if _existing_socket(path):
             if await _someone_listens(path):
                 raise StartupError(f"another daemon is already listening on {path}")
-            path.unlink()
+            _unlink_quietly(path)
         sock = trio.socket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
         old_umask = os.umask(0o177)
         try:
@@ -228,8 +232,12 @@ class LogdServer:
                         by_daemon = True
                         if not self.draining:
                             self._count("idle-timeout")
-                            log.info("conn %d (%s): no message for %gs, closing", peer.conn_id,
-                                     _peer_text(peer), limits.idle_timeout_s)
+                            log.info(
+                                "conn %d (%s): no message for %gs, closing",
+                                peer.conn_id,
+                                _peer_text(peer),
+                                limits.idle_timeout_s,
+                            )
                         break
                     if data:
                         decoder.receive_data(data)
@@ -252,13 +260,19 @@ class LogdServer:
                             break
                 elif isinstance(event, wire.Ping):
                     self._count("unexpected-ping")
-                    log.warning("conn %d: PING without shared_key configured; closing",
-                                peer.conn_id)
+                    log.warning(
+                        "conn %d: PING without shared_key configured; closing", peer.conn_id
+                    )
                     break
         except wire.RemoteProtocolError as exc:
             self._count(exc.code)
-            log.warning("conn %d (%s): protocol error %s: %s; closing", peer.conn_id,
-                        _peer_text(peer), exc.code, exc)
+            log.warning(
+                "conn %d (%s): protocol error %s: %s; closing",
+                peer.conn_id,
+                _peer_text(peer),
+                exc.code,
+                exc,
+            )
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._count("connection-broken")
             log.debug("conn %d: %r", peer.conn_id, exc)
@@ -343,10 +357,8 @@ class LogdServer:
         with scope:
             while True:
                 await trio.sleep(TICK_S)
-                try:
+                with contextlib.suppress(trio.WouldBlock):
                     self._send.send_nowait((Tick(), None))
-                except trio.WouldBlock:
-                    pass
 
 
 async def serve_logd(
@@ -378,11 +390,21 @@ async def _someone_listens(path: Path) -> bool:
         probe.close()
 
 
+def _existing_socket(path: Path) -> bool:
+    """Check the socket path is usable; True when a (maybe stale) socket is already there."""
+    if len(os.fsencode(path)) > SUN_PATH_MAX:
+        raise StartupError(f"socket path is longer than {SUN_PATH_MAX} bytes: {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not (path.exists() or path.is_symlink()):
+        return False
+    if not path.is_socket():
+        raise StartupError(f"{path} exists and is not a socket")
+    return True
+
+
 def _unlink_quietly(path: Path) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         path.unlink()
-    except FileNotFoundError:
-        pass
 
 
 def _peer_text(peer: Peer) -> str:

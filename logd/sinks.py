@@ -8,6 +8,7 @@ symlink cannot redirect a write out of the root.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections import OrderedDict, defaultdict
@@ -133,10 +134,8 @@ def point_current(runs_dir: Path, run_name: str) -> None:
     """Make `runs/current` (symlink) and `runs/current.txt` name the newest run."""
     runs_dir.mkdir(parents=True, exist_ok=True)
     tmp_link = runs_dir / ".current.tmp"
-    try:
+    with contextlib.suppress(FileNotFoundError):
         tmp_link.unlink()
-    except FileNotFoundError:
-        pass
     os.symlink(run_name, tmp_link)
     os.replace(tmp_link, runs_dir / "current")
     tmp_txt = runs_dir / ".current.txt.tmp"

@@ -80,8 +80,18 @@ def start_daemon(root: Path, socket_dir: Path) -> DaemonProcess:
     env["XDG_RUNTIME_DIR"] = str(socket_dir)
     env["XDG_CACHE_HOME"] = str(socket_dir / "cache")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "logd", "serve", "--root", str(root), "--socket", str(sock),
-         "--control", str(socket_dir / "ctl.sock")],
+        [
+            sys.executable,
+            "-m",
+            "logd",
+            "serve",
+            "--root",
+            str(root),
+            "--socket",
+            str(sock),
+            "--control",
+            str(socket_dir / "ctl.sock"),
+        ],
         env=env,
         stderr=subprocess.PIPE,
         text=True,
@@ -117,8 +127,12 @@ def test_many_producers_into_one_daemon(daemon: DaemonProcess) -> None:
     count = 300
     names = ["p0", "p1", "p2"]
     producers = [
-        subprocess.Popen([sys.executable, "-c", PRODUCER, name, str(count)], env=daemon.env,
-                         stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", PRODUCER, name, str(count)],
+            env=daemon.env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for name in names
     ]
     outputs = [p.communicate(timeout=120)[0] for p in producers]
@@ -153,12 +167,15 @@ def test_many_producers_into_one_daemon(daemon: DaemonProcess) -> None:
         meta = json.loads((root / "runs" / run_id / "metadata.json").read_text())
         assert meta["end_reason"] == "shutdown"
         assert meta["app"] == "shop"
-        assert meta["argv"] and meta["host"]
+        assert meta["argv"]
+        assert meta["host"]
         assert meta["counts"]["ERROR"] == 1
         assert meta["records"] >= count
     p0 = json.loads((root / "runs" / run_ids[0] / "metadata.json").read_text())
     assert len(p0["pids"]) == 2, "the child joined its parent's run"
-    assert any("child joined" in line for line in read_lines(root / "runs" / run_ids[0] / "main.log"))
+    assert any(
+        "child joined" in line for line in read_lines(root / "runs" / run_ids[0] / "main.log")
+    )
 
     events = read_lines(root / "events.log")
     types = [line.split("|")[1] for line in events]
@@ -180,11 +197,13 @@ def test_many_producers_into_one_daemon(daemon: DaemonProcess) -> None:
 def test_killed_producer_run_ends_disconnected(daemon: DaemonProcess) -> None:
     script = (
         "import logging, os, time, logd_client as logd; logd.install(app='victim');"
-        "logging.getLogger('v').info('alive'); assert logd.flush(10); print(logd.run_id(), flush=True);"
+        "logging.getLogger('v').info('alive'); assert logd.flush(10);"
+        "print(logd.run_id(), flush=True);"
         "time.sleep(60)"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], env=daemon.env,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], env=daemon.env, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None
     run_id = proc.stdout.readline().strip()
     proc.kill()
@@ -193,8 +212,10 @@ def test_killed_producer_run_ends_disconnected(daemon: DaemonProcess) -> None:
     wait_for(lambda: json.loads(meta_path.read_text())["end_reason"] is not None)
     meta = json.loads(meta_path.read_text())
     assert meta["end_reason"] == "disconnected"
-    assert any(line.endswith(" - alive") for line in
-               read_lines(daemon.root / "victim" / "runs" / run_id / "main.log"))
+    assert any(
+        line.endswith(" - alive")
+        for line in read_lines(daemon.root / "victim" / "runs" / run_id / "main.log")
+    )
 
 
 def test_plain_fluent_logger_client(daemon: DaemonProcess) -> None:
@@ -205,8 +226,12 @@ def test_plain_fluent_logger_client(daemon: DaemonProcess) -> None:
     assert client.emit("access", {"message": "POST /login", "status": 302})
     client.close()
     app_dir = daemon.root / "webapp" / "runs"
-    wait_for(lambda: any(app_dir.glob("*/main.log")) and
-             len(read_lines(next(app_dir.glob("*/main.log")))) == 2)
+    wait_for(
+        lambda: (
+            any(app_dir.glob("*/main.log"))
+            and len(read_lines(next(app_dir.glob("*/main.log")))) == 2
+        )
+    )
     (main,) = app_dir.glob("*/main.log")
     lines = read_lines(main)
     assert lines[0].endswith(" - webapp.access - INFO - GET /")
@@ -226,7 +251,8 @@ def test_sigterm_exits_cleanly(daemon: DaemonProcess) -> None:
 
 
 def test_logd_ctl_says_not_yet() -> None:
-    result = subprocess.run([sys.executable, "-m", "logd.ctl", "status"], capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "logd.ctl", "status"], capture_output=True, text=True
+    )
     assert result.returncode != 0
     assert "not implemented" in result.stderr

@@ -110,7 +110,9 @@ async def test_every_mode_is_accepted(daemon: Daemon) -> None:
     data = wire.encode_forward("cyc", [(now, rec("gzip"))], chunk="g", compressed=True)
     await producer.send(data)
     assert await producer.receive() == wire.Ack("g")
-    msgs = [line.rsplit(" - ", 1)[1] for line in read_lines(daemon.root / f"cyc/runs/{RUN}/main.log")]
+    msgs = [
+        line.rsplit(" - ", 1)[1] for line in read_lines(daemon.root / f"cyc/runs/{RUN}/main.log")
+    ]
     assert msgs == ["message-mode", "packed", "gzip"]
     await producer.aclose()
 
@@ -128,13 +130,18 @@ async def test_invalid_entries_do_not_cost_the_valid_ones(daemon: Daemon) -> Non
     producer = await Producer.unix(daemon.config.listen.socket)
     now = int(time.time())
     raw = msgpack.packb(
-        ["cyc", [[now, rec("good")], "garbage", [now, ["not", "a", "map"]], [now, rec("also")]],
-         {"chunk": "mixed"}]
+        [
+            "cyc",
+            [[now, rec("good")], "garbage", [now, ["not", "a", "map"]], [now, rec("also")]],
+            {"chunk": "mixed"},
+        ]
     )
     await producer.send(raw)
     with trio.fail_after(10):
         assert await producer.receive() == wire.Ack("mixed")
-    msgs = [line.rsplit(" - ", 1)[1] for line in read_lines(daemon.root / f"cyc/runs/{RUN}/main.log")]
+    msgs = [
+        line.rsplit(" - ", 1)[1] for line in read_lines(daemon.root / f"cyc/runs/{RUN}/main.log")
+    ]
     assert msgs == ["good", "also"]
     (rejected,) = (daemon.root / "_rejected").iterdir()
     reasons = [json.loads(line)["reason"] for line in read_lines(rejected)]
@@ -152,7 +159,9 @@ async def test_a_malformed_client_is_closed_while_others_carry_on(daemon: Daemon
         assert await bad.receive() == wire.Closed()
     await good.log([rec("after")], chunk="2")
     assert daemon.server.errors
-    msgs = [line.rsplit(" - ", 1)[1] for line in read_lines(daemon.root / f"cyc/runs/{RUN}/main.log")]
+    msgs = [
+        line.rsplit(" - ", 1)[1] for line in read_lines(daemon.root / f"cyc/runs/{RUN}/main.log")
+    ]
     assert msgs == ["before", "after"]
     await good.aclose()
     await bad.aclose()
@@ -179,7 +188,9 @@ async def test_many_concurrent_connections(daemon: Daemon) -> None:
 async def test_foreign_records_get_a_daemon_run(daemon: Daemon) -> None:
     producer = await Producer.unix(daemon.config.listen.socket)
     await producer.log([{"message": "from fluent", "level": "warn"}], chunk="f", tag="web.access")
-    runs = [p for p in (daemon.root / "web" / "runs").iterdir() if p.is_dir() and not p.is_symlink()]
+    runs = [
+        p for p in (daemon.root / "web" / "runs").iterdir() if p.is_dir() and not p.is_symlink()
+    ]
     assert len(runs) == 1
     meta = json.loads((runs[0] / "metadata.json").read_text())
     assert meta["opened_by"] == "daemon"
@@ -192,8 +203,9 @@ async def test_run_ends_with_shutdown(daemon: Daemon) -> None:
     producer = await Producer.unix(daemon.config.listen.socket)
     pid = os.getpid()
     start = rec("", event_type="app:start", kv={"pid": pid, "host": "h", "argv": ["a"]}, pid=pid)
-    await producer.log([start, rec("work", pid=pid), rec("", event_type="app:shutdown", pid=pid)],
-                       chunk="1")
+    await producer.log(
+        [start, rec("work", pid=pid), rec("", event_type="app:shutdown", pid=pid)], chunk="1"
+    )
     await producer.aclose()
     meta_path = daemon.root / f"cyc/runs/{RUN}/metadata.json"
     with trio.fail_after(10):
@@ -212,9 +224,9 @@ async def test_run_ends_with_shutdown(daemon: Daemon) -> None:
 async def test_hostile_ids_stay_inside_the_root(daemon: Daemon, tmp_path: Path) -> None:
     producer = await Producer.unix(daemon.config.listen.socket)
     hostile = ["../../escape", "/etc/passwd", "..", ".", "a\x00b", "x" * 300, "../" * 50]
-    records = [
-        rec("h", app=h, run_id=h, session_id=h, logger=h) for h in hostile
-    ] + [rec("c", call_id=h, bot_id=h) for h in hostile]
+    records = [rec("h", app=h, run_id=h, session_id=h, logger=h) for h in hostile] + [
+        rec("c", call_id=h, bot_id=h) for h in hostile
+    ]
     await producer.log(records, chunk="h")
     await producer.aclose()
     outside = sorted(str(p) for p in tmp_path.rglob("*") if not str(p).startswith(str(daemon.root)))
@@ -231,8 +243,9 @@ async def test_stop_flushes_and_removes_the_socket(config: Config) -> None:
         mode = stat.S_IMODE(os.stat(config.listen.socket).st_mode)
         assert mode == 0o600
         producer = await Producer.unix(config.listen.socket)
-        await producer.send(wire.encode_forward("cyc", [(time.time_ns(), rec("last words"))],
-                                                chunk="z"))
+        await producer.send(
+            wire.encode_forward("cyc", [(time.time_ns(), rec("last words"))], chunk="z")
+        )
         with trio.fail_after(10):
             assert await producer.receive() == wire.Ack("z")
         server.request_stop()

@@ -98,9 +98,7 @@ def test_call_day_from_the_call_start_wins() -> None:
 
 def test_run_line_format() -> None:
     lines = {w.path: w.line for w in route(rec(session_id="20251105_143052"), RUN, UTC).writes}
-    expected = (
-        "[20251105_143052] - 2025-11-05 14:30:52,123 - cycling_ai.agent - INFO - hello\n"
-    )
+    expected = "[20251105_143052] - 2025-11-05 14:30:52,123 - cycling_ai.agent - INFO - hello\n"
     assert lines[f"{RUN_DIR}/main.log"] == expected
     assert lines[f"{RUN_DIR}/cycling_ai.agent.log"] == expected
 
@@ -123,13 +121,20 @@ def test_traceback_follows_the_message() -> None:
 
 def test_event_line_and_run_text() -> None:
     routed = route(
-        rec(event_type="llm:request", msg="", kv={"model": "llama3.2", "tokens_in": 512},
-            session_id="abc123", logger="agent"),
+        rec(
+            event_type="llm:request",
+            msg="",
+            kv={"model": "llama3.2", "tokens_in": 512},
+            session_id="abc123",
+            logger="agent",
+        ),
         RUN,
         UTC,
     )
     lines = {w.kind: w.line for w in routed.writes}
-    expected = "2025-11-05T14:30:52.123Z|llm:request|agent|model=llama3.2 tokens_in=512 session_id=abc123"
+    expected = (
+        "2025-11-05T14:30:52.123Z|llm:request|agent|model=llama3.2 tokens_in=512 session_id=abc123"
+    )
     assert lines[Kind.EVENTS] == expected + "\n"
     assert lines[Kind.RUN].endswith(
         " - agent - INFO - llm:request model=llama3.2 tokens_in=512 session_id=abc123\n"
@@ -143,7 +148,7 @@ def test_event_line_and_run_text() -> None:
 
 def test_error_runtime_event_from_traceback() -> None:
     routed = route(rec(level="ERROR", exc=TRACEBACK, logger="websockets"), RUN, UTC)
-    event = [w.line for w in routed.writes if w.kind is Kind.EVENTS][0]
+    event = next(w.line for w in routed.writes if w.kind is Kind.EVENTS)
     parsed = parse_event_line(event.rstrip("\n"))
     assert (parsed.event_type, parsed.source) == ("error:runtime", "websockets")
     assert parsed.text == "ZeroDivisionError: division by zero"
@@ -151,7 +156,7 @@ def test_error_runtime_event_from_traceback() -> None:
 
 def test_session_line_is_json_with_required_fields() -> None:
     routed = route(rec(session_id="s1", user="u7", call_id=None), RUN, UTC)
-    line = [w.line for w in routed.writes if w.kind is Kind.SESSION][0]
+    line = next(w.line for w in routed.writes if w.kind is Kind.SESSION)
     obj = json.loads(line)
     assert obj == {
         "time": "2025-11-05T14:30:52.123Z",
@@ -240,8 +245,10 @@ def test_normalize_aliases_and_defaults() -> None:
 
 def test_exception_summary() -> None:
     assert exception_summary(TRACEBACK) == "ZeroDivisionError: division by zero"
-    chained = TRACEBACK + "\n\nDuring handling...\n\nTraceback (most recent call last):\n" + (
-        '  File "x", line 1\nmod.CustomError: bad\nthing'
+    chained = (
+        TRACEBACK
+        + "\n\nDuring handling...\n\nTraceback (most recent call last):\n"
+        + ('  File "x", line 1\nmod.CustomError: bad\nthing')
     )
     assert exception_summary(chained) == "mod.CustomError: bad thing"
 
