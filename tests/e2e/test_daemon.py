@@ -54,6 +54,11 @@ class DaemonProcess:
     root: Path
     socket: Path
     env: dict[str, str]
+    stderr_path: Path
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
@@ -79,30 +84,20 @@ def start_daemon(root: Path, socket_dir: Path) -> DaemonProcess:
     env["LOGD_ADDRESS"] = f"unix:{sock}"
     env["XDG_RUNTIME_DIR"] = str(socket_dir)
     env["XDG_CACHE_HOME"] = str(socket_dir / "cache")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "logd",
-            "serve",
-            "--root",
-            str(root),
-            "--socket",
-            str(sock),
-            "--control",
-            str(socket_dir / "ctl.sock"),
-        ],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    stderr_path = socket_dir / "stderr.txt"
+    command = [sys.executable, "-m", "logd", "serve", "--root", str(root)]
+    command += ["--socket", str(sock), "--control", str(socket_dir / "ctl.sock")]
+    with open(stderr_path, "w") as stderr:
+        proc = subprocess.Popen(command, env=env, stderr=stderr, text=True)
+    daemon = DaemonProcess(proc, root, sock, env, stderr_path)
     deadline = time.monotonic() + 20
     while not _connectable(sock):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            pytest.fail(f"logd did not start: {proc.communicate()[1]}")
+            proc.wait()
+            pytest.fail(f"logd did not start: {daemon.stderr}")
         time.sleep(0.05)
-    return DaemonProcess(proc, root, sock, env)
+    return daemon
 
 
 @pytest.fixture
@@ -149,7 +144,12 @@ def test_many_producers_into_one_daemon(daemon: DaemonProcess) -> None:
         assert all(line.startswith(f"[sess-{name}] - ") for line in mine)
         assert all(f" - shop.{name} - INFO - record {name} " in line for line in mine)
         assert not any("inside the call" in line for line in main), "call isolation"
-        assert read_lines(run_dir / f"shop.{name}.log")[0].startswith("[in-progress] - ")
+        component = read_lines(run_dir / f"shop.{name}.log")
+        assert sum(1 for line in component if line.startswith(f"[sess-{name}] - ")) == count
+        failed = [line for line in component if line.endswith(f" - shop.{name} - ERROR - failed")]
+        assert len(failed) == 1
+        assert failed[0].startswith("[in-progress] - ")
+        assert component[-1] == f"ValueError: boom in {name}"
         session = [json.loads(x) for x in read_lines(root / f"sessions/session_sess-{name}.jsonl")]
         assert len(session) == count
         assert {s["run_id"] for s in session} == {run_id}
@@ -208,6 +208,7 @@ def test_killed_producer_run_ends_disconnected(daemon: DaemonProcess) -> None:
     run_id = proc.stdout.readline().strip()
     proc.kill()
     proc.wait()
+    proc.stdout.close()
     meta_path = daemon.root / "victim" / "runs" / run_id / "metadata.json"
     wait_for(lambda: json.loads(meta_path.read_text())["end_reason"] is not None)
     meta = json.loads(meta_path.read_text())
@@ -225,17 +226,13 @@ def test_plain_fluent_logger_client(daemon: DaemonProcess) -> None:
     assert client.emit("access", {"message": "GET /", "level": "INFO", "status": 200})
     assert client.emit("access", {"message": "POST /login", "status": 302})
     client.close()
-    app_dir = daemon.root / "webapp" / "runs"
-    wait_for(
-        lambda: (
-            any(app_dir.glob("*/main.log"))
-            and len(read_lines(next(app_dir.glob("*/main.log")))) == 2
-        )
-    )
-    (main,) = app_dir.glob("*/main.log")
+    main = daemon.root / "webapp" / "runs" / "current" / "main.log"
+    wait_for(lambda: main.exists() and len(read_lines(main)) == 2)
     lines = read_lines(main)
     assert lines[0].endswith(" - webapp.access - INFO - GET /")
     assert lines[1].endswith(" - webapp.access - INFO - POST /login")
+    runs = [p for p in main.parent.parent.iterdir() if p.is_dir() and not p.is_symlink()]
+    assert [p.name for p in runs] == [main.resolve().parent.name]
     meta = json.loads((main.parent / "metadata.json").read_text())
     assert meta["opened_by"] == "daemon"
     assert meta["pids"] == [os.getpid()]
@@ -244,7 +241,7 @@ def test_plain_fluent_logger_client(daemon: DaemonProcess) -> None:
 def test_sigterm_exits_cleanly(daemon: DaemonProcess) -> None:
     assert daemon.stop() == 0
     assert not daemon.socket.exists()
-    stderr = daemon.proc.stderr.read() if daemon.proc.stderr else ""
+    stderr = daemon.stderr
     assert "listening on unix:" in stderr
     assert "stopped" in stderr
     assert (daemon.root / "logd.log").exists()
