@@ -684,6 +684,9 @@ def test_too_deep_or_cyclic_values_are_local_errors() -> None:
         (lambda: wire.encode_forward("t", [(1, [1])]), "bad-record"),  # type: ignore[list-item]
         (lambda: wire.encode_forward("t", [], chunk=b"c"), "bad-chunk"),  # type: ignore[arg-type]
         (lambda: wire.encode_ack(1), "bad-chunk"),  # type: ignore[arg-type]
+        (lambda: wire.encode_helo("nonce"), "bad-nonce"),  # type: ignore[arg-type]
+        (lambda: wire.encode_ping(None, "k", b"n"), "bad-hostname"),  # type: ignore[arg-type]
+        (lambda: wire.encode_pong(True, "", "h", "k", b"n", "salt"), "bad-salt"),  # type: ignore[arg-type]
     ],
 )
 def test_local_protocol_errors(call: Any, code: str) -> None:
