@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import signal
+import socket as stdsocket
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -16,6 +17,7 @@ import trio
 from logd import __version__
 from logd.config import Config, ConfigError, load_config
 from logd.server import LogdServer, StartupError, serve_logd
+from logd.systemd import Notifier, listen_fds, status_text
 
 log = logging.getLogger("logd")
 
@@ -63,9 +65,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"logd: cannot write to {config.root}: {exc.strerror}", file=sys.stderr)
         return 1
+    # Past a file-size limit, write(2) should fail with EFBIG (so the batch is not
+    # acknowledged and is retried later) instead of SIGXFSZ killing the daemon.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        # Socket activation: fds 3.. are ours; take them (close-on-exec) before trio starts.
+        inherited = listen_fds(os.environ)
+    except ValueError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
     failures: list[BaseException] = []
     try:
-        trio.run(_serve_until_signal, config)
+        trio.run(_serve_until_signal, config, inherited)
     except* StartupError as group:
         failures.extend(group.exceptions)
     for failure in failures:
@@ -73,14 +84,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if failures else 0
 
 
-async def _serve_until_signal(config: Config) -> None:
-    server = LogdServer(config)
+async def _serve_until_signal(
+    config: Config, inherited: dict[str, list[stdsocket.socket]] | None = None
+) -> None:
+    server = LogdServer(config, inherited=inherited, notifier=Notifier(os.environ))
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(serve_logd, config, server=server))
             async for signum in signals:
                 if signum == signal.SIGHUP:
+                    server.notifier.reloading()
                     log.warning("SIGHUP: configuration reload is not implemented yet; ignored")
+                    server.notifier.ready(status_text(server.statistics()))
                     continue
                 log.info("%s received", signal.Signals(signum).name)
                 server.request_stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from pathlib import Path
 from logd_client import wire
 
 from logd.config import Config
+from logd.dedup import ChunkKey, Dedup, chunk_key
 from logd.events import EventIndex, EventRow
 from logd.records import Unroutable, normalize
 from logd.registry import Peer, Registry, RunState, pid_alive
@@ -34,6 +36,7 @@ class Ingest:
     peer: Peer
     entries: wire.Entries
     ok: bool = False
+    duplicate: bool = False
 
 
 @dataclass(slots=True)
@@ -58,6 +61,7 @@ class Totals:
     rejected: int = 0
     dropped_by_clients: int = 0
     messages: int = 0
+    duplicates: int = 0
     write_errors: int = 0
     last_error: str | None = None
 
@@ -70,6 +74,7 @@ class _Batch:
     new_runs: list[RunState] = field(default_factory=list)
     ended_runs: list[RunState] = field(default_factory=list)
     closing: list[str] = field(default_factory=list)
+    chunks: set[ChunkKey] = field(default_factory=set)
 
 
 class Engine:
@@ -95,6 +100,7 @@ class Engine:
         self.index = EventIndex(self.root / "index.sqlite3")
         self.registry = Registry(utc=config.layout.utc, pid_alive=pid_alive)
         self.totals = Totals()
+        self._dedup = Dedup()
         self.host = socket.gethostname()
 
     # --- the batch ---------------------------------------------------------------
@@ -123,10 +129,18 @@ class Engine:
         try:
             written = self.sinks.write_many(batch.writes)
             self.sinks.sync()
-        except OSError as exc:
+            if batch.rows:
+                self.index.insert_many(batch.rows)
+        except (OSError, sqlite3.Error) as exc:
+            self.sinks.rollback()
             self.totals.write_errors += 1
             self.totals.last_error = f"write failed: {exc}"
-            raise
+            if isinstance(exc, OSError):
+                raise
+            raise OSError(f"index: {exc}") from exc
+        self.sinks.commit()
+        self.totals.events_indexed += len(batch.rows)
+        self._dedup.commit(batch.chunks)
         for path, count in written.items():
             owner = batch.run_of_path.get(path)
             if owner is not None:
@@ -134,9 +148,6 @@ class Engine:
                 owner.files.add(path.rsplit("/", 1)[1])
         for path in batch.closing:
             self.sinks.close_file(path)
-        if batch.rows:
-            self.index.insert_many(batch.rows)
-            self.totals.events_indexed += len(batch.rows)
         for run in batch.ended_runs:
             self._write_metadata(run, now)
         for run in self.registry.due_metadata(now):
@@ -146,12 +157,20 @@ class Engine:
         for job in jobs:
             if isinstance(job, Ingest):
                 job.ok = True
-                self.totals.records_written += len(job.entries.entries)
+                if not job.duplicate:
+                    self.totals.records_written += len(job.entries.entries)
 
     def _ingest(self, job: Ingest, batch: _Batch, now: int) -> None:
         entries = job.entries
         peer = job.peer
         self.totals.messages += 1
+        key = chunk_key(entries.chunk)
+        if key is not None:
+            if key in batch.chunks or self._dedup.already_written(key):
+                job.duplicate = True
+                self.totals.duplicates += 1
+                return
+            batch.chunks.add(key)
         self.totals.records_in += len(entries.entries) + len(entries.invalid)
         for invalid in entries.invalid:
             self._reject(batch, now, invalid.reason, entries.tag, invalid.raw, peer)

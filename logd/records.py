@@ -46,6 +46,7 @@ _KNOWN = frozenset(
     )
 )
 MAX_ID_CHARS = 4096
+MAX_DEPTH = 32
 MAX_TIME_NS = 253_402_300_799 * 1_000_000_000  # 9999-12-31T23:59:59Z
 
 
@@ -182,6 +183,8 @@ def normalize(tag: str, time_ns: int, raw: object) -> Record:
     ids = {key: _ident(raw, key) for key in _ID_KEYS}
     app = ids["app"] or app_from_tag(tag)
     extra = {k: v for k, v in raw.items() if k not in _KNOWN}
+    if _too_deep(kv) or _too_deep(extra):
+        raise Unroutable(f"record nests deeper than {MAX_DEPTH} levels")
     return Record(
         time_ns=time_ns,
         app=app,
@@ -201,6 +204,23 @@ def normalize(tag: str, time_ns: int, raw: object) -> Record:
         exc=_text(exc) if exc else None,
         extra=extra,
     )
+
+
+def _too_deep(value: object, limit: int = MAX_DEPTH) -> bool:
+    """Whether containers nest past `limit`; iterative, so hostile depth cannot recurse."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def exception_summary(exc_text: str) -> str:

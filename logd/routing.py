@@ -322,5 +322,8 @@ def _jsonable(raw: object) -> object:
     try:
         json.dumps(raw, default=_json_default)
     except (TypeError, ValueError, RecursionError):
-        return repr(raw)[:10_000]
+        try:
+            return repr(raw)[:10_000]
+        except RecursionError:
+            return "<too deeply nested to show>"
     return raw

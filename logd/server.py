@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import grp
+import hmac
 import logging
 import os
 import socket as stdsocket
@@ -23,9 +25,10 @@ import trio
 from logd_client import wire
 
 from logd import __version__
-from logd.config import Config
+from logd.config import Config, is_loopback_host
 from logd.engine import ConnClosed, Engine, Ingest, Job, Tick, ensure_root
 from logd.registry import Peer, Transport
+from logd.systemd import Notifier, status_text
 
 log = logging.getLogger("logd.server")
 
@@ -34,6 +37,7 @@ WRITER_BATCH = 512
 TICK_S = 2.0
 DRAIN_GRACE_S = 5.0
 DRAIN_READ_S = 0.2
+FAILURE_REPORT_EVERY_S = 10.0
 SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes including the NUL
 _PEERCRED = struct.Struct("3i")
 
@@ -59,7 +63,14 @@ class Listening:
 class LogdServer:
     """One daemon instance: listeners, connections, writer. See `serve_logd`."""
 
-    def __init__(self, config: Config, *, engine_factory: Callable[[Config], Engine] = Engine):
+    def __init__(
+        self,
+        config: Config,
+        *,
+        engine_factory: Callable[[Config], Engine] = Engine,
+        inherited: dict[str, list[stdsocket.socket]] | None = None,
+        notifier: Notifier | None = None,
+    ):
         self.config = config
         self.engine_factory = engine_factory
         self.engine: Engine | None = None
@@ -71,6 +82,17 @@ class LogdServer:
         self._next_conn = 0
         self._send: trio.MemorySendChannel[tuple[Job, trio.Event | None]] | None = None
         self._made_sockets: list[Path] = []
+        # Socket activation (logd.systemd.listen_fds): these replace binding, are never
+        # unlinked, and are closed at exit. The control socket waits for its user.
+        inherited = dict(inherited or {})
+        self._inherited_ingest = inherited.pop("ingest", [])
+        controls = inherited.pop("control", [])
+        self.inherited_control: stdsocket.socket | None = controls[0] if controls else None
+        self._inherited_unused = controls[1:] + [s for ss in inherited.values() for s in ss]
+        self.notifier = notifier or Notifier({})
+        self.hostname = stdsocket.gethostname()
+        self._last_failure_report = -FAILURE_REPORT_EVERY_S
+        self._unreported_failures = 0
 
     # --- public --------------------------------------------------------------------
 
@@ -96,6 +118,9 @@ class LogdServer:
                             nursery.start_soon(self._accept_loop, nursery, listener, transport)
                         ticker = trio.CancelScope()
                         nursery.start_soon(self._ticker, ticker)
+                        watchdog = trio.CancelScope()
+                        if self.notifier.watchdog_s is not None:
+                            nursery.start_soon(self._watchdog, watchdog, self.notifier.watchdog_s)
                         log.info(
                             "logd %s listening on %s; writing to %s",
                             __version__,
@@ -103,11 +128,14 @@ class LogdServer:
                             config.root,
                         )
                         task_status.started(listening)
+                        self.notifier.ready(status_text(self.statistics()))
                         await self.stop_requested.wait()
+                        self.notifier.stopping()
                         log.info("stopping: no new connections, draining %d", len(self.conns))
                         for listener, _ in listeners:
                             await listener.aclose()
                         ticker.cancel()
+                        watchdog.cancel()
                         self._drain()
                         nursery.cancel_scope.deadline = trio.current_time() + DRAIN_GRACE_S
                 finally:
@@ -118,6 +146,8 @@ class LogdServer:
                 await trio.to_thread.run_sync(engine.close)
                 for path in self._made_sockets:
                     _unlink_quietly(path)
+                self._close_inherited()
+                self.notifier.close()
                 log.info("stopped")
 
     def statistics(self) -> dict[str, Any]:
@@ -142,16 +172,18 @@ class LogdServer:
     ) -> tuple[list[tuple[trio.abc.Listener[Any], Transport]], Listening]:
         listen = self.config.listen
         listeners: list[tuple[trio.abc.Listener[Any], Transport]] = []
-        sock = await self._bind_unix(listen.socket)
-        listeners.append((trio.SocketListener(sock), "unix"))
-        listening = Listening(socket=listen.socket)
+        if self._inherited_ingest:
+            listening = Listening(socket=None)
+            for inherited in self._inherited_ingest:
+                listeners.append(_adopt(inherited, listening, self.config))
+        else:
+            sock = await self._bind_unix(listen.socket)
+            listeners.append((trio.SocketListener(sock), "unix"))
+            listening = Listening(socket=listen.socket)
+        for unused in self._inherited_unused:
+            log.warning("ignoring an inherited socket logd has no use for: %s", _name_of(unused))
         if listen.tcp is not None:
             host, port = listen.tcp
-            if listen.shared_key:
-                raise StartupError(
-                    "shared_key authentication is not implemented yet; "
-                    "listen on loopback without shared_key"
-                )
             try:
                 tcp_listeners = await trio.open_tcp_listeners(port, host=host)
             except OSError as exc:
@@ -177,7 +209,7 @@ class LogdServer:
         finally:
             os.umask(old_umask)
         self._made_sockets.append(path)
-        os.chmod(path, 0o600)
+        _set_socket_access(path, self.config.listen.socket_group)
         sock.listen(stdsocket.SOMAXCONN)
         return sock
 
@@ -218,6 +250,12 @@ class LogdServer:
         by_daemon = False
         idle_deadline = trio.current_time() + limits.idle_timeout_s
         try:
+            if transport == "tcp" and self.config.listen.shared_key:
+                authenticated = False
+                with trio.move_on_after(limits.idle_timeout_s):
+                    authenticated = await self._authenticate(stream, decoder, peer)
+                if not authenticated:
+                    return
             while True:
                 event = decoder.next_event()
                 if event is None:
@@ -281,6 +319,38 @@ class LogdServer:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
                 await self._enqueue(ConnClosed(peer, by_daemon), None)
+
+    async def _authenticate(
+        self, stream: trio.SocketStream, decoder: wire.ForwardDecoder, peer: Peer
+    ) -> bool:
+        """The Forward protocol's HELO / PING / PONG: the peer proves it knows shared_key."""
+        key = self.config.listen.shared_key
+        assert key is not None
+        nonce = os.urandom(16)
+        await stream.send_all(wire.encode_helo(nonce, b"", keepalive=True))
+        event = decoder.next_event()
+        while event is None or isinstance(event, wire.Heartbeat):
+            data = await stream.receive_some(decoder.read_size)
+            if data:
+                decoder.receive_data(data)
+            else:
+                decoder.receive_eof()
+            event = decoder.next_event()
+        if not isinstance(event, wire.Ping):
+            self._count("auth-missing")
+            log.warning(
+                "conn %d (%s): sent data before authenticating; closing", peer.conn_id, peer.address
+            )
+            return False
+        salt = event.shared_key_salt
+        expected = wire.shared_key_digest(salt, event.hostname, nonce, key)
+        ok = hmac.compare_digest(expected, event.shared_key_hexdigest)
+        reason = "" if ok else "shared_key mismatch"
+        await stream.send_all(wire.encode_pong(ok, reason, self.hostname, key, nonce, salt))
+        if not ok:
+            self._count("auth-failed")
+            log.warning("conn %d (%s): wrong shared_key; closing", peer.conn_id, peer.address)
+        return ok
 
     async def _submit(self, peer: Peer, entries: wire.Entries) -> bool:
         """Hand one message to the writer and wait until it is durable (or failed)."""
@@ -347,10 +417,23 @@ class LogdServer:
                     await trio.to_thread.run_sync(engine.process, [job for job, _ in batch])
                 except OSError as exc:
                     self._count("write-failed")
-                    log.error("writing a batch failed, not acknowledging it: %s", exc)
+                    self._report_write_failure(exc)
                 for _, done in batch:
                     if done is not None:
                         done.set()
+
+    def _report_write_failure(self, exc: OSError) -> None:
+        # A full disk fails every batch; say so once per interval, not once per batch.
+        now = trio.current_time()
+        if now - self._last_failure_report < FAILURE_REPORT_EVERY_S:
+            self._unreported_failures += 1
+            return
+        more = f" ({self._unreported_failures} more since the last report)"
+        log.error(
+            "cannot write, not acknowledging: %s%s", exc, more if self._unreported_failures else ""
+        )
+        self._last_failure_report = now
+        self._unreported_failures = 0
 
     async def _ticker(self, scope: trio.CancelScope) -> None:
         assert self._send is not None
@@ -359,6 +442,22 @@ class LogdServer:
                 await trio.sleep(TICK_S)
                 with contextlib.suppress(trio.WouldBlock):
                     self._send.send_nowait((Tick(), None))
+                self.notifier.status(status_text(self.statistics()))
+
+    async def _watchdog(self, scope: trio.CancelScope, interval_s: float) -> None:
+        # From a task in the loop, not a thread: a blocked loop then misses WATCHDOG=1
+        # and systemd restarts the daemon (WatchdogSec=, sd_watchdog_enabled(3)).
+        with scope:
+            while True:
+                self.notifier.watchdog()
+                await trio.sleep(interval_s)
+
+    def _close_inherited(self) -> None:
+        # Our duplicates only: the service manager keeps the socket for the next start.
+        for sock in [*self._inherited_ingest, *self._inherited_unused]:
+            sock.close()
+        if self.inherited_control is not None:
+            self.inherited_control.close()
 
 
 async def serve_logd(
@@ -400,6 +499,55 @@ def _existing_socket(path: Path) -> bool:
     if not path.is_socket():
         raise StartupError(f"{path} exists and is not a socket")
     return True
+
+
+def _set_socket_access(path: Path, group: str | None) -> None:
+    """0600, or 0660 owned by `group` so other services in that group can connect."""
+    if group is None:
+        os.chmod(path, 0o600)
+        return
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError as exc:
+        raise StartupError(f"socket_group {group!r} does not exist") from exc
+    try:
+        os.chown(path, -1, gid)
+    except OSError as exc:
+        raise StartupError(f"cannot give {path} to group {group}: {exc.strerror}") from exc
+    os.chmod(path, 0o660)
+
+
+def _adopt(
+    sock: stdsocket.socket, listening: Listening, config: Config
+) -> tuple[trio.abc.Listener[Any], Transport]:
+    """Use a socket systemd passed as an ingest listener: Unix or TCP, as the unit says."""
+    name = _name_of(sock)
+    if sock.type != stdsocket.SOCK_STREAM or not sock.getsockopt(
+        stdsocket.SOL_SOCKET, stdsocket.SO_ACCEPTCONN
+    ):
+        raise StartupError(f"inherited ingest socket {name} is not a listening stream socket")
+    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+    if sock.family == stdsocket.AF_UNIX:
+        address = sock.getsockname()
+        if listening.socket is None and isinstance(address, str) and address:
+            listening.socket = Path(address)
+        return listener, "unix"
+    if sock.family in (stdsocket.AF_INET, stdsocket.AF_INET6):
+        host, port = sock.getsockname()[:2]
+        if not config.listen.shared_key and not is_loopback_host(host):
+            raise StartupError(
+                f"inherited ingest socket {name} is off loopback; set [listen] shared_key"
+            )
+        listening.tcp.append((host, port))
+        return listener, "tcp"
+    raise StartupError(f"inherited ingest socket {name} is neither Unix nor TCP")
+
+
+def _name_of(sock: stdsocket.socket) -> str:
+    try:
+        return repr(sock.getsockname())
+    except OSError:
+        return f"fd {sock.fileno()}"
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Mapping
@@ -18,6 +19,7 @@ from typing import Any, Literal
 
 from logd.routing import Write
 
+log = logging.getLogger("logd.sinks")
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
 FsyncMode = Literal["none", "batch", "always"]
 
@@ -35,34 +37,57 @@ class Sinks:
         self._fds: OrderedDict[str, int] = OrderedDict()
         self._dirty: set[str] = set()
         self._made_dirs: set[str] = set()
+        self._undo: list[tuple[str, int]] = []
 
     def write_many(self, writes: Iterable[Write]) -> dict[str, int]:
         """Append each line to its file, one `write(2)` per file, in the given order.
 
         Lines for one file keep their order; whole lines go in one call on an O_APPEND
-        descriptor, so a line is never split. Returns bytes written per path.
+        descriptor, so a line is never split. Until `commit()`, `rollback()` can cut every
+        file back to where this batch started. Returns bytes written per path.
 
         Raises:
-            OSError: when the disk refuses (full, quota, file-size limit); the caller
-                must not acknowledge this batch.
+            OSError: when the disk refuses (full, quota, file-size limit). The files are
+                already cut back, so the caller can retry the batch without duplicates.
         """
         grouped: dict[str, list[str]] = defaultdict(list)
         for write in writes:
             grouped[write.path].append(write.line)
         written: dict[str, int] = {}
-        for path, lines in grouped.items():
-            data = "".join(lines).encode("utf-8", "surrogateescape")
-            fd = self._fd(path)
-            view = memoryview(data)
-            while view:
-                count = os.write(fd, view)
-                view = view[count:]
-            written[path] = len(data)
-            if self.fsync == "always":
-                os.fsync(fd)
-            else:
-                self._dirty.add(path)
+        try:
+            for path, lines in grouped.items():
+                data = _encode("".join(lines))
+                fd = self._fd(path)
+                self._undo.append((path, os.lseek(fd, 0, os.SEEK_END)))
+                view = memoryview(data)
+                while view:
+                    count = os.write(fd, view)
+                    view = view[count:]
+                written[path] = len(data)
+                if self.fsync == "always":
+                    os.fsync(fd)
+                else:
+                    self._dirty.add(path)
+        except OSError:
+            self.rollback()
+            raise
         return written
+
+    def commit(self) -> None:
+        """The batch is acknowledged: forget how to undo it."""
+        self._undo.clear()
+
+    def rollback(self) -> None:
+        """Cut every file written since the last commit back to its length before it.
+
+        A failed batch leaves no partial line behind, and retrying it writes nothing twice.
+        """
+        undo, self._undo = self._undo, []
+        for path, length in reversed(undo):
+            try:
+                os.truncate(self.root / path, length)
+            except OSError as exc:
+                log.error("could not cut %s back to %d bytes: %s", path, length, exc)
 
     def sync(self) -> None:
         """Make written data durable per the fsync mode, before acknowledging it."""
@@ -116,6 +141,15 @@ class Sinks:
     def forget_dirs(self) -> None:
         """Forget which folders exist, after something may have removed some."""
         self._made_dirs.clear()
+
+
+def _encode(text: str) -> bytes:
+    # Strings from the wire carry undecodable bytes as surrogate escapes: write them back
+    # as the bytes they were. Anything else unencodable becomes "?".
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace")
 
 
 def write_json_atomic(path: Path, obj: Mapping[str, Any]) -> None:

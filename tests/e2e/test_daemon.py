@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
+from tests.e2e.procs import DaemonProcess, wait_for
 from tests.helpers import read_lines
 
 pytestmark = pytest.mark.e2e
@@ -46,76 +41,6 @@ if name == "p0":
 print(logd.run_id(), flush=True)
 sys.exit(0 if logd.flush(20) else 3)
 """
-
-
-@dataclass
-class DaemonProcess:
-    proc: subprocess.Popen[str]
-    root: Path
-    socket: Path
-    env: dict[str, str]
-    stderr_path: Path
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise
-
-
-def _connectable(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX) as probe:
-        try:
-            probe.connect(os.fspath(path))
-        except OSError:
-            return False
-    return True
-
-
-def start_daemon(root: Path, socket_dir: Path) -> DaemonProcess:
-    sock = socket_dir / "logd.sock"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOGD_")}
-    env["LOGD_ADDRESS"] = f"unix:{sock}"
-    env["XDG_RUNTIME_DIR"] = str(socket_dir)
-    env["XDG_CACHE_HOME"] = str(socket_dir / "cache")
-    stderr_path = socket_dir / "stderr.txt"
-    command = [sys.executable, "-m", "logd", "serve", "--root", str(root)]
-    command += ["--socket", str(sock), "--control", str(socket_dir / "ctl.sock")]
-    with open(stderr_path, "w") as stderr:
-        proc = subprocess.Popen(command, env=env, stderr=stderr, text=True)
-    daemon = DaemonProcess(proc, root, sock, env, stderr_path)
-    deadline = time.monotonic() + 20
-    while not _connectable(sock):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            pytest.fail(f"logd did not start: {daemon.stderr}")
-        time.sleep(0.05)
-    return daemon
-
-
-@pytest.fixture
-def daemon(log_root: Path, socket_dir: Path) -> Iterator[DaemonProcess]:
-    d = start_daemon(log_root, socket_dir)
-    yield d
-    if d.proc.poll() is None:
-        d.proc.kill()
-        d.proc.wait()
-
-
-def wait_for(predicate: object, seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    pytest.fail("condition not reached in time")
 
 
 def test_many_producers_into_one_daemon(daemon: DaemonProcess) -> None:

@@ -313,3 +313,90 @@ async def test_second_daemon_on_the_same_socket_refuses(daemon: Daemon, log_root
     other = dataclasses.replace(daemon.config, root=log_root.parent / "other")
     with pytest.raises(StartupError, match="already listening"):
         await LogdServer(other).serve()
+
+
+async def test_resent_message_is_acked_but_not_written_twice(daemon: Daemon) -> None:
+    first = await Producer.unix(daemon.config.listen.socket)
+    await first.log([rec("once")], chunk="feedbeef:1")
+    await first.aclose()
+    second = await Producer.unix(daemon.config.listen.socket)
+    await second.log([rec("once")], chunk="feedbeef:1")
+    await second.log([rec("twice")], chunk="feedbeef:2")
+    await second.aclose()
+    msgs = [
+        line.rsplit(" - ", 1)[1] for line in read_lines(daemon.root / f"cyc/runs/{RUN}/main.log")
+    ]
+    assert msgs == ["once", "twice"]
+    assert daemon.server.engine is not None
+    assert daemon.server.engine.totals.duplicates == 1
+
+
+async def test_socket_group_makes_the_socket_0660(log_root: Path, socket_dir: Path) -> None:
+    import grp
+
+    group = grp.getgrgid(os.getgid()).gr_name
+    config = make_config(log_root, socket_dir)
+    config = dataclasses.replace(
+        config, listen=dataclasses.replace(config.listen, socket_group=group)
+    )
+    async with trio.open_nursery() as nursery:
+        server = LogdServer(config)
+        await nursery.start(partial(serve_logd, config, server=server))
+        info = os.stat(config.listen.socket)
+        assert stat.S_IMODE(info.st_mode) == 0o660
+        assert info.st_gid == os.getgid()
+        server.request_stop()
+
+
+async def _tcp_daemon_with_key(
+    log_root: Path, socket_dir: Path, nursery: trio.Nursery
+) -> tuple[LogdServer, tuple[str, int]]:
+    config = make_config(log_root, socket_dir)
+    listen = dataclasses.replace(config.listen, tcp=("127.0.0.1", 0), shared_key="s3cret")
+    config = dataclasses.replace(config, listen=listen)
+    server = LogdServer(config)
+    listening = await nursery.start(partial(serve_logd, config, server=server))
+    return server, listening.tcp[0]
+
+
+@pytest.mark.parametrize("key", ["s3cret", "wrong"])
+async def test_shared_key_handshake(log_root: Path, socket_dir: Path, key: str) -> None:
+    async with trio.open_nursery() as nursery:
+        server, (host, port) = await _tcp_daemon_with_key(log_root, socket_dir, nursery)
+        producer = Producer(await trio.open_tcp_stream(host, port))
+        with trio.fail_after(10):
+            helo = await producer.receive()
+        assert isinstance(helo, wire.Helo)
+        salt = b"0123456789abcdef"
+        await producer.send(wire.encode_ping("client-host", key, helo.nonce, salt=salt))
+        with trio.fail_after(10):
+            pong = await producer.receive()
+        assert isinstance(pong, wire.Pong)
+        if key == "s3cret":
+            assert pong.auth_result
+            expected = wire.shared_key_digest(salt, pong.hostname, helo.nonce, key)
+            assert pong.shared_key_hexdigest == expected, "the server proves it knows the key"
+            await producer.log([rec("authenticated")], chunk="a")
+            main = log_root / f"cyc/runs/{RUN}/main.log"
+            assert read_lines(main)[0].endswith("authenticated")
+        else:
+            assert not pong.auth_result
+            with trio.fail_after(10):
+                assert await producer.receive() == wire.Closed()
+            assert server.errors["auth-failed"] == 1
+        await producer.aclose()
+        server.request_stop()
+
+
+async def test_data_before_authentication_is_refused(log_root: Path, socket_dir: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        server, (host, port) = await _tcp_daemon_with_key(log_root, socket_dir, nursery)
+        producer = Producer(await trio.open_tcp_stream(host, port))
+        await producer.send(wire.encode_forward("cyc", [(time.time_ns(), rec("sneaky"))]))
+        with trio.fail_after(10):
+            assert isinstance(await producer.receive(), wire.Helo)
+            assert await producer.receive() == wire.Closed()
+        assert server.errors["auth-missing"] == 1
+        assert not (log_root / "cyc").exists()
+        await producer.aclose()
+        server.request_stop()

@@ -260,3 +260,20 @@ def test_rejected_write_keeps_reason_and_record() -> None:
     assert obj["reason"] == "record is a list, not a map"
     assert obj["record"] == [1, 2]
     assert obj["peer"] == {"pid": 7}
+
+
+def test_deep_nesting_is_unroutable_not_a_crash() -> None:
+    deep: object = "leaf"
+    for _ in range(2000):
+        deep = [deep]
+    with pytest.raises(Unroutable, match="deeper"):
+        normalize("app", T0, {"msg": "x", "payload": deep})
+    with pytest.raises(Unroutable, match="deeper"):
+        normalize("app", T0, {"msg": "x", "kv": {"a": deep}})
+    write = rejected_write(T0, "deep", "app", {"payload": deep}, {})
+    assert json.loads(write.line)["reason"] == "deep"
+
+
+def test_moderate_nesting_is_kept() -> None:
+    nested = {"a": {"b": {"c": [1, [2, [3]]]}}}
+    assert normalize("app", T0, {"msg": "x", "kv": nested}).kv == nested

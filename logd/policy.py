@@ -1,0 +1,384 @@
+"""Rotation and retention decisions, made from sizes, names and a listing of the tree.
+
+Pure: no I/O and no clock. `now` and every timestamp are arguments (POSIX seconds), and
+paths are plain strings relative to the root, so the rules of SPEC §6 are tested as
+tables. `cleanup` walks the disk and carries the decisions out.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import time
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from enum import StrEnum
+
+from logd.config import Retention, RotationPolicy
+
+__all__ = [
+    "Archive",
+    "CallDay",
+    "Deletion",
+    "Listing",
+    "Reason",
+    "RejectedDay",
+    "RunEntry",
+    "SessionEntry",
+    "UnitKind",
+    "backup_renames",
+    "decide_cleanup",
+    "events_archive_name",
+    "events_rotation_due",
+    "rotation_due",
+    "utc_day",
+    "utc_day_end",
+]
+
+DAY_S = 86400
+_DAY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+# --------------------------------------------------------------------------- rotation
+
+
+def rotation_due(size_bytes: int, incoming_bytes: int, policy: RotationPolicy) -> bool:
+    """Whether to rotate *before* appending `incoming_bytes` to a file of `size_bytes`.
+
+    Rotating before the write keeps every file at or under `max_bytes`, except that a
+    single line larger than `max_bytes` lands alone in a fresh file: an empty file never
+    rotates, or such a line would rotate forever.
+    """
+    return size_bytes > 0 and size_bytes + incoming_bytes > policy.max_bytes
+
+
+def _backup_variants(path: str, index: int, existing: Collection[str]) -> list[str]:
+    return [name for name in (f"{path}.{index}", f"{path}.{index}.gz") if name in existing]
+
+
+def backup_renames(
+    path: str, existing: Collection[str], policy: RotationPolicy
+) -> list[tuple[str, str | None]]:
+    """The renames that rotate `path` to `path.1`, in the order to carry them out.
+
+    Each step is `(source, target)`; target None means delete the source. Backups keep
+    their `.gz` suffix when they shift (`file.1.gz` -> `file.2.gz`); those at or beyond
+    `policy.backups` are dropped (also ones left over from a larger `backups` before a
+    reload). When both `file.N` and `file.N.gz` exist, a crash hit compression between
+    its rename and its unlink: the `.gz` is complete, so the plain copy is dropped. With
+    `backups = 0` the live file itself is dropped (it starts again empty), as stdlib's
+    RotatingFileHandler would. Compressing the new `file.1` is the caller's next step.
+
+    Args:
+        path: the live file, in whatever form `existing` uses (name or path).
+        existing: the names present beside it, in the same form.
+        policy: `backups` is read; `max_bytes` and `compress` do not change the plan.
+    """
+    prefix = path + "."
+    indexes: set[int] = set()
+    for name in existing:
+        if not name.startswith(prefix):
+            continue
+        suffix = name[len(prefix) :].removesuffix(".gz")
+        if suffix.isascii() and suffix.isdigit() and not suffix.startswith("0"):
+            indexes.add(int(suffix))
+    plan: list[tuple[str, str | None]] = []
+    for index in sorted((i for i in indexes if i >= policy.backups), reverse=True):
+        plan.extend((name, None) for name in _backup_variants(path, index, existing))
+    for index in sorted((i for i in indexes if i < policy.backups), reverse=True):
+        variants = _backup_variants(path, index, existing)
+        if len(variants) == 2:
+            plan.append((variants[0], None))
+            variants = variants[1:]
+        source = variants[0]
+        target = f"{path}.{index + 1}" + (".gz" if source.endswith(".gz") else "")
+        plan.append((source, target))
+    plan.append((path, f"{path}.1" if policy.backups > 0 else None))
+    return plan
+
+
+def utc_day(ts: float) -> str:
+    """The UTC `YYYY-MM-DD` of a moment: the event log rotates at 00:00 UTC."""
+    return time.strftime("%Y-%m-%d", time.gmtime(ts))
+
+
+def utc_day_end(day: str) -> float | None:
+    """The moment a UTC day ends (00:00 UTC the day after), or None if not a date."""
+    if not _DAY_RE.fullmatch(day):
+        return None
+    try:
+        parsed = date.fromisoformat(day)
+    except ValueError:
+        return None
+    return float(calendar.timegm(parsed.timetuple()) + DAY_S)
+
+
+def events_archive_name(day: str, existing: Collection[str], *, base: str = "events.log") -> str:
+    """The name to rename `base` to when archiving the lines of UTC `day`.
+
+    The first archive of a day is `events.log.YYYY-MM-DD`, later ones (size rotation)
+    `.1`, `.2` …; always one past the highest present, so names sort in time order even
+    after a gap. An archive counts as present compressed or not; the returned name is
+    the uncompressed one, and compression adds `.gz` afterwards.
+
+    Args:
+        day: the UTC day the archived lines belong to (the day of the last write).
+        existing: the names in the folder, in the same form as `base`.
+        base: the live event log.
+    """
+    stem = f"{base}.{day}"
+    highest = -1
+    for name in existing:
+        name = name.removesuffix(".gz")
+        if name == stem:
+            highest = max(highest, 0)
+        elif name.startswith(stem + "."):
+            suffix = name[len(stem) + 1 :]
+            if suffix.isascii() and suffix.isdigit():
+                highest = max(highest, int(suffix))
+    return stem if highest < 0 else f"{stem}.{highest + 1}"
+
+
+def events_rotation_due(
+    last_day: str, now_day: str, size_bytes: int, incoming_bytes: int, policy: RotationPolicy
+) -> bool:
+    """Whether `events.log` rotates before the next write: the UTC day changed since its
+    last write, or the write would pass `max_bytes`. An empty log never rotates."""
+    if size_bytes > 0 and last_day != now_day:
+        return True
+    return rotation_due(size_bytes, incoming_bytes, policy)
+
+
+# --------------------------------------------------------------------------- retention
+
+
+class UnitKind(StrEnum):
+    """What a deletion removes; the daemon drops the index rows that describe it."""
+
+    RUN = "run"
+    CALL_DAY = "call-day"
+    SESSION = "session"
+    EVENTS_ARCHIVE = "events-archive"
+    REJECTED = "rejected"
+
+
+class Reason(StrEnum):
+    """Why a unit goes: a stable code, like the error codes."""
+
+    AGE = "age"
+    SIZE_CAP = "size-cap"
+
+
+@dataclass(frozen=True, slots=True)
+class RunEntry:
+    """A run folder. `end_ts` None means active: never deleted, counted in `runs_keep`."""
+
+    app: str
+    run_id: str
+    path: str
+    start_ts: float
+    end_ts: float | None
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallDay:
+    """A call date folder; `end_ts` is the end of that day in the layout's time zone."""
+
+    app: str
+    day: str
+    path: str
+    end_ts: float
+    bytes: int
+    active: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEntry:
+    """A session's live file and backups, `files` as (path, bytes).
+
+    `ended_ts` is the end when known (the registry); else the session ended at its last
+    write, `last_ts`.
+    """
+
+    app: str
+    session_id: str
+    files: tuple[tuple[str, int], ...]
+    last_ts: float
+    ended_ts: float | None = None
+    active: bool = False
+
+    @property
+    def end_ts(self) -> float:
+        return self.last_ts if self.ended_ts is None else self.ended_ts
+
+    @property
+    def bytes(self) -> int:
+        return sum(size for _, size in self.files)
+
+
+@dataclass(frozen=True, slots=True)
+class Archive:
+    """One `events.log.YYYY-MM-DD[.N][.gz]`; `end_ts` is the end of that UTC day."""
+
+    app: str
+    path: str
+    day: str
+    end_ts: float
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedDay:
+    """One `_rejected/YYYY-MM-DD.jsonl`; `end_ts` is the end of that UTC day."""
+
+    path: str
+    day: str
+    end_ts: float
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """What retention can see of the tree. `other_bytes` is everything no rule deletes
+    (index, daemon log, live event logs, unknown files); it counts toward the size cap."""
+
+    runs: tuple[RunEntry, ...] = ()
+    call_days: tuple[CallDay, ...] = ()
+    sessions: tuple[SessionEntry, ...] = ()
+    archives: tuple[Archive, ...] = ()
+    rejected: tuple[RejectedDay, ...] = ()
+    other_bytes: int = 0
+
+    @property
+    def total_bytes(self) -> int:
+        units = (self.runs, self.call_days, self.archives, self.rejected, self.sessions)
+        return self.other_bytes + sum(entry.bytes for group in units for entry in group)
+
+
+@dataclass(frozen=True, slots=True)
+class Deletion:
+    """One path to delete (a file or a whole folder), relative to the root.
+
+    `app` and `name` (run id, day or session file name) say which index rows follow.
+    """
+
+    path: str
+    reason: Reason
+    bytes: int
+    kind: UnitKind
+    app: str | None
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Unit:
+    """A deletable unit for the size cap: several deletions that go together."""
+
+    end_ts: float
+    deletions: tuple[Deletion, ...]
+
+    @property
+    def bytes(self) -> int:
+        return sum(d.bytes for d in self.deletions)
+
+    @property
+    def key(self) -> tuple[float, str]:
+        return (self.end_ts, self.deletions[0].path)
+
+
+def _units(listing: Listing, reason: Reason) -> Iterable[tuple[_Unit, bool]]:
+    """Every unit of the listing, paired with whether it is active."""
+    for run in listing.runs:
+        d = Deletion(run.path, reason, run.bytes, UnitKind.RUN, run.app, run.run_id)
+        yield _Unit(run.end_ts if run.end_ts is not None else 0.0, (d,)), run.end_ts is None
+    for call in listing.call_days:
+        d = Deletion(call.path, reason, call.bytes, UnitKind.CALL_DAY, call.app, call.day)
+        yield _Unit(call.end_ts, (d,)), call.active
+    for session in listing.sessions:
+        deletions = tuple(
+            Deletion(path, reason, size, UnitKind.SESSION, session.app, session.session_id)
+            for path, size in session.files
+        )
+        if deletions:
+            yield _Unit(session.end_ts, deletions), session.active
+    for archive in listing.archives:
+        d = Deletion(
+            archive.path, reason, archive.bytes, UnitKind.EVENTS_ARCHIVE, archive.app, archive.day
+        )
+        yield _Unit(archive.end_ts, (d,)), False
+    for rejected in listing.rejected:
+        d = Deletion(rejected.path, reason, rejected.bytes, UnitKind.REJECTED, None, rejected.day)
+        yield _Unit(rejected.end_ts, (d,)), False
+
+
+def _kept_runs(runs: Sequence[RunEntry], keep: int) -> set[str]:
+    """Paths of the newest `keep` runs per app by start; active runs count among them."""
+    by_app: dict[str, list[RunEntry]] = defaultdict(list)
+    for run in runs:
+        by_app[run.app].append(run)
+    kept: set[str] = set()
+    for app_runs in by_app.values():
+        app_runs.sort(key=lambda r: (r.start_ts, r.run_id), reverse=True)
+        kept.update(run.path for run in app_runs[:keep])
+    return kept
+
+
+def _keep_for_seconds(policy: Retention, kind: UnitKind) -> float:
+    days = {
+        UnitKind.RUN: policy.runs_days,
+        UnitKind.CALL_DAY: policy.calls_days,
+        UnitKind.SESSION: policy.sessions_days,
+        UnitKind.EVENTS_ARCHIVE: policy.events_days,
+        UnitKind.REJECTED: policy.events_days,
+    }[kind]
+    return days * DAY_S
+
+
+def decide_cleanup(policy: Retention, listing: Listing, now: float) -> list[Deletion]:
+    """What to delete under `policy` at `now`: age rules first, then the size cap.
+
+    Age rules (SPEC §6) count from a unit's end: runs from `end_ts`, call folders and
+    dated files from the end of their day, sessions from their end. A unit goes once
+    `end + days < now`, so 0 days keeps nothing that has ended. Runs also keep the newest
+    `runs_keep` per app by start time, active ones included.
+
+    The size cap (`max_total_bytes > 0`) then deletes whole units, oldest end first,
+    until the listing's total fits. It takes only ended units, which excludes active
+    ones and any whose end is still ahead (today's call folder and `_rejected` file).
+    It does override `runs_keep` for ended runs: a disk cap is a hard promise, and the
+    newest runs are the last to go anyway. If the cap cannot be met by ended units it
+    deletes them all and stops.
+
+    Returns:
+        Age deletions sorted by path, then size-cap deletions in the order they were
+        chosen; a session contributes one deletion per file.
+    """
+    kept_runs = _kept_runs(listing.runs, policy.runs_keep)
+    by_age: list[Deletion] = []
+    candidates: list[_Unit] = []
+    for unit, active in _units(listing, Reason.AGE):
+        first = unit.deletions[0]
+        if active or unit.end_ts > now:
+            continue
+        protected = first.kind is UnitKind.RUN and first.path in kept_runs
+        if not protected and unit.end_ts + _keep_for_seconds(policy, first.kind) < now:
+            by_age.extend(unit.deletions)
+        else:
+            candidates.append(unit)
+    by_age.sort(key=lambda d: d.path)
+    if policy.max_total_bytes <= 0:
+        return by_age
+
+    excess = listing.total_bytes - sum(d.bytes for d in by_age) - policy.max_total_bytes
+    by_size: list[Deletion] = []
+    for unit in sorted(candidates, key=lambda u: u.key):
+        if excess <= 0:
+            break
+        by_size.extend(
+            Deletion(d.path, Reason.SIZE_CAP, d.bytes, d.kind, d.app, d.name)
+            for d in unit.deletions
+        )
+        excess -= unit.bytes
+    return by_age + by_size

@@ -1,0 +1,81 @@
+"""Real daemon and producer processes for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@dataclass
+class DaemonProcess:
+    proc: subprocess.Popen[str]
+    root: Path
+    socket: Path
+    env: dict[str, str]
+    stderr_path: Path
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+
+
+def _connectable(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(os.fspath(path))
+        except OSError:
+            return False
+    return True
+
+
+def start_daemon(
+    root: Path, socket_dir: Path, *, preexec_fn: Callable[[], None] | None = None
+) -> DaemonProcess:
+    """`python -m logd serve` in its own process; returns once its socket accepts."""
+    sock = socket_dir / "logd.sock"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOGD_")}
+    env["LOGD_ADDRESS"] = f"unix:{sock}"
+    env["XDG_RUNTIME_DIR"] = str(socket_dir)
+    env["XDG_CACHE_HOME"] = str(socket_dir / "cache")
+    stderr_path = socket_dir / "stderr.txt"
+    command = [sys.executable, "-m", "logd", "serve", "--root", str(root)]
+    command += ["--socket", str(sock), "--control", str(socket_dir / "ctl.sock")]
+    with open(stderr_path, "a") as stderr:
+        proc = subprocess.Popen(command, env=env, stderr=stderr, text=True, preexec_fn=preexec_fn)
+    daemon = DaemonProcess(proc, root, sock, env, stderr_path)
+    deadline = time.monotonic() + 20
+    while not _connectable(sock):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"logd did not start: {daemon.stderr}")
+        time.sleep(0.05)
+    return daemon
+
+
+def wait_for(predicate: Callable[[], Any], seconds: float = 20) -> None:
+    """Poll until `predicate()` is true; fail the test after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    pytest.fail("condition not reached in time")
