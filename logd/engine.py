@@ -96,7 +96,13 @@ class Engine:
         self.root.mkdir(parents=True, exist_ok=True)
         self.clock_ns = clock_ns
         self.layout = config.layout
-        self.sinks = Sinks(self.root, open_files=config.limits.open_files, fsync=config.fsync)
+        self.sinks = Sinks(
+            self.root,
+            open_files=config.limits.open_files,
+            fsync=config.fsync,
+            rotation=config.rotation,
+            clock=lambda: clock_ns() / 1e9,
+        )
         self.index = EventIndex(self.root / "index.sqlite3")
         self.registry = Registry(utc=config.layout.utc, pid_alive=pid_alive)
         self.totals = Totals()

@@ -12,12 +12,22 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from logd.routing import Write
+from logd.cleanup import compress_file
+from logd.config import Rotation, RotationPolicy
+from logd.policy import (
+    backup_renames,
+    events_archive_name,
+    events_rotation_due,
+    rotation_due,
+    utc_day,
+)
+from logd.routing import Kind, Write
 
 log = logging.getLogger("logd.sinks")
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
@@ -30,10 +40,24 @@ class Sinks:
     Resource handling: owns every descriptor it opens; `close()` releases them all.
     """
 
-    def __init__(self, root: Path, *, open_files: int = 256, fsync: FsyncMode = "batch") -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        open_files: int = 256,
+        fsync: FsyncMode = "batch",
+        rotation: Rotation | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.root = root
         self.open_files = max(1, open_files)
         self.fsync = fsync
+        self.rotation = rotation
+        self.clock = clock
+        self.rotations = 0
+        self._sizes: dict[str, int] = {}
+        self._days: dict[str, str] = {}
+        self._kinds: dict[str, Kind] = {}
         self._fds: OrderedDict[str, int] = OrderedDict()
         self._dirty: set[str] = set()
         self._made_dirs: set[str] = set()
@@ -51,18 +75,28 @@ class Sinks:
                 already cut back, so the caller can retry the batch without duplicates.
         """
         grouped: dict[str, list[str]] = defaultdict(list)
+        kinds: dict[str, Kind] = {}
         for write in writes:
             grouped[write.path].append(write.line)
+            kinds[write.path] = write.kind
         written: dict[str, int] = {}
+        today = utc_day(self.clock())
         try:
             for path, lines in grouped.items():
                 data = _encode("".join(lines))
                 fd = self._fd(path)
-                self._undo.append((path, os.lseek(fd, 0, os.SEEK_END)))
+                self._kinds[path] = kinds[path]
+                policy = self._policy(kinds[path])
+                if policy is not None and self._rotation_due(path, len(data), policy, today):
+                    self._rotate(path, kinds[path], policy)
+                    fd = self._fd(path)
+                self._undo.append((path, self._sizes[path]))
                 view = memoryview(data)
                 while view:
                     count = os.write(fd, view)
                     view = view[count:]
+                    self._sizes[path] += count
+                self._days[path] = today
                 written[path] = len(data)
                 if self.fsync == "always":
                     os.fsync(fd)
@@ -86,6 +120,8 @@ class Sinks:
         for path, length in reversed(undo):
             try:
                 os.truncate(self.root / path, length)
+                if path in self._sizes:
+                    self._sizes[path] = length
             except OSError as exc:
                 log.error("could not cut %s back to %d bytes: %s", path, length, exc)
 
@@ -101,6 +137,9 @@ class Sinks:
     def close_file(self, path: str) -> None:
         """Release one file's handle, e.g. when its call or session ends."""
         fd = self._fds.pop(path, None)
+        self._sizes.pop(path, None)
+        self._days.pop(path, None)
+        self._kinds.pop(path, None)
         if fd is not None:
             if self.fsync != "none" and path in self._dirty:
                 os.fsync(fd)
@@ -136,7 +175,65 @@ class Sinks:
             full.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(full, _OPEN_FLAGS, 0o640)
         self._fds[path] = fd
+        info = os.fstat(fd)
+        self._sizes[path] = info.st_size
+        self._days[path] = utc_day(info.st_mtime if info.st_size else self.clock())
         return fd
+
+    # --- rotation ------------------------------------------------------------------
+
+    def _policy(self, kind: Kind) -> RotationPolicy | None:
+        if self.rotation is None:
+            return None
+        return {
+            Kind.RUN: self.rotation.run,
+            Kind.SESSION: self.rotation.session,
+            Kind.CALL: self.rotation.call,
+            Kind.EVENTS: self.rotation.events,
+        }.get(kind)
+
+    def _rotation_due(self, path: str, incoming: int, policy: RotationPolicy, today: str) -> bool:
+        size = self._sizes[path]
+        if path.endswith("/events.log"):
+            return events_rotation_due(self._days[path], today, size, incoming, policy)
+        return rotation_due(size, incoming, policy)
+
+    def _rotate(self, path: str, kind: Kind, policy: RotationPolicy) -> None:
+        """Move a full file aside (between batches' lines, never mid-line) and start anew.
+
+        Runs in the writer's thread, so compression of the rotated copy happens off the
+        event loop; it delays this batch's acks by the time it takes, which is rare.
+        """
+        day = self._days[path]
+        self.close_file(path)
+        full = self.root / path
+        folder, name = full.parent, full.name
+        existing = set(os.listdir(folder))
+        if kind is Kind.EVENTS:
+            archive = folder / events_archive_name(day, existing, base=name)
+            os.replace(full, archive)
+            rotated: Path | None = archive
+        else:
+            for source, target in backup_renames(name, existing, policy):
+                if target is None:
+                    os.unlink(folder / source)
+                else:
+                    os.replace(folder / source, folder / target)
+            rotated = folder / f"{name}.1" if policy.backups > 0 else None
+        self.rotations += 1
+        if rotated is not None and policy.compress:
+            compress_file(rotated)
+
+    def rotate_all(self) -> int:
+        """Rotate every open file that has content (`logd-ctl rotate`); returns how many."""
+        count = 0
+        for path in list(self._fds):
+            kind = self._kinds[path]
+            policy = self._policy(kind)
+            if policy is not None and self._sizes.get(path, 0) > 0:
+                self._rotate(path, kind, policy)
+                count += 1
+        return count
 
     def forget_dirs(self) -> None:
         """Forget which folders exist, after something may have removed some."""

@@ -1,0 +1,122 @@
+"""Rotation by size and by day, on real files, through Sinks and through the daemon."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import re
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from logd.config import Config, RotationPolicy
+from logd.routing import Kind, Write
+from logd.server import LogdServer, serve_logd
+from logd.sinks import Sinks
+from tests.helpers import make_config
+from tests.integration.test_server import RUN, Producer, rec
+
+DAY = 86400.0
+
+
+def read_family(folder: Path, name: str) -> list[str]:
+    """Lines of a file and its backups, oldest first (`name.N` … `name.1`, then `name`)."""
+    backups = {}
+    for path in folder.iterdir():
+        match = re.fullmatch(re.escape(name) + r"\.(\d+)(\.gz)?", path.name)
+        if match:
+            backups[int(match[1])] = path
+    lines: list[str] = []
+    for index in sorted(backups, reverse=True):
+        path = backups[index]
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        lines += data.decode().splitlines()
+    return lines + (folder / name).read_text().splitlines()
+
+
+def small_rotation(config: Config, **policy: object) -> Config:
+    run = dataclasses.replace(config.rotation.run, **policy)
+    return dataclasses.replace(config, rotation=dataclasses.replace(config.rotation, run=run))
+
+
+async def test_concurrent_producers_across_rotations(log_root: Path, socket_dir: Path) -> None:
+    config = small_rotation(make_config(log_root, socket_dir), max_bytes=4096, backups=1000)
+    async with trio.open_nursery() as nursery:
+        server = LogdServer(config)
+        await nursery.start(partial(serve_logd, config, server=server))
+
+        async def produce(n: int) -> None:
+            producer = await Producer.unix(config.listen.socket)
+            for batch in range(20):
+                records = [rec(f"p{n} {batch * 5 + i}") for i in range(5)]
+                await producer.log(records, chunk=f"{n:08x}:{batch}")
+            await producer.aclose()
+
+        async with trio.open_nursery() as producers:
+            for n in range(4):
+                producers.start_soon(produce, n)
+        server.request_stop()
+    run_dir = log_root / "cyc" / "runs" / RUN
+    assert (run_dir / "main.log.1.gz").exists(), "rotated copies are compressed"
+    assert len(list(run_dir.glob("main.log.*"))) > 3
+    lines = read_family(run_dir, "main.log")
+    assert all(re.search(r" - INFO - p\d \d+$", line) for line in lines), "no split lines"
+    for n in range(4):
+        mine = [int(line.rsplit(" ", 1)[1]) for line in lines if f" - p{n} " in line]
+        assert mine == list(range(100)), "each record once, in order"
+    for path in run_dir.glob("main.log*"):
+        size = (
+            len(gzip.decompress(path.read_bytes())) if path.suffix == ".gz" else path.stat().st_size
+        )
+        assert size <= 4096
+
+
+def test_backups_are_bounded(tmp_path: Path) -> None:
+    policy = RotationPolicy(max_bytes=100, backups=2, compress=False)
+    rotation = make_config(tmp_path / "r", tmp_path).rotation
+    sinks = Sinks(tmp_path, rotation=dataclasses.replace(rotation, call=policy))
+    for i in range(10):
+        sinks.write_many([Write(Kind.CALL, "a/calls/d/bot_1/call_x.log", f"{i:059d}\n")])
+        sinks.commit()
+    sinks.close()
+    folder = tmp_path / "a/calls/d/bot_1"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "call_x.log",
+        "call_x.log.1",
+        "call_x.log.2",
+    ]
+    assert read_family(folder, "call_x.log")[-1] == f"{9:059d}"
+
+
+def test_events_log_rotates_at_midnight_utc(tmp_path: Path) -> None:
+    now = [1_762_387_199.0]  # 2025-11-05 23:59:59 UTC
+    rotation = make_config(tmp_path / "r", tmp_path).rotation
+    sinks = Sinks(tmp_path, rotation=rotation, clock=lambda: now[0])
+    sinks.write_many([Write(Kind.EVENTS, "app/events.log", "before midnight\n")])
+    now[0] += 2
+    sinks.write_many([Write(Kind.EVENTS, "app/events.log", "after midnight\n")])
+    now[0] += DAY
+    sinks.write_many([Write(Kind.EVENTS, "app/events.log", "next day\n")])
+    sinks.close()
+    folder = tmp_path / "app"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "events.log",
+        "events.log.2025-11-05.gz",
+        "events.log.2025-11-06.gz",
+    ]
+    assert (
+        gzip.decompress((folder / "events.log.2025-11-05.gz").read_bytes()) == b"before midnight\n"
+    )
+    assert (folder / "events.log").read_text() == "next day\n"
+
+
+def test_rollback_after_failure_leaves_no_partial_batch(tmp_path: Path) -> None:
+    sinks = Sinks(tmp_path)
+    sinks.write_many([Write(Kind.RUN, "a/runs/r/main.log", "kept\n")])
+    sinks.commit()
+    sinks.write_many([Write(Kind.RUN, "a/runs/r/main.log", "undone\n")])
+    sinks.rollback()
+    sinks.write_many([Write(Kind.RUN, "a/runs/r/main.log", "after\n")])
+    sinks.close()
+    assert (tmp_path / "a/runs/r/main.log").read_text() == "kept\nafter\n"
