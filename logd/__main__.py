@@ -8,7 +8,7 @@ import os
 import signal
 import socket as stdsocket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -48,8 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from logd.demo import run_demo
 
         return run_demo(keep=args.keep)
-    try:
-        config = load_config(
+
+    def read_config() -> Config:
+        return load_config(
             config=args.config,
             root=args.root,
             socket=args.socket,
@@ -57,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             tcp=args.tcp,
             environ=os.environ,
         )
+
+    try:
+        config = read_config()
     except ConfigError as exc:
         print(f"logd: {exc}", file=sys.stderr)
         return 2
@@ -76,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     failures: list[BaseException] = []
     try:
-        trio.run(_serve_until_signal, config, inherited)
+        trio.run(_serve_until_signal, config, inherited, read_config)
     except* StartupError as group:
         failures.extend(group.exceptions)
     for failure in failures:
@@ -85,7 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _serve_until_signal(
-    config: Config, inherited: dict[str, list[stdsocket.socket]] | None = None
+    config: Config,
+    inherited: dict[str, list[stdsocket.socket]] | None = None,
+    read_config: Callable[[], Config] | None = None,
 ) -> None:
     server = LogdServer(config, inherited=inherited, notifier=Notifier(os.environ))
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -94,12 +100,24 @@ async def _serve_until_signal(
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     server.notifier.reloading()
-                    log.warning("SIGHUP: configuration reload is not implemented yet; ignored")
+                    await _reload(server, read_config)
                     server.notifier.ready(status_text(server.statistics()))
                     continue
                 log.info("%s received", signal.Signals(signum).name)
                 server.request_stop()
                 break
+
+
+async def _reload(server: LogdServer, read_config: Callable[[], Config] | None) -> None:
+    """SIGHUP: read the configuration again; a bad file keeps the running one."""
+    if read_config is None:
+        return
+    try:
+        await server.reload(read_config())
+    except ConfigError as exc:
+        log.error("reload refused, keeping the running configuration: %s", exc)
+    except OSError as exc:
+        log.error("reload failed: %s", exc)
 
 
 def _setup_logging(root: Path, *, verbose: bool) -> None:

@@ -16,7 +16,7 @@ import shutil
 import stat
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -72,38 +72,27 @@ class CleanupReport:
 
 def day_end(day: str, *, utc: bool) -> float | None:
     """When a `YYYY-MM-DD` folder's day ends: call folders use the layout's time zone."""
-    if utc:
+    if utc or not _DAY_RE.fullmatch(day):
         return utc_day_end(day)
-    if not _DAY_RE.fullmatch(day):
-        return None
     try:
-        start = datetime.strptime(day, "%Y-%m-%d")
+        next_day = date.fromisoformat(day) + timedelta(days=1)
     except ValueError:
         return None
     # A naive datetime's timestamp() is local time, DST included.
-    return (start + timedelta(days=1)).timestamp()
-
-
-def _lstat(path: str) -> os.stat_result | None:
-    try:
-        return os.lstat(path)
-    except FileNotFoundError:  # removed while we looked: the writer or an operator
-        return None
+    return datetime.combine(next_day, datetime.min.time()).timestamp()
 
 
 def _tree(path: str) -> tuple[int, float]:
     """Bytes of the files and links under `path` (or of `path` itself), and the newest
-    mtime, without following symlinks."""
-    st = _lstat(path)
-    if st is None:
+    mtime, without following symlinks. What vanishes meanwhile counts as nothing."""
+    try:
+        st = os.lstat(path)
+        entries = list(os.scandir(path)) if stat.S_ISDIR(st.st_mode) else None
+    except (FileNotFoundError, NotADirectoryError):
         return 0, 0.0
-    if not stat.S_ISDIR(st.st_mode):
+    if entries is None:
         return st.st_size, st.st_mtime
     total, newest = 0, st.st_mtime
-    try:
-        entries = list(os.scandir(path))
-    except (FileNotFoundError, NotADirectoryError):
-        return 0, newest
     for entry in entries:
         size, mtime = _tree(entry.path)
         total += size
@@ -394,10 +383,13 @@ def apply(root: Path, deletions: Iterable[Deletion], *, dry_run: bool) -> Cleanu
         deleted.append(deletion.path)
         done.append(deletion)
         freed += deletion.bytes
+        if not dry_run and extra and _current_links(full) != extra:
+            extra = []  # the writer pointed `current` at a new run meanwhile
         for path in extra:
-            freed += os.lstat(path).st_size if path.name == "current.txt" else 0
-            if not dry_run:
-                os.unlink(path)
+            with contextlib.suppress(FileNotFoundError):
+                freed += os.lstat(path).st_size if path.name == "current.txt" else 0
+                if not dry_run:
+                    os.unlink(path)
             deleted.append(path.relative_to(root_real).as_posix())
         if not dry_run:
             _prune(root_real, full)

@@ -1,28 +1,31 @@
 """The writer's synchronous core: turns batches of jobs into files, index rows and metadata.
 
 Only the writer task calls `Engine.process`, one batch at a time (in a worker thread),
-so the engine owns every file handle and the SQLite connection without locks. The trio
-side never touches the disk.
+so the engine owns every file handle and the SQLite connections without locks. The
+trio side never touches the disk.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import socket
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from logd_client import wire
 
-from logd.config import Config
+from logd.cleanup import CleanupReport, run_cleanup
+from logd.config import Config, Layout
 from logd.dedup import ChunkKey, Dedup, chunk_key
-from logd.events import EventIndex, EventRow
-from logd.records import Unroutable, normalize
-from logd.registry import Peer, Registry, RunState, pid_alive
+from logd.events import EventRow, iso_utc_ms
+from logd.rebuild import open_or_rebuild
+from logd.records import Record, Unroutable, normalize
+from logd.registry import CallState, Peer, Registry, RunState, SessionState, pid_alive
 from logd.routing import Kind, Write, day_text, rejected_write, route, run_dir, safe_name
 from logd.sinks import Sinks, point_current, write_json_atomic
 
@@ -31,7 +34,7 @@ log = logging.getLogger("logd.engine")
 
 @dataclass(slots=True)
 class Ingest:
-    """One decoded message from one connection; `done` is set once it is durable."""
+    """One decoded message from one connection; `ok` once it is durable."""
 
     peer: Peer
     entries: wire.Entries
@@ -47,10 +50,21 @@ class ConnClosed:
 
 @dataclass(slots=True)
 class Tick:
-    """Periodic housekeeping: runs whose processes vanished, metadata refresh."""
+    """Periodic housekeeping: vanished processes, idle sessions, metadata refresh."""
 
 
-Job = Ingest | ConnClosed | Tick
+@dataclass(slots=True)
+class Maintain:
+    """An operator's request carried out between batches: cleanup, rotate or reload."""
+
+    action: str
+    dry_run: bool = False
+    config: Config | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+    done: bool = False
+
+
+Job = Ingest | ConnClosed | Tick | Maintain
 
 
 @dataclass(slots=True)
@@ -73,15 +87,17 @@ class _Batch:
     run_of_path: dict[str, RunState] = field(default_factory=dict)
     new_runs: list[RunState] = field(default_factory=list)
     ended_runs: list[RunState] = field(default_factory=list)
+    sessions: dict[tuple[str, str], SessionState] = field(default_factory=dict)
+    calls: dict[tuple[str, str, str], CallState] = field(default_factory=dict)
     closing: list[str] = field(default_factory=list)
     chunks: set[ChunkKey] = field(default_factory=set)
 
 
 class Engine:
-    """Routes records into files and keeps run metadata; see module docstring.
+    """Routes records into files and keeps the registry; see module docstring.
 
-    Resource handling: owns the `Sinks` descriptors and the `EventIndex` connection;
-    `close()` flushes and releases both.
+    Resource handling: owns the `Sinks` descriptors and the index connections;
+    `close()` flushes and releases them.
     """
 
     def __init__(
@@ -95,7 +111,6 @@ class Engine:
         self.root = config.root
         self.root.mkdir(parents=True, exist_ok=True)
         self.clock_ns = clock_ns
-        self.layout = config.layout
         self.sinks = Sinks(
             self.root,
             open_files=config.limits.open_files,
@@ -103,11 +118,18 @@ class Engine:
             rotation=config.rotation,
             clock=lambda: clock_ns() / 1e9,
         )
-        self.index = EventIndex(self.root / "index.sqlite3")
+        self.store, self.index, rebuilt = open_or_rebuild(self.root, utc=config.layout.utc)
+        if rebuilt is not None:
+            log.warning("index.sqlite3 rebuilt from the files: %s", rebuilt)
         self.registry = Registry(utc=config.layout.utc, pid_alive=pid_alive)
         self.totals = Totals()
+        self.last_cleanup: dict[str, Any] | None = None
         self._dedup = Dedup()
-        self.host = socket.gethostname()
+        self._recover_open_runs()
+
+    @property
+    def layout(self) -> Layout:
+        return self.config.layout
 
     # --- the batch ---------------------------------------------------------------
 
@@ -115,7 +137,8 @@ class Engine:
         """Carry out a batch; on return every `Ingest` in it is written and marked ok.
 
         Raises:
-            OSError: the disk refused a write. Nothing in this batch may be acknowledged.
+            OSError: the disk or the index refused. Files are cut back to where the batch
+                began; nothing in it may be acknowledged.
         """
         now = self.clock_ns()
         batch = _Batch()
@@ -126,17 +149,29 @@ class Engine:
                 batch.ended_runs += self.registry.connection_closed(
                     job.peer.conn_id, by_daemon=job.by_daemon, now_ns=now
                 )
-            else:
-                batch.ended_runs += self.registry.tick(now)
+            elif isinstance(job, Tick):
+                self._tick(batch, now)
+        run_rows = [self._write_metadata(run, now) for run in batch.new_runs]
         for run in batch.new_runs:
-            self._write_metadata(run, now)
             if self.registry.newest.get(run.app) is run:
                 point_current(self.root / safe_name(run.app) / "runs", safe_name(run.run_id))
         try:
             written = self.sinks.write_many(batch.writes)
             self.sinks.sync()
+            for path, count in written.items():
+                owner = batch.run_of_path.get(path)
+                if owner is not None:
+                    owner.bytes += count
+                    owner.files.add(path.rsplit("/", 1)[1])
+            run_rows += [self._write_metadata(run, now) for run in batch.ended_runs]
+            run_rows += [self._write_metadata(run, now) for run in self.registry.due_metadata(now)]
             if batch.rows:
                 self.index.insert_many(batch.rows)
+            self.store.write(
+                runs=run_rows,
+                sessions=[s.row() for s in batch.sessions.values()],
+                calls=[c.row() for c in batch.calls.values()],
+            )
         except (OSError, sqlite3.Error) as exc:
             self.sinks.rollback()
             self.totals.write_errors += 1
@@ -147,17 +182,8 @@ class Engine:
         self.sinks.commit()
         self.totals.events_indexed += len(batch.rows)
         self._dedup.commit(batch.chunks)
-        for path, count in written.items():
-            owner = batch.run_of_path.get(path)
-            if owner is not None:
-                owner.bytes += count
-                owner.files.add(path.rsplit("/", 1)[1])
         for path in batch.closing:
             self.sinks.close_file(path)
-        for run in batch.ended_runs:
-            self._write_metadata(run, now)
-        for run in self.registry.due_metadata(now):
-            self._write_metadata(run, now)
         if batch.ended_runs:
             self.registry.forget_ended()
         for job in jobs:
@@ -165,10 +191,11 @@ class Engine:
                 job.ok = True
                 if not job.duplicate:
                     self.totals.records_written += len(job.entries.entries)
+            elif isinstance(job, Maintain):
+                self._maintain(job, now)
 
     def _ingest(self, job: Ingest, batch: _Batch, now: int) -> None:
-        entries = job.entries
-        peer = job.peer
+        entries, peer = job.entries, job.peer
         self.totals.messages += 1
         key = chunk_key(entries.chunk)
         if key is not None:
@@ -191,26 +218,51 @@ class Engine:
             if created:
                 batch.new_runs.append(run)
             self.registry.note_record(run, record)
-            call_day = None
+            call = None
             if record.call_id is not None:
-                call_day = self.registry.call_day(record, day_text(record.time_ns, layout.utc))
-            routed = route(record, run.run_id, layout, call_day=call_day)
+                call = self.registry.note_call(
+                    record, run.run_id, day_text(record.time_ns, layout.utc)
+                )
+                batch.calls[(call.app, call.call_id, call.day)] = call
+            routed = route(record, run.run_id, layout, call_day=call.day if call else None)
             batch.writes += routed.writes
             if routed.event is not None:
                 batch.rows.append(routed.event)
             for write in routed.writes:
                 if write.kind is Kind.RUN:
                     batch.run_of_path[write.path] = run
-            event_type = record.event_type
-            if event_type == "logd:dropped":
-                count = record.kv.get("count")
-                if isinstance(count, int):
-                    self.totals.dropped_by_clients += count
-            elif event_type == "call:end" and record.call_id is not None:
-                self.registry.end_call(record.app, record.call_id)
-                batch.closing += [w.path for w in routed.writes if w.kind is Kind.CALL]
-            elif event_type == "session:end":
-                batch.closing += [w.path for w in routed.writes if w.kind is Kind.SESSION]
+                elif write.kind is Kind.CALL and call is not None:
+                    call.path = write.path
+                elif write.kind is Kind.SESSION and record.session_id is not None:
+                    session = self.registry.note_session(record, run.run_id, now)
+                    session.path = write.path
+                    batch.sessions[(session.app, session.session_id)] = session
+            self._lifecycle_event(record.event_type, record, routed.writes, batch)
+
+    def _lifecycle_event(
+        self, event_type: str | None, record: Record, writes: list[Write], batch: _Batch
+    ) -> None:
+        if event_type == "logd:dropped":
+            count = record.kv.get("count")
+            if isinstance(count, int):
+                self.totals.dropped_by_clients += count
+        elif event_type == "call:end" and record.call_id is not None:
+            call = self.registry.end_call(record.app, record.call_id, record.time_ns)
+            if call is not None:
+                batch.calls[(call.app, call.call_id, call.day)] = call
+            batch.closing += [w.path for w in writes if w.kind is Kind.CALL]
+        elif event_type == "session:end" and record.session_id is not None:
+            session = self.registry.end_session(record.app, record.session_id, "ended")
+            if session is not None:
+                batch.sessions[(session.app, session.session_id)] = session
+            batch.closing += [w.path for w in writes if w.kind is Kind.SESSION]
+
+    def _tick(self, batch: _Batch, now: int) -> None:
+        batch.ended_runs += self.registry.tick(now)
+        idle_ns = int(self.config.limits.session_idle_s * 1e9)
+        for session in self.registry.idle_sessions(now, idle_ns):
+            batch.sessions[(session.app, session.session_id)] = session
+            batch.closing.append(session.path)
 
     def _reject(
         self, batch: _Batch, now: int, reason: str, tag: str, raw: object, peer: Peer
@@ -218,24 +270,107 @@ class Engine:
         self.totals.rejected += 1
         batch.writes.append(rejected_write(now, reason, tag, raw, peer.as_dict()))
 
-    def _write_metadata(self, run: RunState, now: int) -> None:
-        path = self.root / run_dir(run.app, run.run_id) / "metadata.json"
-        write_json_atomic(path, run.metadata(self.layout.utc))
+    def _write_metadata(self, run: RunState, now: int) -> dict[str, Any]:
+        """Write `metadata.json` atomically; returns the registry row for the same state."""
+        folder = run_dir(run.app, run.run_id)
+        meta = run.metadata(self.layout.utc)
+        write_json_atomic(self.root / folder / "metadata.json", meta)
         run.dirty = False
         run.written_ns = now
+        return {**meta, "path": folder}
 
-    # --- lifecycle ---------------------------------------------------------------
+    # --- startup and maintenance ---------------------------------------------------
+
+    def _recover_open_runs(self) -> None:
+        """Runs a previous daemon left open: adopted if their processes live, else lost."""
+        now = self.clock_ns()
+        rows = []
+        for row in self.store.open_runs():
+            meta_path = self.root / str(row["path"]) / "metadata.json"
+            try:
+                run = RunState.from_metadata(_read_json(meta_path))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning(
+                    "run %s/%s: unreadable metadata.json (%s); left as it is",
+                    row["app"],
+                    row["run_id"],
+                    exc,
+                )
+                continue
+            if run.pids and any(self.registry.pid_alive(pid) for pid in run.pids):
+                self.registry.adopt(run)
+                continue
+            run.end_ns, run.end_reason = now, "lost"
+            rows.append(self._write_metadata(run, now))
+        if rows:
+            self.store.write(runs=rows)
+            log.info("%d run(s) left open by the previous daemon ended as lost", len(rows))
+
+    def _maintain(self, job: Maintain, now: int) -> None:
+        job.done = True
+        if job.action == "cleanup":
+            job.result = self.cleanup(dry_run=job.dry_run, now_ns=now).as_dict()
+        elif job.action == "rotate":
+            job.result = {"rotated": self.sinks.rotate_all()}
+        elif job.action == "reload" and job.config is not None:
+            self.reload(job.config)
+            job.result = {"reloaded": True}
+
+    def cleanup(self, *, dry_run: bool, now_ns: int | None = None) -> CleanupReport:
+        """Apply the retention policy now; registry rows and handles follow the files."""
+        now_ns = self.clock_ns() if now_ns is None else now_ns
+        registry = self.registry
+        report = run_cleanup(
+            self.root,
+            self.config.retention,
+            now_ns / 1e9,
+            active_runs={(r.app, r.run_id) for r in registry.runs.values() if r.active},
+            active_sessions=set(registry.sessions),
+            active_calls={(c.app, c.day, c.call_id) for c in registry.calls.values()},
+            utc=self.layout.utc,
+            dry_run=dry_run,
+        )
+        if not dry_run:
+            self.sinks.forget(report.deleted)
+            self.store.delete_paths(report.deleted)
+            cutoff = now_ns - int(self.config.retention.events_days * 86400e9)
+            self.index.delete_before(iso_utc_ms(max(cutoff, 0)))
+        self.last_cleanup = {
+            "time": iso_utc_ms(now_ns),
+            **report.as_dict(),
+            "errors": report.errors,
+        }
+        for error in report.errors:
+            log.warning("cleanup: %s", error)
+        return report
+
+    def reload(self, config: Config) -> None:
+        """Apply a new configuration, except `root` and `[listen]` (they need a restart)."""
+        config = replace(config, root=self.config.root, listen=self.config.listen)
+        self.config = config
+        self.sinks.rotation = config.rotation
+        self.sinks.fsync = config.fsync
+        self.sinks.open_files = max(1, config.limits.open_files)
+        self.registry.utc = config.layout.utc
 
     def close(self) -> None:
         """Flush everything and write the metadata of runs still open (they stay open)."""
         now = self.clock_ns()
         try:
             self.sinks.close()
-            for run in self.registry.runs.values():
-                if run.dirty:
-                    self._write_metadata(run, now)
+            rows = [self._write_metadata(r, now) for r in self.registry.runs.values() if r.dirty]
+            self.store.write(runs=rows)
         finally:
             self.index.close()
+            self.store.close()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    if not isinstance(data, dict):
+        raise ValueError("metadata is not an object")
+    return data
 
 
 def ensure_root(root: Path) -> None:

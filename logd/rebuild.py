@@ -1,46 +1,25 @@
 """Open ``index.sqlite3``, or rebuild it from the files when it is missing or corrupt.
 
 The files are the record; the index is a cache of them. So a lost or damaged index
-never stops the daemon: it moves a bad file aside and rebuilds what the tree holds —
-runs from ``metadata.json``, sessions from their JSON lines, calls from their logs and
-``call:start``/``call:end`` events, events from ``events.log`` and its archives. Runs
-once at start, before the writer exists; reads only, never changes the tree.
+never stops the daemon: it moves a bad file aside and rebuilds what the tree holds
+(``readback`` reads it). Runs once at start, before the writer exists.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
-import re
 import sqlite3
 import time
-import zlib
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TextIO
-from urllib.parse import unquote
 
-from logd.events import EventIndex, EventRow, ParsedEvent, parse_event_line
-from logd.routing import safe_name
-from logd.store import CallRow, RegistryStore, SessionRow, iso_to_ns
+from logd.events import EventIndex
+from logd.readback import Tally, app_dirs, read_app
+from logd.store import RegistryStore
 
-__all__ = ["INDEX_NAME", "RebuildReport", "decode_name", "open_or_rebuild", "rebuild"]
+__all__ = ["INDEX_NAME", "RebuildReport", "open_or_rebuild", "rebuild"]
 
 INDEX_NAME = "index.sqlite3"
-EVENT_BATCH = 5000
-MAX_PROBLEMS = 100
-_RUN_REASONS = frozenset({"shutdown", "disconnected", "lost"})
-_ERROR_LEVELS = frozenset({"ERROR", "CRITICAL", "FATAL"})
-_SESSION_FILE_RE = re.compile(r"session_(.+?)\.jsonl(?:\.([0-9]+))?(?:\.gz)?")
-_CALL_FILE_RE = re.compile(r"call_(.+?)\.log(?:\.([0-9]+))?(?:\.gz)?")
-# The call-log line of SPEC §4: `{time} - tid: {thread} - {level} - {msg}`. Traceback and
-# multi-line message continuations do not match, so matches count records.
-_CALL_LINE_RE = re.compile(
-    r"([0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:]{8}),([0-9]{3}) - tid: \S* - (\S+) - "
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,393 +34,6 @@ class RebuildReport:
     bad_lines: int = 0
     problems: tuple[str, ...] = ()
     moved_aside: tuple[str, ...] = ()
-
-
-@dataclass(slots=True)
-class _Tally:
-    runs: int = 0
-    sessions: int = 0
-    calls: int = 0
-    events: int = 0
-    bad_lines: int = 0
-    problems: list[str] = field(default_factory=list)
-
-    def problem(self, where: Path | str, why: object) -> None:
-        if len(self.problems) < MAX_PROBLEMS:
-            self.problems.append(f"{where}: {why}")
-
-
-@dataclass(slots=True)
-class _CallSeen:
-    """What the event log and session files say about one call."""
-
-    start_ns: int | None = None
-    end_ns: int | None = None
-    duration_ms: float | None = None
-    run_id: str | None = None
-    session_id: str | None = None
-    bot_id: str | None = None
-
-
-def decode_name(name: str, known: Mapping[str, str] | None = None) -> str:
-    """The id a file name stands for: the inverse of ``routing.safe_name`` where it has one.
-
-    ``known`` maps names to ids seen inside the files, which also recovers ids whose
-    names were cut and hashed (``~<hash>``); otherwise such a name is kept as the id.
-    """
-    if known is not None and name in known:
-        return known[name]
-    if "~" in name or "%" not in name:
-        return name
-    return "" if name == "%" else unquote(name)
-
-
-def _open_text(path: Path) -> TextIO:
-    # "replace": the index cannot bind lone surrogates, and a damaged byte must not
-    # cost the rest of the file.
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
-
-
-def _lines(path: Path, tally: _Tally) -> Iterator[str]:
-    """Non-empty lines without their newline; a truncated archive yields what it holds."""
-    try:
-        with _open_text(path) as handle:
-            for line in handle:
-                line = line.rstrip("\n")
-                if line:
-                    yield line
-    except (OSError, EOFError, zlib.error) as exc:
-        tally.problem(path, exc)
-
-
-def _entries(folder: Path) -> list[Path]:
-    """Sorted children, without symlinks: the rebuild never follows a link out of the root."""
-    try:
-        return sorted(p for p in folder.iterdir() if not p.is_symlink())
-    except OSError:
-        return []
-
-
-def _groups(folder: Path, pattern: re.Pattern[str]) -> dict[str, list[Path]]:
-    """Live files and their rotated backups by name, oldest backup first, live file last."""
-    found: dict[str, list[tuple[int, Path]]] = {}
-    for path in _entries(folder):
-        match = pattern.fullmatch(path.name)
-        if match is not None and path.is_file():
-            order = -int(match[2]) if match[2] else 0
-            found.setdefault(match[1], []).append((order, path))
-    return {name: [p for _, p in sorted(files)] for name, files in found.items()}
-
-
-def _mtime_ns(path: Path) -> int:
-    try:
-        return path.stat().st_mtime_ns
-    except OSError:
-        return 0
-
-
-def _ns_or_none(value: object) -> int | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return iso_to_ns(value)
-    except ValueError:
-        return None
-
-
-def _str_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _float_or_none(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
-def _app_dirs(root: Path) -> list[Path]:
-    """Folders of the root that look like an app: it has runs, sessions, calls or events."""
-    apps = []
-    for path in _entries(root):
-        if path.name.startswith(".") or path.name == "_rejected" or not path.is_dir():
-            continue
-        if any((path / n).is_dir() for n in ("runs", "sessions", "calls")) or any(
-            path.glob("events.log*")
-        ):
-            apps.append(path)
-    return apps
-
-
-# --- runs --------------------------------------------------------------------------
-
-
-def _clean_run(meta: Any, app: str, folder: str, path: str) -> dict[str, Any] | None:
-    """A metadata dict with every value of the type the store expects, or None if unusable."""
-    if not isinstance(meta, dict) or _ns_or_none(meta.get("start_time")) is None:
-        return None
-    run_id = meta.get("run_id")
-    if not isinstance(run_id, str) or safe_name(run_id) != folder:
-        run_id = decode_name(folder)
-    end_time = meta.get("end_time") if _ns_or_none(meta.get("end_time")) is not None else None
-    reason = meta.get("end_reason")
-
-    def number(key: str) -> int:
-        value = meta.get(key)
-        return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-    def listed(key: str) -> list[Any]:
-        value = meta.get(key)
-        return value if isinstance(value, list) else []
-
-    counts = meta.get("counts")
-    argv = meta.get("argv")
-    return {
-        "run_id": run_id,
-        "app": app,
-        "start_time": meta["start_time"],
-        "end_time": end_time,
-        "end_reason": reason if reason in _RUN_REASONS else None,
-        "pids": [p for p in listed("pids") if isinstance(p, int)],
-        "host": _str_or_none(meta.get("host")),
-        "argv": [str(a) for a in argv] if isinstance(argv, list) else None,
-        "client_version": _str_or_none(meta.get("client_version")),
-        "opened_by": meta.get("opened_by") if meta.get("opened_by") == "daemon" else "client",
-        "records": number("records"),
-        "counts": {str(k): v for k, v in counts.items() if isinstance(v, int)}
-        if isinstance(counts, dict)
-        else {},
-        "bytes": number("bytes"),
-        "files": [f for f in listed("files") if isinstance(f, str)],
-        "dropped_by_client": number("dropped_by_client"),
-        "peers": [p for p in listed("peers") if isinstance(p, dict)],
-        "path": path,
-    }
-
-
-def _scan_runs(root: Path, app_dir: Path, tally: _Tally) -> tuple[list[Any], str]:
-    """Run metadata dicts (app not yet set) and the app id their metadata gives."""
-    found: list[tuple[Path, Any]] = []
-    app = decode_name(app_dir.name)
-    for run_dir in _entries(app_dir / "runs"):
-        if not run_dir.is_dir():
-            continue  # `current.txt`; `current` itself is a symlink and skipped already
-        try:
-            meta = json.loads((run_dir / "metadata.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            tally.problem(run_dir / "metadata.json", exc)
-            continue
-        found.append((run_dir, meta))
-        named = meta.get("app") if isinstance(meta, dict) else None
-        if isinstance(named, str) and safe_name(named) == app_dir.name:
-            app = named
-    runs = []
-    for run_dir, meta in found:
-        rel = run_dir.relative_to(root).as_posix()
-        run = _clean_run(meta, app, run_dir.name, rel)
-        if run is None:
-            tally.problem(run_dir / "metadata.json", "no usable start_time")
-        else:
-            runs.append(run)
-    return runs, app
-
-
-# --- events ------------------------------------------------------------------------
-
-
-def _event_row(app: str, event: ParsedEvent, line: str) -> EventRow:
-    fields = event.fields
-    session_id = _str_or_none(fields.get("session_id"))
-    call_id = _str_or_none(fields.get("call_id"))
-    # Routing appended session_id/call_id to the kv fields; they are columns, not kv.
-    taken = {k for k, v in (("session_id", session_id), ("call_id", call_id)) if v is not None}
-    kv = {k: v for k, v in fields.items() if k not in taken}
-    kv_json = json.dumps(kv, ensure_ascii=False, separators=(",", ":")) if kv else None
-    return EventRow(
-        ts=event.ts,
-        event_type=event.event_type,
-        source=event.source,
-        message=event.text,
-        app=app,
-        run_id=_str_or_none(fields.get("run_id")),
-        session_id=session_id,
-        call_id=call_id,
-        kv_json=kv_json,
-        raw_line=line,
-    )
-
-
-def _insert_events(index: EventIndex, rows: list[EventRow], tally: _Tally) -> None:
-    try:
-        index.insert_many(rows)
-        tally.events += len(rows)
-        return
-    except (sqlite3.Error, UnicodeEncodeError):
-        pass  # find the row SQLite refused (e.g. a lone surrogate); keep the others
-    for row in rows:
-        try:
-            index.insert_many([row])
-            tally.events += 1
-        except (sqlite3.Error, UnicodeEncodeError):
-            tally.bad_lines += 1
-
-
-def _index_events(
-    app: str, app_dir: Path, index: EventIndex, tally: _Tally
-) -> dict[str, _CallSeen]:
-    """Index every parseable event line; return call start/end times seen on the way."""
-    files = [p for p in _entries(app_dir) if p.name.startswith("events.log.") and p.is_file()]
-    live = app_dir / "events.log"
-    if live.is_file() and not live.is_symlink():
-        files.append(live)
-    calls: dict[str, _CallSeen] = {}
-    batch: list[EventRow] = []
-    for path in files:
-        for line in _lines(path, tally):
-            try:
-                event = parse_event_line(line)
-            except ValueError:
-                tally.bad_lines += 1
-                continue
-            row = _event_row(app, event, line)
-            batch.append(row)
-            if event.event_type in ("call:start", "call:end") and row.call_id is not None:
-                seen = calls.setdefault(row.call_id, _CallSeen())
-                seen.session_id = row.session_id or seen.session_id
-                if event.event_type == "call:start":
-                    seen.start_ns = iso_to_ns(event.ts)
-                else:
-                    seen.end_ns = iso_to_ns(event.ts)
-                    seen.duration_ms = _float_or_none(event.fields.get("duration_ms"))
-            if len(batch) >= EVENT_BATCH:
-                _insert_events(index, batch, tally)
-                batch = []
-    if batch:
-        _insert_events(index, batch, tally)
-    return calls
-
-
-# --- sessions and calls ------------------------------------------------------------
-
-
-def _scan_sessions(
-    root: Path, app: str, app_dir: Path, calls: dict[str, _CallSeen], tally: _Tally
-) -> list[SessionRow]:
-    """Session rows from their JSON lines; also notes each call's run, session and bot."""
-    rows = []
-    for name, files in _groups(app_dir / "sessions", _SESSION_FILE_RE).items():
-        session_id = decode_name(name)
-        runs: list[str] = []
-        first_ns = last_ns = end_ns = None
-        records = 0
-        for path in files:
-            for line in _lines(path, tally):
-                records += 1
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    tally.bad_lines += 1
-                    continue
-                if not isinstance(obj, dict):
-                    continue
-                sid, run_id = obj.get("session_id"), _str_or_none(obj.get("run_id"))
-                if isinstance(sid, str) and safe_name(sid) == name:
-                    session_id = sid
-                if run_id is not None and run_id not in runs:
-                    runs.append(run_id)
-                when = _ns_or_none(obj.get("time"))
-                if when is not None:
-                    first_ns = when if first_ns is None else first_ns
-                    last_ns = when
-                    # Ended only if `session:end` is its last record: a later one reopened it.
-                    end_ns = when if obj.get("event_type") == "session:end" else None
-                call_id = _str_or_none(obj.get("call_id"))
-                if call_id is not None:
-                    seen = calls.setdefault(call_id, _CallSeen())
-                    seen.run_id = run_id or seen.run_id
-                    seen.session_id = seen.session_id or _str_or_none(sid)
-                    seen.bot_id = _str_or_none(obj.get("bot_id")) or seen.bot_id
-        fallback_ns = _mtime_ns(files[-1])
-        rows.append(
-            SessionRow(
-                app=app,
-                session_id=session_id,
-                runs=runs,
-                first_ns=first_ns if first_ns is not None else fallback_ns,
-                last_ns=last_ns if last_ns is not None else fallback_ns,
-                end_ns=end_ns,
-                end_reason="ended" if end_ns is not None else None,
-                records=records,
-                path=f"{app_dir.relative_to(root).as_posix()}/sessions/session_{name}.jsonl",
-            )
-        )
-    return rows
-
-
-def _clock_ns(text: str, millis: str, utc: bool) -> int | None:
-    """ns of a text-log time (`2025-11-05 14:30:52`), local or UTC as the layout wrote it."""
-    try:
-        moment = datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        return None
-    moment = moment.replace(tzinfo=UTC) if utc else moment.astimezone()
-    return int(moment.timestamp()) * 1_000_000_000 + int(millis) * 1_000_000
-
-
-def _scan_calls(
-    root: Path, app: str, app_dir: Path, calls: dict[str, _CallSeen], utc: bool, tally: _Tally
-) -> list[CallRow]:
-    """Call rows from `calls/<day>/bot_<bot>/call_<id>.log`, timed by their events."""
-    known_calls = {safe_name(call_id): call_id for call_id in calls}
-    rows = []
-    for day_dir in _entries(app_dir / "calls"):
-        for bot_dir in _entries(day_dir):
-            if not bot_dir.name.startswith("bot_") or not bot_dir.is_dir():
-                continue
-            bot_name = bot_dir.name[4:]
-            for name, files in _groups(bot_dir, _CALL_FILE_RE).items():
-                call_id = decode_name(name, known_calls)
-                seen = calls.get(call_id, _CallSeen())
-                records = errors = 0
-                first_ns = None
-                for path in files:
-                    for line in _lines(path, tally):
-                        match = _CALL_LINE_RE.match(line)
-                        if match is None:
-                            continue
-                        records += 1
-                        errors += match[3] in _ERROR_LEVELS
-                        if first_ns is None:
-                            first_ns = _clock_ns(match[1], match[2], utc)
-                start_ns = seen.start_ns or first_ns or _mtime_ns(files[0])
-                end_ns = (
-                    seen.end_ns if seen.end_ns is not None and seen.end_ns >= start_ns else None
-                )
-                duration = seen.duration_ms
-                if end_ns is not None and duration is None:
-                    duration = (end_ns - start_ns) / 1e6
-                bot = seen.bot_id if seen.bot_id and safe_name(seen.bot_id) == bot_name else None
-                rows.append(
-                    CallRow(
-                        app=app,
-                        call_id=call_id,
-                        bot_id=bot or decode_name(bot_name),
-                        day=day_dir.name,
-                        path=f"{bot_dir.relative_to(root).as_posix()}/call_{name}.log",
-                        start_ns=start_ns,
-                        end_ns=end_ns,
-                        duration_ms=duration if end_ns is not None else None,
-                        records=records,
-                        errors=errors,
-                        run_id=seen.run_id,
-                        session_id=seen.session_id,
-                    )
-                )
-    return rows
-
-
-# --- entry points ------------------------------------------------------------------
 
 
 def rebuild(
@@ -463,12 +55,9 @@ def rebuild(
     one app's rows SQLite refuses do not cost the other apps: a rebuild never fails
     because of what it finds in the tree.
     """
-    tally = _Tally()
-    for app_dir in _app_dirs(root):
-        runs, app = _scan_runs(root, app_dir, tally)
-        calls = _index_events(app, app_dir, index, tally)
-        sessions = _scan_sessions(root, app, app_dir, calls, tally)
-        call_rows = _scan_calls(root, app, app_dir, calls, utc, tally)
+    tally = Tally()
+    for app_dir in app_dirs(root):
+        runs, sessions, call_rows = read_app(root, app_dir, index, utc=utc, tally=tally)
         try:
             store.write(runs=runs, sessions=sessions, calls=call_rows)
         except (sqlite3.Error, ValueError, UnicodeEncodeError) as exc:
@@ -493,6 +82,22 @@ def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
     # is also a DatabaseError, and must not make us throw a good index away.
     code = getattr(exc, "sqlite_errorcode", None)
     return code is not None and (code & 0xFF) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def _probe_corrupt(path: Path) -> bool:
+    # Look read-only first: a read-write connection to a damaged file may checkpoint or
+    # delete its WAL on close, and that WAL belongs with the copy we set aside.
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.DatabaseError as exc:
+        return _is_corrupt(exc)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        return _is_corrupt(exc)
+    finally:
+        conn.close()
+    return False
 
 
 def _move_aside(path: Path, label: str, suffixes: tuple[str, ...]) -> tuple[str, ...]:
@@ -543,11 +148,17 @@ def open_or_rebuild(
     path = root / INDEX_NAME
     reason: str | None = None
     moved: tuple[str, ...] = ()
+    wal = path.with_name(path.name + "-wal")
+    if path.exists() and path.stat().st_size == 0 and not wal.exists():
+        path.unlink()  # created and never written (a crash at the first open): missing
     if not path.exists():
         # A WAL without its database must not be replayed into a new, unrelated file.
         moved = _move_aside(path, "stale", ("-wal", "-shm"))
-        if _app_dirs(root):
+        if app_dirs(root):
             reason = "missing"
+    elif _probe_corrupt(path):
+        moved = _move_aside(path, "corrupt", ("", "-wal", "-shm"))
+        reason = "corrupt"
     try:
         store, index = _open(path)
     except sqlite3.DatabaseError as exc:

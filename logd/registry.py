@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from logd.records import Record
+from logd.store import CallRow, SessionEnd, SessionRow, iso_to_ns
 
 Transport = Literal["unix", "tcp"]
 EndReason = Literal["shutdown", "disconnected", "lost"]
@@ -90,6 +91,35 @@ class RunState:
     def active(self) -> bool:
         return self.end_ns is None
 
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any]) -> RunState:
+        """Rebuild a run from its `metadata.json`, to carry on counting after a restart.
+
+        Raises:
+            KeyError, ValueError, TypeError: the metadata is not logd's.
+        """
+        end = meta.get("end_time")
+        run = cls(
+            app=str(meta["app"]),
+            run_id=str(meta["run_id"]),
+            start_ns=iso_to_ns(meta["start_time"]),
+            opened_by_daemon=meta.get("opened_by") == "daemon",
+            end_ns=iso_to_ns(end) if end else None,
+            end_reason=meta.get("end_reason"),
+            pids={int(pid) for pid in meta.get("pids") or ()},
+            host=meta.get("host"),
+            argv=meta.get("argv"),
+            client_version=meta.get("client_version"),
+            counts={str(k): int(v) for k, v in (meta.get("counts") or {}).items()},
+            records=int(meta.get("records") or 0),
+            bytes=int(meta.get("bytes") or 0),
+            files=set(meta.get("files") or ()),
+            dropped_by_client=int(meta.get("dropped_by_client") or 0),
+        )
+        run.opener_pid = meta.get("opener_pid")
+        run.tcp = not run.pids
+        return run
+
     def metadata(self, utc: bool) -> dict[str, Any]:
         """The run's `metadata.json`: what an operator needs without reading the logs."""
         return {
@@ -99,6 +129,7 @@ class RunState:
             "end_time": iso_local(self.end_ns, utc) if self.end_ns is not None else None,
             "end_reason": self.end_reason,
             "pids": sorted(self.pids),
+            "opener_pid": self.opener_pid,
             "host": self.host,
             "argv": self.argv,
             "client_version": self.client_version,
@@ -118,8 +149,57 @@ class CallState:
     call_id: str
     day: str
     start_ns: int
+    bot_id: str = "unknown"
+    run_id: str | None = None
+    session_id: str | None = None
+    path: str = ""
+    end_ns: int | None = None
     records: int = 0
     errors: int = 0
+
+    def row(self) -> CallRow:
+        duration = (self.end_ns - self.start_ns) / 1e6 if self.end_ns is not None else None
+        return CallRow(
+            app=self.app,
+            call_id=self.call_id,
+            bot_id=self.bot_id,
+            day=self.day,
+            path=self.path,
+            start_ns=self.start_ns,
+            end_ns=self.end_ns,
+            duration_ms=duration,
+            records=self.records,
+            errors=self.errors,
+            run_id=self.run_id,
+            session_id=self.session_id,
+        )
+
+
+@dataclass(slots=True)
+class SessionState:
+    app: str
+    session_id: str
+    first_ns: int
+    last_ns: int
+    seen_ns: int
+    runs: list[str] = field(default_factory=list)
+    path: str = ""
+    records: int = 0
+    end_ns: int | None = None
+    end_reason: SessionEnd | None = None
+
+    def row(self) -> SessionRow:
+        return SessionRow(
+            app=self.app,
+            session_id=self.session_id,
+            runs=list(self.runs),
+            first_ns=self.first_ns,
+            last_ns=self.last_ns,
+            end_ns=self.end_ns,
+            end_reason=self.end_reason,
+            records=self.records,
+            path=self.path,
+        )
 
 
 class Registry:
@@ -132,6 +212,7 @@ class Registry:
         self.newest: dict[str, RunState] = {}
         self._foreign: dict[tuple[str, object], str] = {}
         self.calls: dict[tuple[str, str], CallState] = {}
+        self.sessions: dict[tuple[str, str], SessionState] = {}
 
     def run_for(self, record: Record, peer: Peer, now_ns: int) -> tuple[RunState, bool]:
         """The run a record belongs to, opening one if needed; True when it is new.
@@ -201,8 +282,8 @@ class Registry:
             if isinstance(count, int) and count > 0:
                 run.dropped_by_client += count
 
-    def call_day(self, record: Record, default_day: str) -> str:
-        """The date folder of a call: the day of its first record, kept for its lifetime."""
+    def note_call(self, record: Record, run_id: str, default_day: str) -> CallState:
+        """Count a call-scoped record; a call keeps the date folder of its first record."""
         assert record.call_id is not None
         key = (record.app, record.call_id)
         call = self.calls.get(key)
@@ -210,13 +291,52 @@ class Registry:
             call = self.calls[key] = CallState(
                 record.app, record.call_id, default_day, record.time_ns
             )
+        call.bot_id = record.bot_id or call.bot_id
+        call.run_id = run_id
+        call.session_id = record.session_id or call.session_id
         call.records += 1
         if record.levelno >= 40:
             call.errors += 1
-        return call.day
+        return call
 
-    def end_call(self, app: str, call_id: str) -> CallState | None:
-        return self.calls.pop((app, call_id), None)
+    def end_call(self, app: str, call_id: str, end_ns: int) -> CallState | None:
+        call = self.calls.pop((app, call_id), None)
+        if call is not None:
+            call.end_ns = end_ns
+        return call
+
+    def note_session(self, record: Record, run_id: str, now_ns: int) -> SessionState:
+        """A session begins at its first record; `seen_ns` (arrival) drives the idle timeout."""
+        assert record.session_id is not None
+        key = (record.app, record.session_id)
+        session = self.sessions.get(key)
+        if session is None:
+            session = self.sessions[key] = SessionState(
+                record.app, record.session_id, record.time_ns, record.time_ns, now_ns
+            )
+        session.first_ns = min(session.first_ns, record.time_ns)
+        session.last_ns = max(session.last_ns, record.time_ns)
+        session.seen_ns = now_ns
+        session.records += 1
+        if run_id not in session.runs:
+            session.runs.append(run_id)
+        return session
+
+    def end_session(self, app: str, session_id: str, reason: SessionEnd) -> SessionState | None:
+        session = self.sessions.pop((app, session_id), None)
+        if session is not None:
+            session.end_ns = session.last_ns
+            session.end_reason = reason
+        return session
+
+    def idle_sessions(self, now_ns: int, idle_ns: int) -> list[SessionState]:
+        """End sessions with no record for `idle_ns` (by arrival time)."""
+        idle = [s for s in self.sessions.values() if now_ns - s.seen_ns >= idle_ns]
+        return [
+            ended
+            for s in idle
+            if (ended := self.end_session(s.app, s.session_id, "idle")) is not None
+        ]
 
     def connection_closed(self, conn_id: int, *, by_daemon: bool, now_ns: int) -> list[RunState]:
         """Forget a connection; returns the runs that ended because of it."""
@@ -243,6 +363,14 @@ class Registry:
         for run in self.runs.values():
             if run.active and run.dirty and now_ns - run.written_ns >= METADATA_EVERY_NS:
                 yield run
+
+    def adopt(self, run: RunState) -> None:
+        """Take over a run left open by a previous daemon whose processes still live."""
+        self.runs[(run.app, run.run_id)] = run
+        run.idle_since_ns = run.start_ns
+        newest = self.newest.get(run.app)
+        if newest is None or newest.start_ns <= run.start_ns:
+            self.newest[run.app] = run
 
     def forget_ended(self) -> None:
         """Drop ended runs from memory once their final metadata is written."""

@@ -17,7 +17,7 @@ import socket as stdsocket
 import struct
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from logd_client import wire
 
 from logd import __version__
 from logd.config import Config, is_loopback_host
-from logd.engine import ConnClosed, Engine, Ingest, Job, Tick, ensure_root
+from logd.engine import ConnClosed, Engine, Ingest, Job, Maintain, Tick, ensure_root
 from logd.registry import Peer, Transport
 from logd.systemd import Notifier, status_text
 
@@ -100,6 +100,26 @@ class LogdServer:
         """Stop accepting, finish what connections already sent, flush, and return."""
         self.stop_requested.set()
 
+    async def maintain(self, job: Maintain) -> dict[str, Any]:
+        """Run cleanup, rotate or reload between the writer's batches; returns its result.
+
+        Raises:
+            OSError: the writer could not carry out the batch it was in.
+        """
+        done = trio.Event()
+        await self._enqueue(job, done)
+        await done.wait()
+        if not job.done:
+            reason = self.engine.totals.last_error if self.engine else "not started"
+            raise OSError(f"{job.action} did not run: {reason}")
+        return job.result
+
+    async def reload(self, config: Config) -> None:
+        """Apply a new configuration (SIGHUP); `root` and `[listen]` need a restart."""
+        await self.maintain(Maintain("reload", config=config))
+        self.config = replace(config, root=self.config.root, listen=self.config.listen)
+        log.info("configuration reloaded")
+
     async def serve(
         self, *, task_status: trio.TaskStatus[Listening] = trio.TASK_STATUS_IGNORED
     ) -> None:
@@ -118,6 +138,8 @@ class LogdServer:
                             nursery.start_soon(self._accept_loop, nursery, listener, transport)
                         ticker = trio.CancelScope()
                         nursery.start_soon(self._ticker, ticker)
+                        housekeeping = trio.CancelScope()
+                        nursery.start_soon(self._cleanup_loop, housekeeping)
                         watchdog = trio.CancelScope()
                         if self.notifier.watchdog_s is not None:
                             nursery.start_soon(self._watchdog, watchdog, self.notifier.watchdog_s)
@@ -131,11 +153,12 @@ class LogdServer:
                         self.notifier.ready(status_text(self.statistics()))
                         await self.stop_requested.wait()
                         self.notifier.stopping()
+                        watchdog.cancel()
                         log.info("stopping: no new connections, draining %d", len(self.conns))
                         for listener, _ in listeners:
                             await listener.aclose()
                         ticker.cancel()
-                        watchdog.cancel()
+                        housekeeping.cancel()
                         self._drain()
                         nursery.cancel_scope.deadline = trio.current_time() + DRAIN_GRACE_S
                 finally:
@@ -174,8 +197,12 @@ class LogdServer:
         listeners: list[tuple[trio.abc.Listener[Any], Transport]] = []
         if self._inherited_ingest:
             listening = Listening(socket=None)
-            for inherited in self._inherited_ingest:
-                listeners.append(_adopt(inherited, listening, self.config))
+            try:
+                for inherited in self._inherited_ingest:
+                    listeners.append(_adopt(inherited, listening, self.config))
+            except StartupError:
+                self._close_inherited()
+                raise
         else:
             sock = await self._bind_unix(listen.socket)
             listeners.append((trio.SocketListener(sock), "unix"))
@@ -434,6 +461,22 @@ class LogdServer:
         )
         self._last_failure_report = now
         self._unreported_failures = 0
+
+    async def _cleanup_loop(self, scope: trio.CancelScope) -> None:
+        with scope:
+            while True:
+                await trio.sleep(self.config.retention.interval_s)
+                try:
+                    result = await self.maintain(Maintain("cleanup"))
+                except OSError as exc:
+                    log.error("cleanup failed: %s", exc)
+                    continue
+                if result.get("deleted"):
+                    log.info(
+                        "cleanup deleted %d path(s), freed %d bytes",
+                        len(result["deleted"]),
+                        result["freed_bytes"],
+                    )
 
     async def _ticker(self, scope: trio.CancelScope) -> None:
         assert self._send is not None

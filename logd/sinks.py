@@ -235,8 +235,16 @@ class Sinks:
                 count += 1
         return count
 
-    def forget_dirs(self) -> None:
-        """Forget which folders exist, after something may have removed some."""
+    def forget(self, deleted: Iterable[str]) -> None:
+        """Cleanup removed these paths: close handles under them, forget known folders.
+
+        A handle left open on a deleted file would swallow every later line.
+        """
+        prefixes = tuple(path.rstrip("/") + "/" for path in deleted)
+        exact = {path.rstrip("/") for path in deleted}
+        for path in list(self._fds):
+            if path in exact or path.startswith(prefixes):
+                self.close_file(path)
         self._made_dirs.clear()
 
 

@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS runs (
     dropped_by_client INTEGER NOT NULL,
     opened_by TEXT NOT NULL,
     peers_json TEXT NOT NULL,
+    extra_json TEXT,
     PRIMARY KEY (app, run_id)
 );
 CREATE INDEX IF NOT EXISTS idx_runs_app_start ON runs (app, start_ts);
@@ -91,6 +92,16 @@ def _names(text: str) -> tuple[str, ...]:
 _RUN_COLUMNS = _names(
     "app run_id path start_ts end_ts end_reason start_time end_time pids_json host argv_json"
     " client_version records counts_json bytes files_json dropped_by_client opened_by peers_json"
+    " extra_json"
+)
+# Keys that have a column (or are derived on read, so a row read back can be written
+# again); any other key rides in extra_json, so metadata can grow (e.g. opener_pid) and
+# still come back whole without a schema change.
+_RUN_KEYS = frozenset(
+    _names(
+        "run_id app path start_time end_time end_reason pids host argv client_version"
+        " opened_by records counts bytes files dropped_by_client peers start_ts end_ts active"
+    )
 )
 _SESSION_COLUMNS = _names(
     "app session_id runs_json first_ts last_ts end_ts end_reason records path"
@@ -198,6 +209,7 @@ def _run_params(meta: Mapping[str, Any]) -> tuple[Any, ...]:
         int(meta.get("dropped_by_client", 0)),
         meta.get("opened_by", "client"),
         _dumps(list(meta.get("peers") or [])),
+        _dumps(extra) if (extra := {k: v for k, v in meta.items() if k not in _RUN_KEYS}) else None,
     )
 
 
@@ -240,6 +252,9 @@ def _decode(row: sqlite3.Row) -> dict[str, Any]:
             out[key] = value
         else:
             out[name] = json.loads(value) if value is not None else None
+    extra = out.pop("extra_json", None)
+    if extra is not None:
+        out.update({k: v for k, v in json.loads(extra).items() if k not in out})
     out["active"] = out["end_ts"] is None
     return out
 
@@ -287,9 +302,16 @@ class RegistryStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
+            self._migrate()
         except BaseException:
             self._conn.close()
             raise
+
+    def _migrate(self) -> None:
+        # Columns added after a table first shipped: ADD COLUMN keeps existing rows.
+        have = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
+        if "extra_json" not in have:
+            self._conn.execute("ALTER TABLE runs ADD COLUMN extra_json TEXT")
 
     # --- writes ------------------------------------------------------------------
 

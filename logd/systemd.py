@@ -202,6 +202,11 @@ class Notifier:
         now_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         return self.notify(RELOADING=1, MONOTONIC_USEC=now_usec)
 
+    def extend_timeout(self, seconds: float) -> bool:
+        """Startup (or stopping) needs up to ``seconds`` more from now; repeat it before
+        that runs out, so TimeoutStartSec= judges progress rather than total time."""
+        return self.notify(EXTEND_TIMEOUT_USEC=int(seconds * 1_000_000))
+
     def stopping(self) -> bool:
         """Shutdown has begun: systemd shows "deactivating" and stops the watchdog."""
         return self.notify(STOPPING=1)
