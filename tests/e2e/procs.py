@@ -47,7 +47,11 @@ def _connectable(path: Path) -> bool:
 
 
 def start_daemon(
-    root: Path, socket_dir: Path, *, preexec_fn: Callable[[], None] | None = None
+    root: Path,
+    socket_dir: Path,
+    *,
+    preexec_fn: Callable[[], None] | None = None,
+    args: tuple[str, ...] = (),
 ) -> DaemonProcess:
     """`python -m logd serve` in its own process; returns once its socket accepts."""
     sock = socket_dir / "logd.sock"
@@ -57,7 +61,7 @@ def start_daemon(
     env["XDG_CACHE_HOME"] = str(socket_dir / "cache")
     stderr_path = socket_dir / "stderr.txt"
     command = [sys.executable, "-m", "logd", "serve", "--root", str(root)]
-    command += ["--socket", str(sock), "--control", str(socket_dir / "ctl.sock")]
+    command += ["--socket", str(sock), "--control", str(socket_dir / "ctl.sock"), *args]
     with open(stderr_path, "a") as stderr:
         proc = subprocess.Popen(command, env=env, stderr=stderr, text=True, preexec_fn=preexec_fn)
     daemon = DaemonProcess(proc, root, sock, env, stderr_path)
