@@ -94,6 +94,7 @@ async def _serve_until_signal(
     read_config: Callable[[], Config] | None = None,
 ) -> None:
     server = LogdServer(config, inherited=inherited, notifier=Notifier(os.environ))
+    server.read_config = read_config
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(serve_logd, config, server=server))

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,16 @@ from logd.events import EventRow, iso_utc_ms
 from logd.rebuild import open_or_rebuild
 from logd.records import Record, Unroutable, normalize
 from logd.registry import CallState, Peer, Registry, RunState, SessionState, pid_alive
-from logd.routing import Kind, Write, day_text, rejected_write, route, run_dir, safe_name
+from logd.routing import (
+    Kind,
+    Write,
+    day_text,
+    rejected_write,
+    route,
+    run_dir,
+    safe_name,
+    tail_item,
+)
 from logd.sinks import Sinks, point_current, write_json_atomic
 
 log = logging.getLogger("logd.engine")
@@ -125,6 +134,9 @@ class Engine:
         self.totals = Totals()
         self.last_cleanup: dict[str, Any] | None = None
         self._dedup = Dedup()
+        # Live-tail items, built only while someone is following (set by the server).
+        self.publish = False
+        self.published: list[dict[str, Any]] = []
         self._recover_open_runs()
 
     @property
@@ -225,6 +237,8 @@ class Engine:
                 )
                 batch.calls[(call.app, call.call_id, call.day)] = call
             routed = route(record, run.run_id, layout, call_day=call.day if call else None)
+            if self.publish:
+                self.published.append(tail_item(record, run.run_id, layout))
             batch.writes += routed.writes
             if routed.event is not None:
                 batch.rows.append(routed.event)
@@ -308,13 +322,35 @@ class Engine:
 
     def _maintain(self, job: Maintain, now: int) -> None:
         job.done = True
-        if job.action == "cleanup":
+        if job.action == "snapshot":
+            job.result = self.snapshot()
+        elif job.action == "cleanup":
             job.result = self.cleanup(dry_run=job.dry_run, now_ns=now).as_dict()
         elif job.action == "rotate":
             job.result = {"rotated": self.sinks.rotate_all()}
         elif job.action == "reload" and job.config is not None:
             self.reload(job.config)
             job.result = {"reloaded": True}
+
+    def snapshot(self) -> dict[str, Any]:
+        """What `logd-ctl status` needs from the writer's state, taken between batches."""
+        registry = self.registry
+        conn_runs: dict[int, list[tuple[str, str]]] = {}
+        for run in registry.runs.values():
+            for conn in run.conns:
+                conn_runs.setdefault(conn, []).append((run.app, run.run_id))
+        return {
+            "active": {
+                "runs": sum(1 for run in registry.runs.values() if run.active),
+                "sessions": len(registry.sessions),
+                "calls": len(registry.calls),
+            },
+            "conn_runs": conn_runs,
+            "open_files": self.sinks.open_count,
+            "newest": {app: run.run_id for app, run in registry.newest.items()},
+            "totals": asdict(self.totals),
+            "last_cleanup": self.last_cleanup,
+        }
 
     def cleanup(self, *, dry_run: bool, now_ns: int | None = None) -> CleanupReport:
         """Apply the retention policy now; registry rows and handles follow the files."""

@@ -15,6 +15,7 @@ import logging
 import os
 import socket as stdsocket
 import struct
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,7 @@ from logd_client import wire
 
 from logd import __version__
 from logd.config import Config, is_loopback_host
+from logd.control_server import ControlServer
 from logd.engine import ConnClosed, Engine, Ingest, Job, Maintain, Tick, ensure_root
 from logd.registry import Peer, Transport
 from logd.systemd import Notifier, status_text
@@ -90,6 +92,9 @@ class LogdServer:
         self.inherited_control: stdsocket.socket | None = controls[0] if controls else None
         self._inherited_unused = controls[1:] + [s for ss in inherited.values() for s in ss]
         self.notifier = notifier or Notifier({})
+        self.control = ControlServer(self)
+        self.read_config: Callable[[], Config] | None = None
+        self.listener_names: list[str] = []
         self.hostname = stdsocket.gethostname()
         self._last_failure_report = -FAILURE_REPORT_EVERY_S
         self._unreported_failures = 0
@@ -126,6 +131,7 @@ class LogdServer:
         config = self.config
         ensure_root(config.root)
         listeners, listening = await self._open_listeners()
+        self.listener_names = [f"ingest {name}" for name in _describe(listening).split(", ")]
         self.engine = engine = await trio.to_thread.run_sync(self.engine_factory, config)
         send, recv = trio.open_memory_channel[tuple[Job, trio.Event | None]](WRITER_QUEUE)
         self._send = send
@@ -149,6 +155,8 @@ class LogdServer:
                             _describe(listening),
                             config.root,
                         )
+                        control_listener = await self._open_control()
+                        nursery.start_soon(self.control.serve, control_listener)
                         task_status.started(listening)
                         self.notifier.ready(status_text(self.statistics()))
                         await self.stop_requested.wait()
@@ -157,6 +165,7 @@ class LogdServer:
                         log.info("stopping: no new connections, draining %d", len(self.conns))
                         for listener, _ in listeners:
                             await listener.aclose()
+                        await control_listener.aclose()
                         ticker.cancel()
                         housekeeping.cancel()
                         self._drain()
@@ -220,6 +229,24 @@ class LogdServer:
                 listening.tcp.append((name[0], name[1]))
                 listeners.append((tcp, "tcp"))
         return listeners, listening
+
+    def set_publishing(self, on: bool) -> None:
+        """Have the engine build live-tail items only while someone follows."""
+        if self.engine is not None:
+            self.engine.publish = on
+
+    async def _open_control(self) -> trio.SocketListener:
+        """The control socket: inherited from systemd, or bound next to the ingest one."""
+        if self.inherited_control is not None:
+            sock = trio.socket.from_stdlib_socket(self.inherited_control)
+            self.inherited_control = None
+            name = sock.getsockname()
+        else:
+            path = self.config.listen.control
+            sock = await self._bind_unix(path)
+            name = os.fspath(path)
+        self.listener_names.append(f"control unix:{name}")
+        return trio.SocketListener(sock)
 
     async def _bind_unix(self, path: Path) -> trio.socket.SocketType:
         if _existing_socket(path):
@@ -440,11 +467,17 @@ class LogdServer:
                         batch.append(recv.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
+                written_before = engine.totals.records_written
                 try:
                     await trio.to_thread.run_sync(engine.process, [job for job, _ in batch])
                 except OSError as exc:
                     self._count("write-failed")
                     self._report_write_failure(exc)
+                    engine.published.clear()
+                self.control.rate.add(time.time(), engine.totals.records_written - written_before)
+                if engine.published:
+                    items, engine.published = engine.published, []
+                    self.control.publish(items)
                 for _, done in batch:
                     if done is not None:
                         done.set()

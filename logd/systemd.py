@@ -51,7 +51,7 @@ def listen_fds(environ: Mapping[str, str], *, unset: bool = True) -> dict[str, l
 
     Raises:
         ValueError: ``LISTEN_PID`` or ``LISTEN_FDS`` is not a number, or a passed
-            descriptor is not a socket.
+            descriptor is not open or not a socket.
 
     Resource handling:
         Every returned socket is the caller's to close. The descriptors get
@@ -80,15 +80,16 @@ def listen_fds(environ: Mapping[str, str], *, unset: bool = True) -> dict[str, l
     found: dict[str, list[socket.socket]] = {}
     for offset, role in enumerate(roles):
         fd = LISTEN_FDS_START + offset
-        os.set_inheritable(fd, False)
         try:
+            os.set_inheritable(fd, False)
             sock = socket.socket(fileno=fd)
         except OSError as exc:
             for socks in found.values():
                 for done in socks:
                     done.close()
-            if exc.errno == errno.ENOTSOCK:
-                raise ValueError(f"LISTEN_FDS: descriptor {fd} is not a socket") from None
+            problem = {errno.ENOTSOCK: "is not a socket", errno.EBADF: "is not open"}
+            if exc.errno in problem:
+                raise ValueError(f"LISTEN_FDS: descriptor {fd} {problem[exc.errno]}") from None
             raise
         found.setdefault(role, []).append(sock)
     return found

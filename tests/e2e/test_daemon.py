@@ -170,11 +170,3 @@ def test_sigterm_exits_cleanly(daemon: DaemonProcess) -> None:
     assert "listening on unix:" in stderr
     assert "stopped" in stderr
     assert (daemon.root / "logd.log").exists()
-
-
-def test_logd_ctl_says_not_yet() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "logd.ctl", "status"], capture_output=True, text=True
-    )
-    assert result.returncode != 0
-    assert "not implemented" in result.stderr

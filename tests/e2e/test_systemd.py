@@ -124,9 +124,8 @@ def test_shipped_units_fail_verify_only_on_the_install_path() -> None:
         assert_clean(result)
         return
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines == [
-        "logd.service: Command /usr/local/bin/logd is not executable: No such file or directory"
-    ]
+    assert lines, "verify accepted a missing ExecStart binary"
+    assert all("/usr/local/bin/logd" in line for line in lines), lines
 
 
 def test_security_exposure() -> None:

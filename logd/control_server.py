@@ -1,0 +1,447 @@
+"""The control socket's trio side: request loop, queries off the loop, live-tail fan-out.
+
+Requests and replies are msgpack maps (the ingest framing). Queries read the SQLite
+index and the files in worker threads with their own connections; maintenance goes
+through the writer. A `tail -f` subscriber gets a bounded queue: when it falls behind,
+records are skipped for it (and it is told), never held back for everyone else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+from logd_client import wire
+
+from logd import control
+from logd.control import ControlError, Request, TailFilter
+from logd.engine import Maintain
+from logd.events import EventIndex
+from logd.routing import safe_name
+from logd.store import RegistryStore
+
+if TYPE_CHECKING:
+    from logd.server import LogdServer
+
+log = logging.getLogger("logd.control")
+
+MAX_REQUEST_BYTES = 1024 * 1024
+SUBSCRIBER_QUEUE = 10_000
+TAIL_READ_BYTES = 1024 * 1024
+
+
+@dataclass(slots=True, eq=False)
+class _Subscriber:
+    filter: TailFilter
+    send: trio.MemorySendChannel[dict[str, Any]]
+    skipped: int = 0
+
+
+@dataclass(slots=True)
+class RateMeter:
+    """Records written per second over the last minute (`logd-ctl status`)."""
+
+    seconds: deque[tuple[int, int]] = field(default_factory=deque)
+
+    def add(self, now: float, count: int) -> None:
+        second = int(now)
+        if self.seconds and self.seconds[-1][0] == second:
+            self.seconds[-1] = (second, self.seconds[-1][1] + count)
+        else:
+            self.seconds.append((second, count))
+        while self.seconds and self.seconds[0][0] <= second - 60:
+            self.seconds.popleft()
+
+    def series(self, now: float) -> list[int]:
+        second = int(now)
+        counts = dict(self.seconds)
+        return [counts.get(s, 0) for s in range(second - 59, second + 1)]
+
+
+class ControlServer:
+    """Answers `logd-ctl`; owned by `LogdServer`, which feeds it live records."""
+
+    def __init__(self, server: LogdServer) -> None:
+        self.server = server
+        self.subscribers: set[_Subscriber] = set()
+        self.rate = RateMeter()
+        self.started = time.monotonic()
+        self.clients = 0
+
+    # --- feeding from the writer -------------------------------------------------------
+
+    @property
+    def wants_items(self) -> bool:
+        return bool(self.subscribers)
+
+    def publish(self, items: Iterable[dict[str, Any]]) -> None:
+        """Hand live records to followers without ever waiting for one."""
+        for item in items:
+            for sub in self.subscribers:
+                if not sub.filter.matches(item):
+                    continue
+                try:
+                    sub.send.send_nowait({"item": item})
+                except trio.WouldBlock:
+                    sub.skipped += 1
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+
+    # --- connections -------------------------------------------------------------------
+
+    async def serve(self, listener: trio.SocketListener) -> None:
+        async with trio.open_nursery() as nursery:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    nursery.cancel_scope.cancel()
+                    return
+                nursery.start_soon(self._handle, stream)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        decoder = wire.MapDecoder(max_message_bytes=MAX_REQUEST_BYTES)
+        self.clients += 1
+        try:
+            while True:
+                event = decoder.next_event()
+                if event is None:
+                    data = await stream.receive_some(decoder.read_size)
+                    if data:
+                        decoder.receive_data(data)
+                    else:
+                        decoder.receive_eof()
+                    continue
+                if isinstance(event, wire.Closed):
+                    return
+                try:
+                    req = control.parse_request(event)
+                    if req.command == "tail" and req.args.get("follow"):
+                        await self._follow(stream, req)
+                        return
+                    reply = control.ok(await self._answer(req))
+                except ControlError as exc:
+                    reply = control.error(exc.code, exc.message)
+                except OSError as exc:
+                    reply = control.error("failed", str(exc))
+                await stream.send_all(wire.encode_map(reply))
+        except wire.RemoteProtocolError as exc:
+            log.warning("control: bad request bytes (%s); closing", exc.code)
+            await _send_quietly(stream, control.error(exc.code, str(exc)))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            self.clients -= 1
+            await stream.aclose()
+
+    async def _answer(self, req: Request) -> Any:
+        args = req.args
+        if req.command == "status":
+            return await self._status()
+        if req.command in ("cleanup", "rotate", "reload"):
+            return await self._maintenance(req)
+        root = self.server.config.root
+        utc = self.server.config.layout.utc
+        now = time.time()
+        if req.command == "events":
+            for key in ("since", "until"):
+                if key in args:
+                    args[key] = control.parse_time(args[key], now)
+        return await trio.to_thread.run_sync(_query, root, req, utc)
+
+    async def _maintenance(self, req: Request) -> Any:
+        server = self.server
+        if req.command == "reload":
+            from logd.config import ConfigError
+
+            reader = server.read_config
+            if reader is None:
+                raise ControlError("unsupported", "this daemon was started without a config reader")
+            try:
+                await server.reload(reader())
+            except ConfigError as exc:
+                raise ControlError("bad-config", str(exc)) from exc
+            return {"reloaded": True}
+        job = Maintain(req.command, dry_run=bool(req.args.get("dry_run")))
+        return await server.maintain(job)
+
+    async def _status(self) -> dict[str, Any]:
+        server = self.server
+        snapshot = await server.maintain(Maintain("snapshot"))
+        conn_runs: dict[int, list[tuple[str, str]]] = snapshot["conn_runs"]
+        clients = []
+        for conn_id, conn in sorted(server.conns.items()):
+            runs = conn_runs.get(conn_id, [])
+            clients.append(
+                {
+                    **{k: v for k, v in conn.peer.as_dict().items()},
+                    "apps": sorted({app for app, _ in runs}),
+                    "runs": sorted({run for _, run in runs}),
+                }
+            )
+        now = time.monotonic()
+        series = self.rate.series(time.time())
+        disk = await trio.to_thread.run_sync(_disk_bytes, server.config.root)
+        totals = snapshot["totals"]
+        return {
+            "version": server.statistics()["version"],
+            "pid": os.getpid(),
+            "uptime_s": round(now - self.started, 3),
+            "listeners": server.listener_names,
+            "root": str(server.config.root),
+            "clients": clients,
+            "totals": {
+                key: totals.get(key, 0)
+                for key in (
+                    "records_in",
+                    "records_written",
+                    "events_indexed",
+                    "rejected",
+                    "duplicates",
+                    "dropped_by_clients",
+                )
+            },
+            "rate_1m": round(sum(series) / 60, 3),
+            "rate_series": series,
+            "open_files": snapshot["open_files"],
+            "active": snapshot["active"],
+            "disk_bytes": disk,
+            "last_error": totals.get("last_error"),
+            "last_cleanup": snapshot["last_cleanup"],
+            "errors": dict(server.errors),
+        }
+
+    async def _follow(self, stream: trio.SocketStream, req: Request) -> None:
+        """Backlog first, then live records until the reader goes away."""
+        backlog = await self._answer(Request("tail", {**req.args, "follow": False}))
+        send, recv = trio.open_memory_channel[dict[str, Any]](SUBSCRIBER_QUEUE)
+        sub = _Subscriber(TailFilter.from_args(req.args), send)
+        self.subscribers.add(sub)
+        self.server.set_publishing(True)
+        try:
+            await stream.send_all(wire.encode_map(control.ok(backlog)))
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_wait_for_close, stream, nursery.cancel_scope)
+                    await _forward(stream, recv, sub)
+            except* (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the follower went away
+        finally:
+            self.subscribers.discard(sub)
+            send.close()
+            self.server.set_publishing(bool(self.subscribers))
+
+
+async def _forward(
+    stream: trio.SocketStream, recv: trio.MemoryReceiveChannel[dict[str, Any]], sub: _Subscriber
+) -> None:
+    async for message in recv:
+        if sub.skipped:
+            notice = f"skipped {sub.skipped} records: this reader was too slow"
+            sub.skipped = 0
+            await stream.send_all(wire.encode_map({"notice": notice}))
+        await stream.send_all(wire.encode_map(message))
+
+
+async def _wait_for_close(stream: trio.SocketStream, scope: trio.CancelScope) -> None:
+    try:
+        while await stream.receive_some(4096):
+            pass
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    scope.cancel()
+
+
+async def _send_quietly(stream: trio.SocketStream, reply: dict[str, Any]) -> None:
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await stream.send_all(wire.encode_map(reply))
+
+
+# --- queries (worker threads) ---------------------------------------------------------
+
+
+def _query(root: Path, req: Request, utc: bool) -> Any:
+    args = req.args
+    db = root / "index.sqlite3"
+    if req.command == "events":
+        index = EventIndex(db)
+        try:
+            return index.query(
+                app=args.get("app"),
+                type_pattern=args.get("type"),
+                since=args.get("since"),
+                until=args.get("until"),
+                session_id=args.get("session"),
+                run_id=args.get("run"),
+                call_id=args.get("call"),
+                limit=args.get("limit", 1000),
+            )
+        except ValueError as exc:
+            raise ControlError("bad-argument", str(exc)) from exc
+        finally:
+            index.close()
+    store = RegistryStore(db)
+    try:
+        if req.command == "runs":
+            return store.list_runs(
+                app=args.get("app"), active=args.get("active"), limit=args.get("limit")
+            )
+        if req.command == "run":
+            return _run(root, store, args["run_id"], args.get("app"))
+        if req.command == "sessions":
+            return store.list_sessions(
+                app=args.get("app"), active=args.get("active"), limit=args.get("limit")
+            )
+        if req.command == "calls":
+            return store.list_calls(
+                app=args.get("app"),
+                day=args.get("date"),
+                bot_id=args.get("bot"),
+                active=args.get("active"),
+                limit=args.get("limit"),
+            )
+        assert req.command == "tail"
+        return _backlog(root, store, args, utc)
+    finally:
+        store.close()
+
+
+def _run(root: Path, store: RegistryStore, run_id: str, app: str | None) -> dict[str, Any]:
+    if run_id == "current":
+        run_id = _current_run(root, store, app)
+    row = store.get_run(app, run_id)
+    if row is None:
+        where = f" of app {app!r}" if app else ""
+        raise ControlError("not-found", f"no run {run_id!r}{where}")
+    return row
+
+
+def _current_run(root: Path, store: RegistryStore, app: str | None) -> str:
+    if app is not None:
+        try:
+            text = (root / safe_name(app) / "runs" / "current.txt").read_text(encoding="utf-8")
+            return text.strip()
+        except OSError:
+            raise ControlError("not-found", f"app {app!r} has no runs") from None
+    newest = store.list_runs(limit=1)
+    if not newest:
+        raise ControlError("not-found", "there are no runs yet")
+    return str(newest[0]["run_id"])
+
+
+def _backlog(root: Path, store: RegistryStore, args: dict[str, Any], utc: bool) -> list[Any]:
+    n = args.get("n", 10)
+    app = args.get("app")
+    if args.get("events"):
+        index = EventIndex(root / "index.sqlite3")
+        try:
+            rows = index.query(
+                app=app,
+                type_pattern=args["events"],
+                session_id=args.get("session"),
+                run_id=args.get("run"),
+                call_id=args.get("call"),
+                limit=n,
+            )
+        finally:
+            index.close()
+        return [_event_item(row) for row in rows]
+    if args.get("call"):
+        calls = store.list_calls(app=app)
+        call = next((c for c in calls if c["call_id"] == args["call"]), None)
+        if call is None:
+            raise ControlError("not-found", f"no call {args['call']!r}")
+        base = {"app": call["app"], "run_id": call["run_id"], "call_id": call["call_id"]}
+        return control.items_from_lines(
+            _tail_lines(root / call["path"], n), utc=utc, n=n, base=base
+        )
+    if args.get("session"):
+        sessions = store.list_sessions(app=app)
+        session = next((s for s in sessions if s["session_id"] == args["session"]), None)
+        if session is None:
+            raise ControlError("not-found", f"no session {args['session']!r}")
+        return [_session_item(line) for line in _tail_lines(root / session["path"], n)]
+    if args.get("run"):
+        run = _run(root, store, args["run"], app)
+        runs = [run]
+    else:
+        runs = [r for r in store.list_runs(app=app, limit=None if app else 50) if r["active"]]
+        runs = runs or store.list_runs(app=app, limit=1)
+    items: list[dict[str, Any]] = []
+    for run in runs:
+        base = {"app": run["app"], "run_id": run["run_id"]}
+        lines = _tail_lines(root / str(run["path"]) / "main.log", n)
+        items += control.items_from_lines(lines, utc=utc, n=n, base=base)
+    items.sort(key=lambda item: item["time"])
+    return items[-n:] if n else []
+
+
+def _event_item(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "time": row["ts"],
+        "app": row["app"],
+        "run_id": row["run_id"],
+        "session_id": row["session_id"],
+        "call_id": row["call_id"],
+        "event_type": row["event_type"],
+        "level": "INFO",
+        "logger": row["source"],
+        "msg": row["message"],
+        "line": row["raw_line"],
+    }
+
+
+def _session_item(line: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return {"line": line}
+    if not isinstance(obj, dict):
+        return {"line": line}
+    session = obj.get("session_id") or "in-progress"
+    text = f"[{session}] - {obj.get('time')} - {obj.get('logger')} - {obj.get('level')} - "
+    return {**obj, "line": text + str(obj.get("msg", ""))}
+
+
+def _tail_lines(path: Path, n: int) -> list[str]:
+    """The last lines of a file holding at least `n` records (more when lines continue)."""
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            start = max(0, size - TAIL_READ_BYTES)
+            handle.seek(start)
+            data = handle.read()
+    except FileNotFoundError:
+        return []
+    lines = data.decode("utf-8", "replace").splitlines()
+    if start > 0:
+        lines = lines[1:]
+    return lines[-(n * 50 + 1000) :]
+
+
+def _disk_bytes(root: Path) -> int:
+    total = 0
+    stack = [os.fspath(root)]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_blocks * 512
+            except OSError:
+                continue
+    return total
