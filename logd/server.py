@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import grp
 import hmac
 import logging
 import os
@@ -18,7 +17,7 @@ import struct
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +25,19 @@ import trio
 from logd_client import wire
 
 from logd import __version__
-from logd.config import Config, is_loopback_host
+from logd.config import Config
 from logd.control_server import ControlServer
 from logd.engine import ConnClosed, Engine, Ingest, Job, Maintain, Tick, ensure_root
 from logd.registry import Peer, Transport
+from logd.sockets import (
+    Listening,
+    StartupError,
+    adopt_inherited,
+    bind_unix,
+    describe,
+    name_of,
+    unlink_quietly,
+)
 from logd.systemd import Notifier, status_text
 
 log = logging.getLogger("logd.server")
@@ -40,26 +48,13 @@ TICK_S = 2.0
 DRAIN_GRACE_S = 5.0
 DRAIN_READ_S = 0.2
 FAILURE_REPORT_EVERY_S = 10.0
-SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes including the NUL
 _PEERCRED = struct.Struct("3i")
-
-
-class StartupError(Exception):
-    """The daemon cannot start as configured (socket in use, path too long, ...)."""
 
 
 @dataclass(slots=True)
 class _Conn:
     peer: Peer
     read_scope: trio.CancelScope | None = None
-
-
-@dataclass(slots=True)
-class Listening:
-    """Where the daemon listens, reported through `task_status.started()`."""
-
-    socket: Path | None
-    tcp: list[tuple[str, int]] = field(default_factory=list)
 
 
 class LogdServer:
@@ -131,7 +126,7 @@ class LogdServer:
         config = self.config
         ensure_root(config.root)
         listeners, listening = await self._open_listeners()
-        self.listener_names = [f"ingest {name}" for name in _describe(listening).split(", ")]
+        self.listener_names = [f"ingest {name}" for name in describe(listening).split(", ")]
         self.engine = engine = await trio.to_thread.run_sync(self.engine_factory, config)
         send, recv = trio.open_memory_channel[tuple[Job, trio.Event | None]](WRITER_QUEUE)
         self._send = send
@@ -152,7 +147,7 @@ class LogdServer:
                         log.info(
                             "logd %s listening on %s; writing to %s",
                             __version__,
-                            _describe(listening),
+                            describe(listening),
                             config.root,
                         )
                         control_listener = await self._open_control()
@@ -177,7 +172,7 @@ class LogdServer:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(engine.close)
                 for path in self._made_sockets:
-                    _unlink_quietly(path)
+                    unlink_quietly(path)
                 self._close_inherited()
                 self.notifier.close()
                 log.info("stopped")
@@ -208,7 +203,7 @@ class LogdServer:
             listening = Listening(socket=None)
             try:
                 for inherited in self._inherited_ingest:
-                    listeners.append(_adopt(inherited, listening, self.config))
+                    listeners.append(adopt_inherited(inherited, listening, self.config))
             except StartupError:
                 self._close_inherited()
                 raise
@@ -217,7 +212,7 @@ class LogdServer:
             listeners.append((trio.SocketListener(sock), "unix"))
             listening = Listening(socket=listen.socket)
         for unused in self._inherited_unused:
-            log.warning("ignoring an inherited socket logd has no use for: %s", _name_of(unused))
+            log.warning("ignoring an inherited socket logd has no use for: %s", name_of(unused))
         if listen.tcp is not None:
             host, port = listen.tcp
             try:
@@ -249,22 +244,8 @@ class LogdServer:
         return trio.SocketListener(sock)
 
     async def _bind_unix(self, path: Path) -> trio.socket.SocketType:
-        if _existing_socket(path):
-            if await _someone_listens(path):
-                raise StartupError(f"another daemon is already listening on {path}")
-            _unlink_quietly(path)
-        sock = trio.socket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
-        old_umask = os.umask(0o177)
-        try:
-            await sock.bind(os.fspath(path))
-        except OSError as exc:
-            sock.close()
-            raise StartupError(f"cannot bind {path}: {exc.strerror}") from exc
-        finally:
-            os.umask(old_umask)
+        sock = await bind_unix(path, self.config.listen.socket_group)
         self._made_sockets.append(path)
-        _set_socket_access(path, self.config.listen.socket_group)
-        sock.listen(stdsocket.SOMAXCONN)
         return sock
 
     async def _accept_loop(
@@ -552,92 +533,7 @@ async def serve_logd(
     await server.serve(task_status=task_status)
 
 
-async def _someone_listens(path: Path) -> bool:
-    probe = trio.socket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
-    try:
-        with trio.move_on_after(1):
-            await probe.connect(os.fspath(path))
-            return True
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
-
-
-def _existing_socket(path: Path) -> bool:
-    """Check the socket path is usable; True when a (maybe stale) socket is already there."""
-    if len(os.fsencode(path)) > SUN_PATH_MAX:
-        raise StartupError(f"socket path is longer than {SUN_PATH_MAX} bytes: {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not (path.exists() or path.is_symlink()):
-        return False
-    if not path.is_socket():
-        raise StartupError(f"{path} exists and is not a socket")
-    return True
-
-
-def _set_socket_access(path: Path, group: str | None) -> None:
-    """0600, or 0660 owned by `group` so other services in that group can connect."""
-    if group is None:
-        os.chmod(path, 0o600)
-        return
-    try:
-        gid = grp.getgrnam(group).gr_gid
-    except KeyError as exc:
-        raise StartupError(f"socket_group {group!r} does not exist") from exc
-    try:
-        os.chown(path, -1, gid)
-    except OSError as exc:
-        raise StartupError(f"cannot give {path} to group {group}: {exc.strerror}") from exc
-    os.chmod(path, 0o660)
-
-
-def _adopt(
-    sock: stdsocket.socket, listening: Listening, config: Config
-) -> tuple[trio.abc.Listener[Any], Transport]:
-    """Use a socket systemd passed as an ingest listener: Unix or TCP, as the unit says."""
-    name = _name_of(sock)
-    if sock.type != stdsocket.SOCK_STREAM or not sock.getsockopt(
-        stdsocket.SOL_SOCKET, stdsocket.SO_ACCEPTCONN
-    ):
-        raise StartupError(f"inherited ingest socket {name} is not a listening stream socket")
-    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-    if sock.family == stdsocket.AF_UNIX:
-        address = sock.getsockname()
-        if listening.socket is None and isinstance(address, str) and address:
-            listening.socket = Path(address)
-        return listener, "unix"
-    if sock.family in (stdsocket.AF_INET, stdsocket.AF_INET6):
-        host, port = sock.getsockname()[:2]
-        if not config.listen.shared_key and not is_loopback_host(host):
-            raise StartupError(
-                f"inherited ingest socket {name} is off loopback; set [listen] shared_key"
-            )
-        listening.tcp.append((host, port))
-        return listener, "tcp"
-    raise StartupError(f"inherited ingest socket {name} is neither Unix nor TCP")
-
-
-def _name_of(sock: stdsocket.socket) -> str:
-    try:
-        return repr(sock.getsockname())
-    except OSError:
-        return f"fd {sock.fileno()}"
-
-
-def _unlink_quietly(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-
-
 def _peer_text(peer: Peer) -> str:
     if peer.transport == "unix":
         return f"pid {peer.pid} uid {peer.uid}"
     return peer.address
-
-
-def _describe(listening: Listening) -> str:
-    parts = [f"unix:{listening.socket}"] if listening.socket else []
-    parts += [f"tcp://{host}:{port}" for host, port in listening.tcp]
-    return ", ".join(parts)
