@@ -130,7 +130,9 @@ class Engine:
         self.store, self.index, rebuilt = open_or_rebuild(self.root, utc=config.layout.utc)
         if rebuilt is not None:
             log.warning("index.sqlite3 rebuilt from the files: %s", rebuilt)
-        self.registry = Registry(utc=config.layout.utc, pid_alive=pid_alive)
+        self.registry = Registry(
+            utc=config.layout.utc, pid_alive=pid_alive, lookup=self._persisted_run
+        )
         self.totals = Totals()
         self.last_cleanup: dict[str, Any] | None = None
         self._dedup = Dedup()
@@ -294,6 +296,18 @@ class Engine:
         return {**meta, "path": folder}
 
     # --- startup and maintenance ---------------------------------------------------
+
+    def _persisted_run(self, app: str, run_id: str) -> RunState | None:
+        """A run this daemon does not hold in memory, from its registry row and metadata."""
+        row = self.store.get_run(app, run_id)
+        if row is None:
+            return None
+        try:
+            return RunState.from_metadata(
+                _read_json(self.root / str(row["path"]) / "metadata.json")
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def _recover_open_runs(self) -> None:
         """Runs a previous daemon left open: adopted if their processes live, else lost."""

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from logd.records import Record
 from logd.store import CallRow, SessionEnd, SessionRow, iso_to_ns
 
-Transport = Literal["unix", "tcp"]
+Transport = Literal["unix", "tcp", "spool"]
 EndReason = Literal["shutdown", "disconnected", "lost"]
 TCP_GRACE_NS = 60 * 1_000_000_000
 METADATA_EVERY_NS = 10 * 1_000_000_000
@@ -205,9 +205,16 @@ class SessionState:
 class Registry:
     """The daemon's view of live runs and calls, keyed by app."""
 
-    def __init__(self, *, utc: bool, pid_alive: Callable[[int], bool]) -> None:
+    def __init__(
+        self,
+        *,
+        utc: bool,
+        pid_alive: Callable[[int], bool],
+        lookup: Callable[[str, str], RunState | None] = lambda app, run_id: None,
+    ) -> None:
         self.utc = utc
         self.pid_alive = pid_alive
+        self.lookup = lookup
         self.runs: dict[tuple[str, str], RunState] = {}
         self.newest: dict[str, RunState] = {}
         self._foreign: dict[tuple[str, object], str] = {}
@@ -231,7 +238,13 @@ class Registry:
         key = (record.app, run_id)
         run = self.runs.get(key)
         created = False
-        if run is None or (not run.active and run.end_reason == "lost"):
+        if run is None and record.run_id is not None:
+            # Not in memory: a run an earlier daemon kept, or one ended and forgotten.
+            run = self.lookup(record.app, run_id)
+            if run is not None:
+                self.adopt(run)
+                created = True
+        if run is None:
             run = RunState(
                 app=record.app,
                 run_id=run_id,
@@ -244,11 +257,12 @@ class Registry:
             newest = self.newest.get(record.app)
             if newest is None or newest.start_ns <= run.start_ns:
                 self.newest[record.app] = run
-        elif not run.active:
-            # A record for a run we had ended: its process came back (or a late child).
+        if not run.active:
+            # A record for a run that had ended: its process came back, a late child, or
+            # a spool delivered after the fact. It ends again when its processes are gone.
             run.end_ns = run.end_reason = None
             run.shutdown_seen = False
-        if peer.conn_id not in run.conns:
+        if peer.transport != "spool" and peer.conn_id not in run.conns:
             run.conns.add(peer.conn_id)
             run.idle_since_ns = None
             if peer.pid is not None:
@@ -365,9 +379,9 @@ class Registry:
                 yield run
 
     def adopt(self, run: RunState) -> None:
-        """Take over a run left open by a previous daemon whose processes still live."""
+        """Take over a run known from its metadata (kept by an earlier daemon)."""
         self.runs[(run.app, run.run_id)] = run
-        run.idle_since_ns = run.start_ns
+        run.idle_since_ns = run.idle_since_ns or run.start_ns
         newest = self.newest.get(run.app)
         if newest is None or newest.start_ns <= run.start_ns:
             self.newest[run.app] = run
