@@ -1,19 +1,506 @@
-"""`logd-ctl`: the operator's command. The control socket arrives with its own issue."""
+"""`logd-ctl`: the operator's command, a blocking client of the daemon's control socket.
+
+Parses arguments into one request map (`build_request`, no I/O), sends it over the
+control socket and prints the reply through `ctl_format`. Stdlib + msgpack only (no trio),
+so it starts fast. Exit codes: 0 ok, 1 the daemon said no, 2 usage, 3 no daemon.
+"""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
+import json
+import os
+import shutil
+import socket
+import stat
 import sys
-from collections.abc import Sequence
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date
+from typing import Any, TextIO
+
+from logd_client import wire
+
+from logd import ctl_format as fmt
+from logd.control import MAX_LIMIT, request
+
+__all__ = [
+    "ControlConnection",
+    "DaemonError",
+    "Printer",
+    "Unavailable",
+    "build_parser",
+    "build_request",
+    "control_path",
+    "main",
+    "render",
+]
+
+SYSTEM_CONTROL = "/run/logd/ctl.sock"
+CONTROL_ENV = "LOGD_CONTROL"
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+REPLY_TIMEOUT_S = 60.0
+# Cleanup deletes a tree's worth of old files before it answers.
+_SLOW_TIMEOUT_S = {"cleanup": 600.0, "rotate": 600.0}
+# The daemon is trusted and `events --limit 1000000` is a legitimate, large reply.
+MAX_REPLY_BYTES = 1 << 30
+_READ_BYTES = 1 << 16
+
+
+class Unavailable(Exception):
+    """The daemon cannot be reached: no socket, nobody listening, or no permission."""
+
+
+class DaemonError(Exception):
+    """The daemon replied with a coded error, or the conversation broke off."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# --- arguments ----------------------------------------------------------------------------------
+
+
+def _count_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_LIMIT}")
+    return value
+
+
+def _date_arg(text: str) -> str:
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+    if len(text) != 10:  # fromisoformat also takes 20251105; the folders are YYYY-MM-DD
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}")
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; `--json` and `--control` work before or after the command."""
+    parser = argparse.ArgumentParser(
+        prog="logd-ctl",
+        description="Query and steer a running logd through its control socket.",
+        epilog="Exit status: 0 ok, 1 error reported by logd, 2 usage, 3 logd not running.",
+    )
+    parser.add_argument("--control", metavar="PATH", help=f"control socket (${CONTROL_ENV})")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    # Subcommand copies default to SUPPRESS so they never overwrite what came before.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--control", metavar="PATH", default=argparse.SUPPRESS, help="as above")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="as above")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+
+    def app_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--app", metavar="A", help="only this app")
+
+    add("status", "daemon health, clients, totals and rate")
+    runs = add("runs", "list runs, newest first")
+    app_option(runs)
+    runs.add_argument("--active", action="store_true", help="only runs still open")
+    runs.add_argument("--limit", type=_count_arg, metavar="N", help="at most N runs")
+    run = add("run", "one run's metadata")
+    run.add_argument("run_id", metavar="RUN_ID", help='a run id, or "current"')
+    app_option(run)
+    sessions = add("sessions", "list sessions")
+    app_option(sessions)
+    sessions.add_argument("--active", action="store_true", help="only open sessions")
+    sessions.add_argument("--limit", type=_count_arg, metavar="N", help="at most N sessions")
+    calls = add("calls", "list calls")
+    app_option(calls)
+    calls.add_argument("--date", type=_date_arg, metavar="D", help="day folder, YYYY-MM-DD")
+    calls.add_argument("--bot", metavar="B", help="only this bot id")
+    calls.add_argument("--active", action="store_true", help="only calls not ended")
+    calls.add_argument("--limit", type=_count_arg, metavar="N", help="at most N calls")
+    tail = add("tail", "recent records as run-log lines; -f follows live")
+    app_option(tail)
+    tail.add_argument("--run", metavar="R", help="only this run")
+    tail.add_argument("--session", metavar="S", help="only this session")
+    tail.add_argument("--call", metavar="C", help="only this call")
+    tail.add_argument("--events", metavar="PATTERN", help="only events matching, e.g. 'llm:*'")
+    tail.add_argument("-n", type=_count_arg, default=10, metavar="N", help="last N (10)")
+    tail.add_argument("-f", "--follow", action="store_true", help="keep printing new records")
+    events = add("events", "query the event index")
+    app_option(events)
+    events.add_argument("--type", metavar="PATTERN", help="event type, wildcards like 'llm:*'")
+    events.add_argument("--since", metavar="T", help="1h, 30m, 2d or an ISO time")
+    events.add_argument("--until", metavar="T", help="1h, 30m, 2d or an ISO time")
+    events.add_argument("--session", metavar="S", help="only this session")
+    events.add_argument("--run", metavar="R", help="only this run")
+    events.add_argument("--call", metavar="C", help="only this call")
+    events.add_argument("--limit", type=_count_arg, default=1000, metavar="N", help="newest N")
+    cleanup = add("cleanup", "apply retention now")
+    cleanup.add_argument("--dry-run", action="store_true", help="only say what would go")
+    add("rotate", "rotate every open file now")
+    add("reload", "re-read the configuration")
+    return parser
+
+
+# What each command sends; the parser's dest names are the request's argument names.
+_REQUEST_ARGS: dict[str, tuple[str, ...]] = {
+    "runs": ("app", "active", "limit"),
+    "run": ("run_id", "app"),
+    "sessions": ("app", "active", "limit"),
+    "calls": ("app", "date", "bot", "active", "limit"),
+    "tail": ("app", "run", "session", "call", "events", "n", "follow"),
+    "events": ("app", "type", "since", "until", "session", "run", "call", "limit"),
+    "cleanup": ("dry_run",),
+}
+
+
+def build_request(args: argparse.Namespace) -> dict[str, Any]:
+    """The request map for parsed arguments.
+
+    Options not given are left out, and so are switches that are off (`--active`,
+    `-f`), except `dry_run`, which is always explicit: a cleanup must never depend on
+    what the daemon assumes.
+    """
+    values: dict[str, Any] = {}
+    for key in _REQUEST_ARGS.get(args.command, ()):
+        value = getattr(args, key)
+        values[key] = None if value is False and key != "dry_run" else value
+    return request(args.command, **values)
+
+
+def _user_runtime_dir() -> str | None:
+    import platformdirs  # only needed when no socket was named
+
+    # Newer platformdirs warns when XDG_RUNTIME_DIR is missing and falls back; we only
+    # need a path to probe (and pytest's filterwarnings=error would make it a crash).
+    category: type[Warning] = getattr(platformdirs, "RuntimeDirWarning", UserWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category)
+        try:
+            return platformdirs.user_runtime_dir("logd")
+        except OSError:  # its /tmp fallback is unusable: then there is no user daemon
+            return None
+
+
+def _is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def control_path(
+    explicit: str | None,
+    environ: Mapping[str, str],
+    *,
+    runtime_dir: Callable[[], str | None] = _user_runtime_dir,
+    is_socket: Callable[[str], bool] = _is_socket,
+) -> str:
+    """Which control socket to use (SPEC §10).
+
+    Returns:
+        `explicit`, else `$LOGD_CONTROL`, else `user_runtime_dir("logd")/ctl.sock` when
+        a socket is there, else the system-wide `/run/logd/ctl.sock`.
+    """
+    if explicit:
+        return explicit
+    if environ.get(CONTROL_ENV):
+        return environ[CONTROL_ENV]
+    user_dir = runtime_dir()
+    if user_dir is not None:
+        candidate = os.path.join(user_dir, "ctl.sock")
+        if is_socket(candidate):
+            return candidate
+    return SYSTEM_CONTROL
+
+
+# --- the connection -----------------------------------------------------------------------------
+
+
+class ControlConnection:
+    """One blocking conversation with the daemon: request maps out, reply maps in.
+
+    Args:
+        path: The control socket.
+        timeout: Seconds a connect or read may take; None waits forever (`tail -f`).
+
+    Raises:
+        Unavailable: nothing to talk to at `path`.
+
+    Resource handling: owns its socket; use as a context manager or call `close()`.
+    """
+
+    def __init__(self, path: str, timeout: float | None = REPLY_TIMEOUT_S) -> None:
+        self.path = path
+        self._timeout = timeout
+        self._decoder = wire.MapDecoder(max_message_bytes=MAX_REPLY_BYTES)
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.settimeout(timeout)
+        try:
+            self._sock.connect(path)
+        except OSError as exc:
+            self._sock.close()
+            raise Unavailable(_unavailable(path, exc)) from None
+
+    def __enter__(self) -> ControlConnection:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def set_timeout(self, timeout: float | None) -> None:
+        self._timeout = timeout
+        self._sock.settimeout(timeout)
+
+    def send(self, payload: Mapping[str, Any]) -> None:
+        try:
+            self._sock.sendall(wire.encode_map(payload))
+        except OSError as exc:
+            raise DaemonError("disconnected", f"lost the connection to logd: {exc}") from None
+
+    def receive(self) -> dict[str, Any] | None:
+        """The next map from the daemon, or None when it closed the connection.
+
+        Raises:
+            DaemonError: garbage on the socket, a timeout or a reset.
+        """
+        try:
+            while True:
+                event = self._decoder.next_event()
+                if isinstance(event, wire.Closed):
+                    return None
+                if event is not None:
+                    return event
+                data = self._sock.recv(min(self._decoder.read_size, _READ_BYTES))
+                if data:
+                    self._decoder.receive_data(data)
+                else:
+                    self._decoder.receive_eof()
+        except wire.RemoteProtocolError as exc:
+            raise DaemonError(exc.code, f"bad reply from logd: {exc}") from None
+        except TimeoutError:
+            raise DaemonError("timeout", f"no reply from logd within {self._timeout:g} s") from None
+        except OSError as exc:
+            raise DaemonError("disconnected", f"lost the connection to logd: {exc}") from None
+
+    def call(self, payload: Mapping[str, Any]) -> Any:
+        """Send one request and return the `result` of its reply.
+
+        Raises:
+            DaemonError: an error reply (its code and message), or no reply at all.
+        """
+        self.send(payload)
+        return _result(self.receive())
+
+
+def _unavailable(path: str, exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError | NotADirectoryError):
+        return f"logd is not running (no control socket at {path})"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"logd is not running (nothing listens on {path})"
+    if isinstance(exc, PermissionError):
+        return f"permission denied: {path}, are you in the logd group?"
+    return f"cannot reach logd at {path}: {exc.strerror or exc}"
+
+
+def _result(reply: Mapping[str, Any] | None) -> Any:
+    if reply is None:
+        raise DaemonError("disconnected", "logd closed the connection without replying")
+    if reply.get("ok") is True:
+        return reply.get("result")
+    error = reply.get("error")
+    if isinstance(error, Mapping):
+        code, message = str(error.get("code", "error")), str(error.get("message", ""))
+        raise DaemonError(code, message or code)
+    raise DaemonError("bad-reply", f"unexpected reply from logd: {str(reply)[:200]}")
+
+
+# --- output -------------------------------------------------------------------------------------
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return str(value)
+
+
+def _dumps(value: object, *, pretty: bool) -> str:
+    return json.dumps(
+        value, ensure_ascii=False, default=_json_default, indent=2 if pretty else None
+    )
+
+
+class Printer:
+    """Where output goes and how: JSON or human, table width, colour.
+
+    A terminal gets tables cut to its width and tail lines coloured by level (unless
+    `NO_COLOR` is set, https://no-color.org); a pipe gets whole lines and no escapes.
+
+    Args:
+        out: The stream; not closed here.
+        as_json: `--json`.
+        environ: Where `NO_COLOR` is looked up.
+    """
+
+    def __init__(self, out: TextIO, *, as_json: bool, environ: Mapping[str, str]) -> None:
+        self.out = out
+        self.as_json = as_json
+        tty = out.isatty()
+        self.width: int | None = shutil.get_terminal_size().columns if tty else None
+        self.colour = tty and not environ.get("NO_COLOR")
+
+    def lines(self, lines: Sequence[str]) -> None:
+        for line in lines:
+            self.out.write(line + "\n")
+        self.out.flush()
+
+    def json(self, value: object) -> None:
+        self.out.write(_dumps(value, pretty=True) + "\n")
+        self.out.flush()
+
+    def item(self, item: Mapping[str, Any]) -> None:
+        if self.as_json:
+            self.out.write(_dumps(item, pretty=False) + "\n")
+        else:
+            line = _item_line(item)
+            if self.width is not None:  # a terminal: no escape sequences from the logs
+                line = "\n".join(fmt.printable(part) for part in line.split("\n"))
+            level = item.get("level")
+            text = fmt.colour_line(line, level if isinstance(level, str) else None, self.colour)
+            self.out.write(text + "\n")
+        self.out.flush()
+
+
+def _item_line(item: Mapping[str, Any]) -> str:
+    line = item.get("line")
+    if isinstance(line, str):
+        return line
+    # The daemon formats lines; this is only for an item without one (SPEC §4 format).
+    session = item.get("session_id") or "in-progress"
+    return (
+        f"[{session}] - {item.get('time', '?')} - {item.get('logger', '?')}"
+        f" - {item.get('level', '?')} - {item.get('msg', '')}"
+    )
+
+
+_TABLES: dict[str, Callable[[Sequence[Mapping[str, Any]], float, int | None], list[str]]] = {
+    "runs": fmt.runs_table,
+    "sessions": fmt.sessions_table,
+    "calls": fmt.calls_table,
+    "events": fmt.events_table,
+}
+
+
+def render(command: str, result: Any, printer: Printer, now: float) -> int:
+    """Print a command's result; returns the exit code (cleanup errors make it 1)."""
+    if printer.as_json:
+        printer.json(result)
+    elif command == "status":
+        width = min(printer.width or fmt.STATUS_WIDTH, fmt.STATUS_WIDTH)
+        printer.lines(fmt.status_block(result, width))
+    elif command == "run":
+        printer.lines(fmt.run_block(result, now))
+    elif command in _TABLES:
+        if result:
+            printer.lines(_TABLES[command](result, now, printer.width))
+        else:
+            printer.lines([f"-- no {command} --"])
+    elif command == "cleanup":
+        printer.lines(fmt.cleanup_lines(result))
+    elif command == "rotate":
+        printer.lines([f"Rotated {result.get('rotated', 0)} files."])
+    elif command == "reload":
+        printer.lines(["Configuration reloaded."])
+    else:  # pragma: no cover - every command is rendered above
+        printer.json(result)
+    if command == "cleanup" and result.get("errors"):
+        for error in result["errors"]:
+            print(f"logd-ctl: cleanup: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def _tail(conn: ControlConnection, payload: Mapping[str, Any], printer: Printer) -> int:
+    for item in conn.call(payload) or ():
+        printer.item(item)
+    if not payload["args"].get("follow"):
+        return EXIT_OK
+    conn.set_timeout(None)  # live records may be minutes apart
+    while True:
+        message = conn.receive()
+        if message is None:
+            raise DaemonError("disconnected", "logd closed the connection")
+        if "item" in message:
+            printer.item(message["item"])
+        elif "notice" in message:
+            print(f"logd-ctl: {message['notice']}", file=sys.stderr, flush=True)
+        else:
+            _result(message)  # an error reply ends the follow; anything else is ignored
+
+
+def _quiet_stdout() -> None:
+    # After EPIPE, Python would complain again while flushing stdout at exit; point the
+    # descriptor at /dev/null (https://docs.python.org/3/library/signal.html#note-on-sigpipe).
+    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `logd-ctl`; returns the exit code."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in ("-h", "--help"):
-        print("usage: logd-ctl COMMAND  (status, runs, tail, events, ... are not implemented yet)")
-        return 0
-    print("logd-ctl: not implemented yet (the control socket is a later issue)", file=sys.stderr)
-    return 2
+    """Entry point of `logd-ctl`.
+
+    Args:
+        argv: Arguments without the program name; `sys.argv[1:]` when None.
+
+    Returns:
+        0 on success, 1 when logd reports an error, 2 on a usage error, 3 when logd
+        cannot be reached.
+
+    Error handling: every failure becomes one `logd-ctl: ...` line on stderr, never a
+    traceback; a closed stdout (`logd-ctl events | head`) ends the command quietly.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # usage errors and --help; return, don't exit, for callers
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            # Ids may hold undecodable bytes (surrogate escapes); never crash printing them.
+            stream.reconfigure(errors="backslashreplace")
+    payload = build_request(args)
+    printer = Printer(sys.stdout, as_json=args.json, environ=os.environ)
+    try:
+        path = control_path(args.control, os.environ)
+        timeout = _SLOW_TIMEOUT_S.get(args.command, REPLY_TIMEOUT_S)
+        with ControlConnection(path, timeout) as conn:
+            if args.command == "tail":
+                return _tail(conn, payload, printer)
+            result = conn.call(payload)
+        return render(args.command, result, printer, time.time())
+    except Unavailable as exc:
+        print(f"logd-ctl: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except DaemonError as exc:
+        print(f"logd-ctl: {' '.join(exc.message.split())}", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_OK
+    except KeyboardInterrupt:  # quietly; for `tail -f` it is the normal way out
+        return EXIT_OK if args.command == "tail" else 130
 
 
 if __name__ == "__main__":

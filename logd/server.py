@@ -36,6 +36,7 @@ from logd.sockets import (
     bind_unix,
     describe,
     name_of,
+    refuse_if_in_use,
     unlink_quietly,
 )
 from logd.systemd import Notifier, status_text
@@ -125,9 +126,18 @@ class LogdServer:
     ) -> None:
         config = self.config
         ensure_root(config.root)
-        listeners, listening = await self._open_listeners()
-        self.listener_names = [f"ingest {name}" for name in describe(listening).split(", ")]
+        if not self._inherited_ingest:
+            await refuse_if_in_use(config.listen.socket)
+        # Recover the registry before listening: a client that can connect may already
+        # ask (through logd-ctl) about runs the previous daemon left open.
         self.engine = engine = await trio.to_thread.run_sync(self.engine_factory, config)
+        try:
+            listeners, listening = await self._open_listeners()
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(engine.close)
+            raise
+        self.listener_names = [f"ingest {name}" for name in describe(listening).split(", ")]
         send, recv = trio.open_memory_channel[tuple[Job, trio.Event | None]](WRITER_QUEUE)
         self._send = send
         try:

@@ -33,6 +33,12 @@ class Listening:
     tcp: list[tuple[str, int]] = field(default_factory=list)
 
 
+async def refuse_if_in_use(path: Path) -> None:
+    """Fail early when another daemon serves this socket, before touching anything."""
+    if _existing_socket(path) and await _someone_listens(path):
+        raise StartupError(f"another daemon is already listening on {path}")
+
+
 async def bind_unix(path: Path, group: str | None) -> trio.socket.SocketType:
     """Bind and listen on a Unix socket, replacing a stale one, refusing a live one.
 

@@ -13,6 +13,15 @@ from logd.config import Config
 from tests.helpers import make_config
 
 
+@pytest.fixture(autouse=True)
+def spool_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every client (and producer subprocess) of a test spools into its own folder,
+    never into the real ~/.cache/logd."""
+    path = tmp_path / "spool"
+    monkeypatch.setenv("LOGD_SPOOL_DIR", str(path))
+    return path
+
+
 @pytest.fixture
 def socket_dir() -> Iterator[Path]:
     """A short folder for sockets: sun_path holds 107 bytes, pytest's tmp_path can be longer."""

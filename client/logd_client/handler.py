@@ -300,7 +300,8 @@ def flush_all(timeout: float) -> bool:
 
 
 def _at_exit() -> None:
-    # Bounded: a missing daemon costs the exiting app at most the flush timeout.
+    # Bounded: a missing daemon costs the exiting app at most the flush timeout (plus the
+    # time to spool what is still unacknowledged, when closing the transports).
     try:
         if context.owns_run() and not _Runtime.shutdown_sent:
             _Runtime.shutdown_sent = True
@@ -320,13 +321,15 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def reset_runtime() -> None:
-    """Forget the defaults and run and close the shared transports (used by tests)."""
+    """Forget the defaults and run; close the shared transports, discarding what they hold
+    rather than spooling it (used by tests).
+    """
     with _Runtime.lock:
         _Runtime.app = None
         _Runtime.transport = None
         _Runtime.shutdown_sent = False
     context.forget_run()
-    forget_shared_transports()
+    forget_shared_transports(spool=False)
 
 
 # ----------------------------------------------------------------- handler

@@ -59,6 +59,7 @@ def start_daemon(
     env["LOGD_ADDRESS"] = f"unix:{sock}"
     env["XDG_RUNTIME_DIR"] = str(socket_dir)
     env["XDG_CACHE_HOME"] = str(socket_dir / "cache")
+    env["LOGD_SPOOL_DIR"] = os.environ.get("LOGD_SPOOL_DIR") or str(socket_dir / "spool")
     stderr_path = socket_dir / "stderr.txt"
     command = [sys.executable, "-m", "logd", "serve", "--root", str(root)]
     command += ["--socket", str(sock), "--control", str(socket_dir / "ctl.sock"), *args]

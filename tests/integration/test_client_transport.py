@@ -298,7 +298,7 @@ def test_queue_bound_drops_and_reports_the_count(
     make_transport: Callable[..., Transport],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    transport = make_transport(socket_path, max_queue_records=10)
+    transport = make_transport(socket_path, max_queue_records=10, use_spool=False)
     enqueue_many(transport, 15)  # INFO: the five newest are dropped
     transport.enqueue("app", time.time_ns(), record(99, level="ERROR"), 40)  # evicts m0
     stats = transport.statistics()
@@ -319,6 +319,31 @@ def test_queue_bound_drops_and_reports_the_count(
     (report,) = [r for r in records if r.get("event_type") == "logd:dropped"]
     assert report["kv"] == {"count": 6}
     assert report["logger"] == "logd_client"
+
+
+def test_queue_byte_bound_drops_what_does_not_fit(
+    socket_path: str,
+    make_transport: Callable[..., Transport],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The memory bound counts bytes as well as records: a few large records fill it."""
+    transport = make_transport(socket_path, max_queue_bytes=10_000, use_spool=False)
+    big = "x" * 1000
+    for i in range(10):
+        transport.enqueue("app", time.time_ns(), record(i, msg=f"m{i} {big}"), 20)
+    transport.enqueue("app", time.time_ns(), record(99, msg=f"m99 {big}", level="ERROR"), 40)
+    stats = transport.statistics()
+    assert stats.queued_bytes <= 10_000 + 300  # plus the drop report
+    assert stats.dropped_records == 10 - (stats.queued_records - 1) + 1
+    assert capsys.readouterr().err.count("dropping records") == 1
+    srv = ForwardServer(socket_path)
+    try:
+        assert transport.flush(WAIT_S)
+        msgs = [m.split()[0] for m in srv.msgs() if m]
+    finally:
+        srv.close()
+    assert msgs[-1] == "m99"  # the ERROR record took the place of the oldest INFO one
+    assert "m0" not in msgs
 
 
 def test_forked_child_has_its_own_transport(

@@ -1,0 +1,1 @@
+"""Benchmark scripts for logd (issue 7); run them with `python -m tests.bench.run_all`."""
