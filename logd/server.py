@@ -18,16 +18,18 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
-from logd_client import wire
+from logd_client import spool, wire
 
 from logd import __version__
 from logd.config import Config
 from logd.control_server import ControlServer
 from logd.engine import ConnClosed, Engine, Ingest, Job, Maintain, Tick, ensure_root
+from logd.intake import deliver_orphans
 from logd.registry import Peer, Transport
 from logd.sockets import (
     Listening,
@@ -163,6 +165,7 @@ class LogdServer:
                         control_listener = await self._open_control()
                         nursery.start_soon(self.control.serve, control_listener)
                         task_status.started(listening)
+                        nursery.start_soon(self._deliver_spools)
                         self.notifier.ready(status_text(self.statistics()))
                         await self.stop_requested.wait()
                         self.notifier.stopping()
@@ -485,6 +488,22 @@ class LogdServer:
         )
         self._last_failure_report = now
         self._unreported_failures = 0
+
+    async def _deliver_spools(self) -> None:
+        """Write spools of clients that exited while no daemon ran (logd_client.spool)."""
+        deliver = partial(
+            deliver_orphans,
+            spool.default_directory(),
+            self._submit,
+            max_message_bytes=self.config.limits.max_message_bytes,
+        )
+        try:
+            count = await trio.to_thread.run_sync(deliver)
+        except OSError as exc:
+            log.warning("could not deliver spooled records: %s", exc)
+            return
+        if count:
+            log.info("wrote %d spooled message(s) left by clients that exited", count)
 
     async def _cleanup_loop(self, scope: trio.CancelScope) -> None:
         with scope:

@@ -178,3 +178,29 @@ print("second flush", logd.flush(60), flush=True)
         assert assert_all_arrived(log_root, ["big"], 6000) == 0
     finally:
         assert daemon.stop() == 0
+
+
+def test_spool_of_an_exited_producer_is_written_by_the_daemon_at_start(
+    log_root: Path, socket_dir: Path, spool_dir: Path
+) -> None:
+    """Nobody else comes back: the daemon itself delivers the orphaned spool."""
+    sock = socket_dir / "logd.sock"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOGD_")}
+    env["LOGD_ADDRESS"] = f"unix:{sock}"
+    env["LOGD_SPOOL_DIR"] = str(spool_dir)
+    script = r"""
+import logging, logd_client as logd
+logd.install(app="fault", exit_flush_timeout_s=0.5)
+log = logging.getLogger("fault.orphan")
+for i in range(300):
+    log.info("n=orphan:%d", i)
+"""
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=60)
+    assert list(spool_dir.glob("spool-*.msgpack")), "the producer spooled at exit"
+    daemon = start_daemon(log_root, socket_dir)
+    try:
+        wait_for(lambda: not list(spool_dir.glob("spool-*.msgpack")))
+        assert assert_all_arrived(log_root, ["orphan"], 300) == 0
+        assert "spooled message(s) left by clients that exited" in daemon.stderr
+    finally:
+        assert daemon.stop() == 0
