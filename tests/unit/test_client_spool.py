@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -154,7 +155,7 @@ def test_a_claim_on_a_file_replaced_before_the_lock_fails(
     """The owner deletes and recreates its file between a claimant's open() and flock()."""
     owner = write_spool(tmp_path, 1)
     owner.close()
-    real_flock = spool.fcntl.flock
+    real_flock = fcntl.flock
     replaced: list[spool.Claim] = []
 
     def flock_after_replacing(fd: int, operation: int) -> None:
@@ -165,7 +166,7 @@ def test_a_claim_on_a_file_replaced_before_the_lock_fails(
         real_flock(fd, operation)
 
     armed = [True]
-    monkeypatch.setattr(spool.fcntl, "flock", flock_after_replacing)
+    monkeypatch.setattr(fcntl, "flock", flock_after_replacing)
     with pytest.raises(FileNotFoundError):
         spool.Claim(owner.path)
     monkeypatch.undo()

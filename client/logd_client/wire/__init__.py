@@ -1,0 +1,51 @@
+"""Sans-IO codec for the Fluentd Forward Protocol v1 (msgpack), shared by the daemon and the client.
+
+It turns bytes into frozen message objects and messages into bytes; it owns no socket, clock,
+thread or file, and never does I/O.
+"""
+
+from .auth import encode_helo, encode_ping, encode_pong, password_digest, shared_key_digest
+from .decode import ForwardDecoder, MapDecoder, ResponseDecoder
+from .encode import encode_ack, encode_forward, encode_map, encode_message, encode_packed_forward
+from .messages import (
+    Ack,
+    Closed,
+    Entries,
+    EventTime,
+    Heartbeat,
+    Helo,
+    Invalid,
+    LocalProtocolError,
+    Ping,
+    Pong,
+    ProtocolError,
+    RemoteProtocolError,
+)
+
+__all__ = [
+    "Ack",
+    "Closed",
+    "Entries",
+    "EventTime",
+    "ForwardDecoder",
+    "Heartbeat",
+    "Helo",
+    "Invalid",
+    "LocalProtocolError",
+    "MapDecoder",
+    "Ping",
+    "Pong",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "ResponseDecoder",
+    "encode_ack",
+    "encode_forward",
+    "encode_helo",
+    "encode_map",
+    "encode_message",
+    "encode_packed_forward",
+    "encode_ping",
+    "encode_pong",
+    "password_digest",
+    "shared_key_digest",
+]

@@ -1,0 +1,265 @@
+"""The encoders of Forward messages, acks and control maps, and their packing.
+
+Owns the fallback for values msgpack cannot carry (sanitising). Values in, bytes out: no I/O.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgpack
+
+from .messages import EVENT_TIME_EXT, NS_PER_S, EventTime, LocalProtocolError
+from .parse import str_key
+
+__all__ = [
+    "encode_ack",
+    "encode_forward",
+    "encode_map",
+    "encode_message",
+    "encode_packed_forward",
+]
+
+# Nesting allowed in what we encode. msgpack's packer stops at 511 levels and its C unpacker at
+# 1024; keeping well below both (and below Python's recursion limit of 1000) means whatever we
+# send can be decoded, repr()'d and json-dumped by the daemon.
+_MAX_ENCODE_DEPTH = 100
+# Record values of these exact types need no sanitising before packing (big ints are caught by
+# the packer's default= hook).
+_PLAIN = frozenset({str, int, float, bool, type(None), bytes})
+_INT_MIN = -(2**63)
+_INT_END = 2**64
+
+
+def require_str(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise LocalProtocolError(
+            f"{what} must be a str, not {type(value).__name__}", code=f"bad-{what}"
+        )
+    return value
+
+
+def require_bytes(value: object, what: str) -> bytes:
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise LocalProtocolError(
+            f"{what} must be bytes, not {type(value).__name__}", code=f"bad-{what}"
+        )
+    return bytes(value)
+
+
+def _event_time(time_ns: int) -> Any:
+    if type(time_ns) is not int and (not isinstance(time_ns, int) or isinstance(time_ns, bool)):
+        raise LocalProtocolError(
+            f"time must be int nanoseconds, not {type(time_ns).__name__}", code="bad-time"
+        )
+    seconds, nanoseconds = divmod(time_ns, NS_PER_S)
+    if not 0 <= seconds <= 0xFFFFFFFF:
+        raise LocalProtocolError(f"time {time_ns} ns is outside EventTime's range", code="bad-time")
+    # tuple.__new__ skips ExtType.__new__'s argument checks, which cost half of this function;
+    # the arguments here are known to be valid.
+    return tuple.__new__(msgpack.ExtType, (0, EVENT_TIME_EXT.pack(seconds, nanoseconds)))
+
+
+def _str_or_placeholder(value: object) -> str:
+    try:
+        return str(value)
+    except Exception:  # a broken __str__ must not lose the whole record
+        return f"<unprintable {type(value).__name__}>"
+
+
+def _deeper(depth: int) -> int:
+    if depth >= _MAX_ENCODE_DEPTH:
+        raise LocalProtocolError(
+            f"value nested deeper than {_MAX_ENCODE_DEPTH} levels", code="too-deep"
+        )
+    return depth + 1
+
+
+def _sanitize(value: object, depth: int = 0) -> object:
+    """Return ``value`` in a form msgpack packs and our decoders read back (see encode_forward).
+
+    Plain values are kept as they are (the packer's default= hook turns big ints into str), so
+    only containers and unknown objects cost a call.
+    """
+    if type(value) in _PLAIN:
+        return value
+    if isinstance(value, dict | Mapping):
+        depth = _deeper(depth)
+        return {
+            (k if type(k) is str else str_key(k)): (v if type(v) in _PLAIN else _sanitize(v, depth))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        depth = _deeper(depth)
+        return [v if type(v) in _PLAIN else _sanitize(v, depth) for v in value]
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):  # subclasses: IntEnum, IntFlag...
+        return int(value) if _INT_MIN <= value < _INT_END else str(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, EventTime):
+        return _event_time(value.to_ns())
+    if isinstance(value, msgpack.ExtType | msgpack.Timestamp):
+        return value
+    return _str_or_placeholder(value)
+
+
+def _default(value: object) -> object:
+    # Called by the packer for what it cannot pack: ints beyond 64 bits, unknown objects.
+    if isinstance(value, int):
+        return str(value)
+    return _sanitize(value)
+
+
+def _record(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    if type(record) is dict:
+        for key, value in record.items():
+            if type(key) is not str or type(value) not in _PLAIN:
+                break
+        else:
+            return record  # fast path: flat, str keys, plain values
+    elif not isinstance(record, Mapping):
+        raise LocalProtocolError(
+            f"record must be a mapping, not {type(record).__name__}", code="bad-record"
+        )
+    sanitized = _sanitize(record)
+    assert isinstance(sanitized, dict)
+    return sanitized
+
+
+def _packer(unicode_errors: str = "surrogateescape", *, autoreset: bool = True) -> Any:
+    return msgpack.Packer(
+        default=_default, use_bin_type=True, unicode_errors=unicode_errors, autoreset=autoreset
+    )
+
+
+def packb(obj: object) -> bytes:
+    try:
+        try:
+            data: bytes = _packer().pack(obj)
+        except UnicodeEncodeError:
+            # A lone surrogate outside surrogateescape's range: replace it rather than fail.
+            data = _packer("replace").pack(obj)
+    except (ValueError, OverflowError, TypeError) as exc:
+        raise LocalProtocolError(f"cannot encode: {exc}", code="unencodable") from exc
+    return data
+
+
+def _pack_entries(entries: Sequence[tuple[int, Mapping[str, Any]]]) -> bytes:
+    """Concatenated ``[EventTime, record]`` entries: a MessagePackEventStream."""
+    packed = [[_event_time(t), _record(r)] for t, r in entries]
+    try:
+        try:
+            packer = _packer(autoreset=False)
+            for entry in packed:
+                packer.pack(entry)
+        except UnicodeEncodeError:
+            packer = _packer("replace", autoreset=False)
+            for entry in packed:
+                packer.pack(entry)
+    except (ValueError, OverflowError, TypeError) as exc:
+        raise LocalProtocolError(f"cannot encode: {exc}", code="unencodable") from exc
+    data: bytes = packer.bytes()
+    return data
+
+
+def _forward_option(size: int, chunk: str | None) -> dict[str, Any]:
+    option: dict[str, Any] = {"size": size}
+    if chunk is not None:
+        option["chunk"] = require_str(chunk, "chunk")
+    return option
+
+
+def encode_forward(
+    tag: str,
+    entries: Sequence[tuple[int, Mapping[str, Any]]],
+    *,
+    chunk: str | None = None,
+    compressed: bool = False,
+) -> bytes:
+    """Encode entries as one Forward message, or CompressedPackedForward when ``compressed``.
+
+    Times go out as EventTime. Values msgpack cannot carry get a fallback rather than an
+    error: ints beyond 64 bits and unknown objects become ``str(value)``; tuples, sets and
+    frozensets become lists; non-str keys become ``str(key)`` (bytes keys are decoded as UTF-8);
+    EventTime values become ext type 0; str that is not encodable as UTF-8 even with
+    surrogateescape gets ``?`` replacements.
+
+    Args:
+        tag: The Fluent tag.
+        entries: ``(time in ns since the epoch, record)`` pairs.
+        chunk: Ask the server to ack with this id.
+        compressed: Send the entries gzip-compressed (option ``compressed: "gzip"``).
+
+    Returns:
+        The message bytes. Its option holds ``size`` and, when given, ``chunk``.
+
+    Raises:
+        LocalProtocolError: tag or chunk is not a str (``bad-tag``, ``bad-chunk``), a time is
+            not int or outside EventTime's range (``bad-time``), a record is not a mapping
+            (``bad-record``), nesting is deeper than 100 levels (``too-deep``).
+    """
+    tag = require_str(tag, "tag")
+    option = _forward_option(len(entries), chunk)
+    if compressed:
+        option["compressed"] = "gzip"
+        body = zlib.compress(_pack_entries(entries), 6, wbits=31)  # wbits=31: gzip framing
+        return packb([tag, body, option])
+    return packb([tag, [[_event_time(t), _record(r)] for t, r in entries], option])
+
+
+def encode_packed_forward(
+    tag: str,
+    entries: Sequence[tuple[int, Mapping[str, Any]]],
+    *,
+    chunk: str | None = None,
+) -> bytes:
+    """Encode entries as one PackedForward message (entries as bin).
+
+    Same fallbacks, return value and errors as :func:`encode_forward`.
+    """
+    tag = require_str(tag, "tag")
+    return packb([tag, _pack_entries(entries), _forward_option(len(entries), chunk)])
+
+
+def encode_message(
+    tag: str, time_ns: int, record: Mapping[str, Any], *, chunk: str | None = None
+) -> bytes:
+    """Encode one event in Message mode; option ``{"chunk": chunk}`` only when chunk is given.
+
+    Same fallbacks and errors as :func:`encode_forward`.
+    """
+    tag = require_str(tag, "tag")
+    message: list[object] = [tag, _event_time(time_ns), _record(record)]
+    if chunk is not None:
+        message.append({"chunk": require_str(chunk, "chunk")})
+    return packb(message)
+
+
+def encode_ack(chunk: str | bytes) -> bytes:
+    """Encode ``{"ack": chunk}``, echoing the chunk exactly: str stays str, bytes stays bin.
+
+    Raises:
+        LocalProtocolError: chunk is neither str nor bytes (``bad-chunk``).
+    """
+    if not isinstance(chunk, str | bytes):
+        raise LocalProtocolError(
+            f"chunk must be str or bytes, not {type(chunk).__name__}", code="bad-chunk"
+        )
+    return packb({"ack": chunk})
+
+
+def encode_map(payload: Mapping[str, Any]) -> bytes:
+    """Encode one control-socket message, with the fallbacks of :func:`encode_forward`.
+
+    Raises:
+        LocalProtocolError: payload is not a mapping (``bad-record``) or too deep.
+    """
+    return packb(_record(payload))

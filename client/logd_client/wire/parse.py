@@ -1,0 +1,357 @@
+"""Turns objects msgpack unpacked into wire messages, and sets up msgpack's unpacker.
+
+Checks the shape of each message (Forward modes, PackedForward and gzip payloads, HELO, PING,
+PONG, acks, control maps) before building typed messages, so no ``Any`` leaks out. No I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Iterable
+from itertools import islice
+from typing import Any
+
+import msgpack
+
+from .messages import (
+    EVENT_TIME_EXT,
+    NS_PER_S,
+    Ack,
+    Entries,
+    EventTime,
+    Heartbeat,
+    Helo,
+    Invalid,
+    Ping,
+    Pong,
+    RemoteProtocolError,
+)
+
+_RAW_LIMIT = 1000
+_HEARTBEAT = Heartbeat()
+
+
+def _ext_hook(code: int, data: bytes) -> object:
+    # fixext8 and ext8 with length 8 both arrive here; the Forward spec allows either.
+    if code == 0 and len(data) == 8:
+        seconds, nanoseconds = EVENT_TIME_EXT.unpack(data)
+        return EventTime(seconds, nanoseconds)
+    return msgpack.ExtType(code, data)
+
+
+def new_unpacker(max_bytes: int) -> Any:
+    # surrogateescape: a str that is not valid UTF-8 (out_forward sends packed entries as str, a
+    # chunk id may be arbitrary bytes) round-trips exactly when re-encoded the same way.
+    return msgpack.Unpacker(
+        raw=False,
+        unicode_errors="surrogateescape",
+        strict_map_key=False,
+        ext_hook=_ext_hook,
+        max_buffer_size=max_bytes,
+        max_str_len=max_bytes,
+        max_bin_len=max_bytes,
+        max_array_len=max_bytes,
+        max_map_len=max_bytes // 2,
+        max_ext_len=max_bytes,
+    )
+
+
+def _raw(value: object, limit: int = _RAW_LIMIT) -> str:
+    if isinstance(value, str | bytes):
+        value = value[: limit + 1]
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = f"<{type(value).__name__} nested too deeply to show>"
+    return text[:limit]
+
+
+def str_key(key: object) -> str:
+    if isinstance(key, bytes):
+        return key.decode("utf-8", "replace")
+    return str(key)
+
+
+def _normalize_keys(root: dict[Any, Any]) -> dict[str, Any]:
+    """Make every map key under ``root`` a str, in place; bin keys are decoded as UTF-8.
+
+    Iterative on purpose: msgpack accepts 1024 levels, more than Python's recursion limit.
+    """
+    stack: list[object] = [root]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            if not all(type(k) is str for k in node):
+                items = list(node.items())
+                node.clear()
+                node.update((k if type(k) is str else str_key(k), v) for k, v in items)
+            stack.extend(v for v in node.values() if type(v) is dict or type(v) is list)
+        elif type(node) is list:
+            stack.extend(v for v in node if type(v) is dict or type(v) is list)
+    return root
+
+
+def _as_text(value: object) -> str | None:
+    if type(value) is str:
+        return value
+    if type(value) is bytes:
+        return value.decode("utf-8", "replace")
+    return None
+
+
+def _as_bytes(value: object) -> bytes | None:
+    if type(value) is bytes:
+        return value
+    if type(value) is str:
+        return value.encode("utf-8", "surrogateescape")
+    return None
+
+
+def _short(value: object) -> str:
+    return _raw(value, 200)
+
+
+def _bad(message: str) -> RemoteProtocolError:
+    return RemoteProtocolError(message, code="bad-message")
+
+
+def _slow_time(value: object) -> int | None:
+    """Nanoseconds for the rarer time forms, or None when ``value`` is no time at all."""
+    if type(value) is list and len(value) == 2:
+        # v1.5 entry form: [[time, metadata], record].
+        value = value[0]
+        if type(value) is int:
+            return value * NS_PER_S
+        if type(value) is EventTime:
+            return value.to_ns()
+    if type(value) is float:
+        ns = value * NS_PER_S
+        if math.isfinite(ns):
+            return int(ns)
+    return None
+
+
+def _collect(
+    items: Iterable[object],
+    entries: list[tuple[int, dict[str, Any]]],
+    invalid: list[Invalid],
+) -> None:
+    """Append each ``[time, record]`` item to ``entries`` or, when broken, to ``invalid``."""
+    # The hot loop of the daemon: keep per-entry work to type checks and one pass over keys.
+    append = entries.append
+    for item in items:
+        if type(item) is not list or len(item) != 2:
+            invalid.append(Invalid("entry is not [time, record]", _raw(item)))
+            continue
+        time, record = item
+        if type(time) is int:
+            ns = time * NS_PER_S
+        elif type(time) is EventTime:
+            ns = time.seconds * NS_PER_S + time.nanoseconds
+        else:
+            maybe_ns = _slow_time(time)
+            if maybe_ns is None:
+                invalid.append(Invalid("time is not int or EventTime", _raw(item)))
+                continue
+            ns = maybe_ns
+        if type(record) is not dict:
+            invalid.append(Invalid("record is not a map", _raw(item)))
+            continue
+        for key in record:
+            if type(key) is not str:
+                record = _normalize_keys(record)
+                break
+        append((ns, record))
+
+
+def _gunzip(data: bytes, limit: int) -> tuple[bytes, Invalid | None]:
+    """Decompress concatenated gzip members, refusing more than ``limit`` bytes of output.
+
+    Returns what decompressed cleanly and, when the stream is corrupt or cut short, an Invalid
+    describing the rest. ``gzip.decompress`` has no output cap, hence zlib with max_length.
+    """
+    out: list[bytes] = []
+    total = 0
+    view = memoryview(data)
+    pos = 0
+    end = len(data)
+    while pos < end:
+        if data[pos] == 0 and data.count(0, pos) == end - pos:
+            break  # zero padding after the last member, which gzip(1) tolerates too
+        member_start = pos
+        inflater = zlib.decompressobj(wbits=31)
+        # zlib copies the input left over after a member into unused_data; feeding small,
+        # growing slices keeps many tiny members from costing quadratic copying.
+        step = 512
+        try:
+            while not inflater.eof:
+                chunk: bytes | memoryview = inflater.unconsumed_tail
+                if not chunk:
+                    if pos >= end:
+                        break
+                    chunk = view[pos : pos + step]
+                    pos += len(chunk)
+                    step = min(step * 2, 1 << 20)
+                piece = inflater.decompress(chunk, limit - total + 1)
+                total += len(piece)
+                if total > limit:
+                    raise RemoteProtocolError(
+                        f"compressed entries inflate to more than {limit} bytes",
+                        code="message-too-large",
+                    )
+                out.append(piece)
+        except zlib.error as exc:
+            return b"".join(out), Invalid(
+                f"entries are not valid gzip: {exc}", _raw(data[member_start:])
+            )
+        if not inflater.eof:
+            return b"".join(out), Invalid("gzip stream is truncated", _raw(data[member_start:]))
+        pos -= len(inflater.unused_data)
+    return b"".join(out), None
+
+
+def _at_boundary(unpacker: Any) -> bool:
+    """Whether an exhausted unpacker holds no partial object.
+
+    tell() cannot say: msgpack consumes the head of an incomplete object. A nil fed at a
+    boundary unpacks as None; fed after a partial object it completes or extends that object.
+    """
+    unpacker.feed(b"\xc0")
+    try:
+        return unpacker.unpack() is None
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError):
+        return False
+
+
+def _collect_packed(
+    blob: bytes,
+    max_records: int,
+    entries: list[tuple[int, dict[str, Any]]],
+    invalid: list[Invalid],
+) -> None:
+    if not blob:
+        return
+    unpacker = new_unpacker(len(blob) + 1)
+    unpacker.feed(blob)
+    try:
+        # One past the limit is enough to know the limit is broken.
+        _collect(islice(unpacker, max_records + 1), entries, invalid)
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
+        # The outer stream is still in step, so this costs only the rest of this message.
+        invalid.append(
+            Invalid(f"packed entries are not valid msgpack: {exc!r}", _raw(blob[unpacker.tell() :]))
+        )
+    else:
+        if len(entries) + len(invalid) <= max_records and not _at_boundary(unpacker):
+            invalid.append(Invalid("packed entry is truncated", _raw(blob[-_RAW_LIMIT:])))
+    if len(entries) + len(invalid) > max_records:
+        raise RemoteProtocolError(
+            f"message has more than {max_records} entries", code="too-many-records"
+        )
+
+
+def _option(value: object) -> dict[str, Any]:
+    if value is None:
+        return {}  # some peers send nil for "no option"
+    if type(value) is not dict:
+        raise _bad(f"option is not a map: {_short(value)}")
+    return _normalize_keys(value)
+
+
+def decode_forward_message(
+    obj: object, max_bytes: int, max_records: int
+) -> Entries | Ping | Heartbeat:
+    if obj is None:
+        return _HEARTBEAT
+    if type(obj) is not list:
+        raise _bad(f"message is neither an array nor nil: {_short(obj)}")
+    size = len(obj)
+    if size == 6 and obj[0] == "PING":
+        return _decode_ping(obj)
+    if not 2 <= size <= 4:
+        raise _bad(f"message array has {size} elements")
+    tag = _as_text(obj[0])
+    if tag is None:
+        raise _bad(f"tag is not a str: {_short(obj[0])}")
+    second = obj[1]
+    entries: list[tuple[int, dict[str, Any]]] = []
+    invalid: list[Invalid] = []
+    if type(second) is list:  # Forward
+        if size == 4:
+            raise _bad("Forward message has 4 elements")
+        if len(second) > max_records:
+            raise RemoteProtocolError(
+                f"message has more than {max_records} entries", code="too-many-records"
+            )
+        option = _option(obj[2]) if size == 3 else {}
+        _collect(second, entries, invalid)
+    elif type(second) is bytes or type(second) is str:  # PackedForward
+        if size == 4:
+            raise _bad("PackedForward message has 4 elements")
+        option = _option(obj[2]) if size == 3 else {}
+        # A str (out_forward's choice) gives back its exact bytes, see new_unpacker.
+        blob = second.encode("utf-8", "surrogateescape") if isinstance(second, str) else second
+        if option.get("compressed") == "gzip":
+            blob, broken = _gunzip(blob, max_bytes)
+            _collect_packed(blob, max_records, entries, invalid)
+            if broken is not None:
+                invalid.append(broken)
+        else:
+            _collect_packed(blob, max_records, entries, invalid)
+    else:  # Message
+        if size == 2:
+            raise _bad("Message has no record")
+        option = _option(obj[3]) if size == 4 else {}
+        _collect((obj[1:3],), entries, invalid)
+    return Entries(tag, entries, option, invalid)
+
+
+def _decode_ping(obj: list[Any]) -> Ping:
+    _, hostname, salt, hexdigest, username, password = obj
+    hostname = _as_text(hostname)
+    salt = _as_bytes(salt)
+    if (
+        hostname is None
+        or salt is None
+        or type(hexdigest) is not str
+        or type(username) is not str
+        or type(password) is not str
+    ):
+        raise _bad(f"malformed PING: {_short(obj)}")
+    return Ping(hostname, salt, hexdigest, username, password)
+
+
+def decode_response(obj: object) -> Ack | Helo | Pong:
+    if type(obj) is dict:
+        chunk = _normalize_keys(obj).get("ack")
+        if type(chunk) is str or type(chunk) is bytes:
+            return Ack(chunk)
+        raise _bad(f"map without a str or bin ack: {_short(obj)}")
+    if type(obj) is list and obj:
+        kind = obj[0]
+        if kind == "HELO" and len(obj) == 2 and type(obj[1]) is dict:
+            options = _normalize_keys(obj[1])
+            nonce = _as_bytes(options.get("nonce"))
+            auth = _as_bytes(options.get("auth", b""))
+            keepalive = options.get("keepalive", True)
+            if nonce is not None and auth is not None and type(keepalive) is bool:
+                return Helo(nonce, auth, keepalive)
+        elif kind == "PONG" and len(obj) == 5:
+            _, auth_result, reason, hostname, hexdigest = obj
+            reason = _as_text(reason)
+            hostname = _as_text(hostname)
+            if (
+                type(auth_result) is bool
+                and reason is not None
+                and hostname is not None
+                and type(hexdigest) is str
+            ):
+                return Pong(auth_result, reason, hostname, hexdigest)
+    raise _bad(f"not an ack, HELO or PONG: {_short(obj)}")
+
+
+def decode_map(obj: object) -> dict[str, Any]:
+    if type(obj) is not dict:
+        raise _bad(f"message is not a map: {_short(obj)}")
+    return _normalize_keys(obj)
