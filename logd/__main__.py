@@ -32,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the daemon in the foreground (the default)")
     demo = sub.add_parser("demo", help="start a daemon in a temporary folder and log to it")
     demo.add_argument("--keep", action="store_true", help="keep the demo folder afterwards")
+    web = sub.add_parser("web", help="browse the logs and follow them live in a browser")
+    web.add_argument("--listen", metavar="HOST:PORT", help="where to serve (127.0.0.1:8765)")
+    web.add_argument("--root", help="the daemon's log root")
+    web.add_argument("--control", help="the daemon's control socket")
+    web.add_argument("--config", help="the daemon's TOML configuration file")
+    web.add_argument("--token", help="required off loopback ($LOGD_WEB_TOKEN)")
     for target in (parser, serve):
         target.add_argument("--root", help="where log files go")
         target.add_argument("--socket", help="ingest Unix socket path")
@@ -49,6 +55,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from logd.demo import run_demo
 
         return run_demo(keep=args.keep)
+    if args.command == "web":
+        from logd.web.server import run_web
+
+        return run_web(
+            listen=args.listen,
+            root=args.root,
+            control=args.control,
+            config=args.config,
+            token=args.token,
+        )
 
     def read_config() -> Config:
         return load_config(
