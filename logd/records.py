@@ -100,6 +100,8 @@ def _ident(raw: dict[str, Any], key: str) -> str | None:
     value = raw.get(key)
     if value is None:
         return None
+    if value.__class__ is str and 0 < len(value) <= MAX_ID_CHARS:
+        return value  # the common case, decided without the checks below
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     if isinstance(value, bool) or not isinstance(value, str | int):
@@ -112,7 +114,15 @@ def _ident(raw: dict[str, Any], key: str) -> str | None:
     return text
 
 
+_LEVEL_OF: dict[object, tuple[str, int]] = {
+    name: ("WARNING" if name == "WARN" else name, number) for name, number in LEVELS.items()
+}
+
+
 def _level(value: object) -> tuple[str, int]:
+    known = _LEVEL_OF.get(value) if value.__class__ is str else None
+    if known is not None:
+        return known
     if value is None:
         return "INFO", 20
     if isinstance(value, bytes):
@@ -133,8 +143,8 @@ def _level(value: object) -> tuple[str, int]:
 
 def _optional_int(raw: dict[str, Any], key: str) -> int | None:
     value = raw.get(key)
-    if value is None:
-        return None
+    if value is None or value.__class__ is int:
+        return value
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str) and value.isdigit():
@@ -157,16 +167,20 @@ def normalize(tag: str, time_ns: int, raw: object) -> Record:
         raise Unroutable(f"record is a {type(raw).__name__}, not a map")
     if not 0 <= time_ns <= MAX_TIME_NS:
         raise Unroutable(f"time {time_ns} ns is outside 1970..9999")
-    msg = ""
-    for key in _MSG_KEYS:
-        if key in raw:
-            msg = _text(raw[key])
-            break
-    logger = None
-    for key in _LOGGER_KEYS:
-        if raw.get(key) is not None:
-            logger = _text(raw[key])
-            break
+    msg = raw.get("msg")
+    if msg.__class__ is not str:
+        msg = ""
+        for key in _MSG_KEYS:
+            if key in raw:
+                msg = _text(raw[key])
+                break
+    logger = raw.get("logger")
+    if logger.__class__ is not str:
+        logger = None
+        for key in _LOGGER_KEYS:
+            if raw.get(key) is not None:
+                logger = _text(raw[key])
+                break
     level, levelno = _level(raw.get("level"))
     event_type = raw.get("event_type")
     if event_type is not None:
@@ -177,14 +191,19 @@ def normalize(tag: str, time_ns: int, raw: object) -> Record:
     kv = raw.get("kv")
     if kv is None:
         kv = {}
-    elif not isinstance(kv, dict):
+    elif kv.__class__ is not dict:
         raise Unroutable(f"kv must be a map, not {type(kv).__name__}")
+    elif not all(k.__class__ is str for k in kv):
+        kv = {str(k): v for k, v in kv.items()}
     exc = raw.get("exc")
-    ids = {key: _ident(raw, key) for key in _ID_KEYS}
-    app = ids["app"] or app_from_tag(tag)
-    extra = {k: v for k, v in raw.items() if k not in _KNOWN}
-    if _too_deep(kv) or _too_deep(extra):
+    app = _ident(raw, "app") or app_from_tag(tag)
+    extra_keys = raw.keys() - _KNOWN
+    extra = {k: raw[k] for k in raw if k in extra_keys} if extra_keys else {}
+    if (kv and _has_containers(kv) and _too_deep(kv)) or (
+        extra and _has_containers(extra) and _too_deep(extra)
+    ):
         raise Unroutable(f"record nests deeper than {MAX_DEPTH} levels")
+    thread_name = raw.get("thread_name")
     return Record(
         time_ns=time_ns,
         app=app,
@@ -192,18 +211,22 @@ def normalize(tag: str, time_ns: int, raw: object) -> Record:
         level=level,
         levelno=levelno,
         msg=msg,
-        run_id=ids["run_id"],
-        session_id=ids["session_id"],
-        call_id=ids["call_id"],
-        bot_id=ids["bot_id"],
+        run_id=_ident(raw, "run_id"),
+        session_id=_ident(raw, "session_id"),
+        call_id=_ident(raw, "call_id"),
+        bot_id=_ident(raw, "bot_id"),
         event_type=event_type,
-        kv={str(k): v for k, v in kv.items()},
+        kv=kv,
         pid=_optional_int(raw, "pid"),
         thread=_optional_int(raw, "thread"),
-        thread_name=_text(raw["thread_name"]) if raw.get("thread_name") is not None else None,
+        thread_name=_text(thread_name) if thread_name is not None else None,
         exc=_text(exc) if exc else None,
         extra=extra,
     )
+
+
+def _has_containers(values: dict[str, Any]) -> bool:
+    return any(v.__class__ in (dict, list) for v in values.values())
 
 
 def _too_deep(value: object, limit: int = MAX_DEPTH) -> bool:

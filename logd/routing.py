@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from logd.config import Layout
@@ -38,9 +38,12 @@ class Kind(StrEnum):
     REJECTED = "rejected"
 
 
-@dataclass(frozen=True, slots=True)
-class Write:
-    """One line for one file; `path` is relative to the root, `line` ends with a newline."""
+class Write(NamedTuple):
+    """One line for one file; `path` is relative to the root, `line` ends with a newline.
+
+    A named tuple rather than a frozen dataclass: a record makes two or three of these,
+    and tuples are several times cheaper to build.
+    """
 
     kind: Kind
     path: str
@@ -93,6 +96,7 @@ def day_text(time_ns: int, utc: bool) -> str:
 # --- paths -------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=4096)
 def run_dir(app: str, run_id: str) -> str:
     return f"{safe_name(app)}/runs/{safe_name(run_id)}"
 

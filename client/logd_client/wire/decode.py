@@ -32,6 +32,9 @@ _CLOSED = Closed()
 _Event = TypeVar("_Event")
 
 
+READ_CHUNK = 64 * 1024
+
+
 class _Decoder(Generic[_Event]):
     """Framing shared by the decoders: buffering, limits, EOF and the terminal error state."""
 
@@ -48,8 +51,12 @@ class _Decoder(Generic[_Event]):
 
     @property
     def read_size(self) -> int:
-        """How many bytes to read next so the buffer limit is not exceeded (at least 1)."""
-        return max(self._room() - len(self._pending), 1)
+        """How many bytes to read next: at most 64 KiB, never past the buffer limit, at least 1.
+
+        Capped because a socket read allocates its full size up front: asking for the
+        whole 16 MiB limit would map and unmap that much on every read.
+        """
+        return max(min(self._room() - len(self._pending), READ_CHUNK), 1)
 
     def receive_data(self, data: bytes) -> None:
         """Buffer bytes from the peer; call :meth:`next_event` until it returns None.
