@@ -42,7 +42,9 @@ class _Decoder(Generic[_Event]):
         if max_message_bytes < 1:
             raise ValueError(f"max_message_bytes must be positive, not {max_message_bytes}")
         self._max_bytes = max_message_bytes
-        self._unpacker = new_unpacker(max_message_bytes)
+        # Made on the first byte and dropped again at every message boundary: an idle
+        # connection then holds no Unpacker (about 44 KiB each, mostly its parse stack).
+        self._unpacker: Any = None
         self._fed = 0  # bytes given to the unpacker so far
         self._message_start = 0  # stream offset where the current message begins
         self._pending = bytearray()  # bytes beyond the unpacker's buffer limit, not fed yet
@@ -102,6 +104,11 @@ class _Decoder(Generic[_Event]):
         if self._error is not None:
             raise self._error
         while True:
+            if self._unpacker is None:
+                if self._pending:
+                    self._feed_pending()
+                    continue
+                return _CLOSED if self._eof else None
             try:
                 obj: object = self._unpacker.unpack()
             except msgpack.OutOfData:
@@ -111,6 +118,8 @@ class _Decoder(Generic[_Event]):
                 partial = self._fed - self._message_start
                 if partial > self._max_bytes:
                     self._fail_too_large(partial)
+                if not partial:
+                    self._unpacker = None
                 if not self._eof:
                     return None
                 if partial:
@@ -142,6 +151,11 @@ class _Decoder(Generic[_Event]):
         raise NotImplementedError
 
     def _feed(self, data: bytes | bytearray) -> None:
+        if not data:
+            return
+        if self._unpacker is None:
+            self._unpacker = new_unpacker(self._max_bytes)
+            self._fed = self._message_start = 0
         try:
             self._unpacker.feed(data)
         except msgpack.BufferFull as exc:  # unreachable while we respect the room left
@@ -152,6 +166,8 @@ class _Decoder(Generic[_Event]):
 
     def _room(self) -> int:
         # What msgpack's feed() accepts before BufferFull: it counts unconsumed bytes only.
+        if self._unpacker is None:
+            return self._max_bytes
         consumed: int = self._unpacker.tell()
         return self._max_bytes - (self._fed - consumed)
 
