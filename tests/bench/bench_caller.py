@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         return worker(args)
     calls = args.calls or (5_000 if args.quick else 200_000)
-    n_rounds = common.rounds(args, full=5, quick=2)
+    n_rounds = common.rounds(args, full=3)
     emit(common.header("bench_caller: caller cost per logger.info() call", args.quick))
     emit(f"{calls:,} calls per measurement, {n_rounds} rounds, variants alternated; µs/call")
     times: dict[str, list[float]] = defaultdict(list)

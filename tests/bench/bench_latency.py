@@ -104,10 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the rounds and print the table."""
     p = common.parser(__doc__ or "")
     p.add_argument("--rate", type=float, help="records/s (default 10,000; quick 1,000)")
-    p.add_argument("--seconds", type=float, help="seconds per run (default 5; quick 1)")
+    p.add_argument("--seconds", type=float, help="seconds per run (default 5; quick 0.5)")
     args = p.parse_args(argv)
     rate = args.rate or (1_000.0 if args.quick else 10_000.0)
-    seconds = args.seconds or (1.0 if args.quick else 5.0)
+    seconds = args.seconds or (0.5 if args.quick else 5.0)
     n_rounds = common.rounds(args, full=3)
     emit(common.header("bench_latency: emit -> line in the file", args.quick))
     emit(f"{rate:,.0f} records/s for {seconds:g} s per run, {n_rounds} round(s); ms")

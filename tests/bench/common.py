@@ -42,7 +42,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     """An argument parser with the options every benchmark script takes."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="smoke run: small sizes, one round")
-    p.add_argument("--rounds", type=int, default=None, help="rounds (default: 5, quick: 1)")
+    p.add_argument("--rounds", type=int, default=None, help="rounds (quick: 1)")
     return p
 
 
@@ -59,11 +59,16 @@ def rounds(args: argparse.Namespace, full: int = 5, quick: int = 1) -> int:
 def child_env(address: str | None = None, folder: Path | None = None) -> dict[str, str]:
     """The environment of a child: no inherited LOGD_*, the daemon's address if given.
 
+    The repository and its `client/` come first on PYTHONPATH, so the code measured is
+    this checkout's even when the editable install points at another one.
+
     With `folder`, the client's spool and cache go there, so no spool of another run is
     picked up (and delivered) and none is left behind.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOGD_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    # The repository's own daemon and client, whichever checkout pip installed.
+    paths = [str(REPO), str(REPO / "client"), env.get("PYTHONPATH")]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
     if address is not None:
         env["LOGD_ADDRESS"] = address
     if folder is not None:
