@@ -292,7 +292,9 @@ def route(record: Record, run_id: str, layout: Layout, *, call_day: str | None =
             raw_line=event_line,
         )
     texts = _Texts(record, run_id, layout, event_line)
-    day = call_day or day_text(record.time_ns, layout.utc)
+    day = ""
+    if record.call_id is not None:
+        day = call_day or day_text(record.time_ns, layout.utc)
     writes = [
         Write(rule.kind, rule.path(record, run_id, day), rule.line(texts))
         for rule in RULES
