@@ -24,6 +24,7 @@ pytestmark = pytest.mark.e2e
         ("bench_cpu", "client"),
         ("bench_latency", "p99 ms"),
         ("bench_memory", "load peak"),
+        ("bench_query", "ms med"),
     ],
 )
 def test_quick_run_prints_its_table(script: str, column: str) -> None:
