@@ -38,7 +38,8 @@ def fill(root: Path, count: int, now_ns: int) -> None:
     for i in range(count):
         ts = now_ns - span + i * step + rng.randrange(step)
         event_type = rng.choices(TYPES, WEIGHTS)[0]
-        fields = {"n": i, "session_id": f"s{i % 5000}"}
+        session = f"s{i % 5000}"
+        fields: dict[str, object] = {"n": i, "session_id": session}
         line = format_event_line(ts, event_type, "agent", "", fields)
         batch.append(
             EventRow(
@@ -48,7 +49,7 @@ def fill(root: Path, count: int, now_ns: int) -> None:
                 message="",
                 app=common.APP,
                 run_id="20251105_143052_a1b2c3d4",
-                session_id=fields["session_id"],
+                session_id=session,
                 call_id=None,
                 kv_json=f'{{"n":{i}}}',
                 raw_line=line,
