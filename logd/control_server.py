@@ -218,6 +218,7 @@ class ControlServer:
             "last_error": totals.get("last_error"),
             "last_cleanup": snapshot["last_cleanup"],
             "errors": dict(server.errors),
+            "outputs": server.outputs_status(),
         }
 
     async def _follow(self, stream: trio.SocketStream, req: Request) -> None:

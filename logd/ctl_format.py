@@ -385,6 +385,38 @@ def _clients(clients: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def _outputs(outputs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """`[[forward]]` outputs: where and whether connected, the buffer, the counters, and
+    the last error if any."""
+    indent = " " * (_LABEL + 2)
+    lines: list[str] = []
+    for index, out in enumerate(outputs):
+        state = "connected" if out.get("connected") else "not connected"
+        head = f"{out.get('name', '?')} {out.get('type', '?')} {out.get('target', '?')} {state}"
+        lines.append(_field("Outputs", head) if index == 0 else indent + head)
+        size = out.get("buffered_bytes")
+        buffered = (
+            f"{indent}buffered {_count(out.get('buffered_records'))}"
+            f" ({human_bytes(size) if isinstance(size, int) else '-'})"
+        )
+        dropped = out.get("dropped") or {}
+        total = sum(n for n in dropped.values() if isinstance(n, int))
+        if total:
+            buffered += f" · dropped {total:,} ({', '.join(sorted(dropped))})"
+        lines.append(buffered)
+        lines.append(
+            f"{indent}sent {_count(out.get('sent'))} · acked {_count(out.get('acked'))}"
+            f" · retried {_count(out.get('retried'))}"
+        )
+        error = out.get("last_error")
+        if error:
+            text = f"{short_time(out.get('last_error_time'))} {printable(str(error))}"
+            wrap = STATUS_WIDTH - len(indent)
+            wrapped = textwrap.wrap(text, wrap, max_lines=2, placeholder=" " + _ELLIPSIS)
+            lines += [indent + line for line in wrapped]
+    return lines
+
+
 def _joined(values: Mapping[str, Any], names: str) -> str:
     """`in 12 · written 12` from `values` and `"in=records_in written=records_written"`."""
     pairs = (part.split("=") for part in names.split())
@@ -419,6 +451,7 @@ def status_block(status: Mapping[str, Any], width: int = STATUS_WIDTH) -> list[s
             "Active", _joined(status.get("active") or {}, "runs=runs sessions=sessions calls=calls")
         ),
         _field("Disk", human_bytes(disk) if isinstance(disk, int) else "-"),
+        *_outputs(status.get("outputs") or []),
     ]
     errors = status.get("errors") or {}
     if errors:

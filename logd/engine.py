@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from logd_client import wire
 
@@ -37,6 +37,9 @@ from logd.routing import (
     tail_item,
 )
 from logd.sinks import Sinks, point_current, write_json_atomic
+
+if TYPE_CHECKING:
+    from logd.forward.hub import Hub
 
 log = logging.getLogger("logd.engine")
 
@@ -100,6 +103,7 @@ class _Batch:
     calls: dict[tuple[str, str, str], CallState] = field(default_factory=dict)
     closing: list[str] = field(default_factory=list)
     chunks: set[ChunkKey] = field(default_factory=set)
+    outbound: list[tuple[Record, str, Peer]] = field(default_factory=list)
 
 
 class Engine:
@@ -139,6 +143,8 @@ class Engine:
         # Live-tail items, built only while someone is following (set by the server).
         self.publish = False
         self.published: list[dict[str, Any]] = []
+        # [[forward]] output buffers (set by the server): fed after each commit.
+        self.forward: Hub | None = None
         self._recover_open_runs()
 
     @property
@@ -196,6 +202,10 @@ class Engine:
         self.sinks.commit()
         self.totals.events_indexed += len(batch.rows)
         self._dedup.commit(batch.chunks)
+        if batch.outbound and self.forward is not None:
+            # After the commit, before producers get their acks: a crash in between
+            # makes them resend, so upstream still gets every acknowledged record.
+            self.forward.offer(batch.outbound)
         for path in batch.closing:
             self.sinks.close_file(path)
         if batch.ended_runs:
@@ -239,6 +249,8 @@ class Engine:
                 )
                 batch.calls[(call.app, call.call_id, call.day)] = call
             routed = route(record, run.run_id, layout, call_day=call.day if call else None)
+            if self.forward is not None:
+                batch.outbound.append((record, run.run_id, peer))
             if self.publish:
                 self.published.append(tail_item(record, run.run_id, layout))
             batch.writes += routed.writes

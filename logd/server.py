@@ -29,6 +29,7 @@ from logd import __version__
 from logd.config import Config
 from logd.control_server import ControlServer
 from logd.engine import ConnClosed, Engine, Ingest, Job, Maintain, Tick, ensure_root
+from logd.forward.service import Forwarding
 from logd.intake import deliver_orphans
 from logd.registry import Peer, Transport
 from logd.sockets import (
@@ -94,6 +95,7 @@ class LogdServer:
         self.read_config: Callable[[], Config] | None = None
         self.listener_names: list[str] = []
         self.hostname = stdsocket.gethostname()
+        self.forwarding: Forwarding | None = None
         self._last_failure_report = -FAILURE_REPORT_EVERY_S
         self._unreported_failures = 0
 
@@ -120,7 +122,15 @@ class LogdServer:
     async def reload(self, config: Config) -> None:
         """Apply a new configuration (SIGHUP); `root` and `[listen]` need a restart."""
         await self.maintain(Maintain("reload", config=config))
-        self.config = replace(config, root=self.config.root, listen=self.config.listen)
+        if config.forward != self.config.forward or config.state_dir != self.config.state_dir:
+            log.warning("[[forward]] and state_dir changes take effect at the next start")
+        self.config = replace(
+            config,
+            root=self.config.root,
+            listen=self.config.listen,
+            forward=self.config.forward,
+            state_dir=self.config.state_dir,
+        )
         log.info("configuration reloaded")
 
     async def serve(
@@ -134,10 +144,14 @@ class LogdServer:
         # ask (through logd-ctl) about runs the previous daemon left open.
         self.engine = engine = await trio.to_thread.run_sync(self.engine_factory, config)
         try:
+            if config.forward:
+                self.forwarding = await self._open_forwarding(engine)
             listeners, listening = await self._open_listeners()
         except BaseException:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(engine.close)
+                if self.forwarding is not None:
+                    await trio.to_thread.run_sync(self.forwarding.close)
             raise
         self.listener_names = [f"ingest {name}" for name in describe(listening).split(", ")]
         send, recv = trio.open_memory_channel[tuple[Job, trio.Event | None]](WRITER_QUEUE)
@@ -153,6 +167,9 @@ class LogdServer:
                         nursery.start_soon(self._ticker, ticker)
                         housekeeping = trio.CancelScope()
                         nursery.start_soon(self._cleanup_loop, housekeeping)
+                        outputs = trio.CancelScope()
+                        if self.forwarding is not None:
+                            nursery.start_soon(self._run_outputs, outputs, self.forwarding)
                         watchdog = trio.CancelScope()
                         if self.notifier.watchdog_s is not None:
                             nursery.start_soon(self._watchdog, watchdog, self.notifier.watchdog_s)
@@ -176,6 +193,9 @@ class LogdServer:
                         await control_listener.aclose()
                         ticker.cancel()
                         housekeeping.cancel()
+                        # Outputs stop sending; what upstream has not acknowledged
+                        # stays in their buffers for the next start.
+                        outputs.cancel()
                         self._drain()
                         nursery.cancel_scope.deadline = trio.current_time() + DRAIN_GRACE_S
                 finally:
@@ -184,6 +204,8 @@ class LogdServer:
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(engine.close)
+                if self.forwarding is not None:
+                    await trio.to_thread.run_sync(self.forwarding.close)
                 for path in self._made_sockets:
                     unlink_quietly(path)
                 self._close_inherited()
@@ -237,6 +259,23 @@ class LogdServer:
                 listening.tcp.append((name[0], name[1]))
                 listeners.append((tcp, "tcp"))
         return listeners, listening
+
+    def outputs_status(self) -> list[dict[str, Any]]:
+        """Each `[[forward]]` output for `logd-ctl status`."""
+        return self.forwarding.status() if self.forwarding is not None else []
+
+    async def _open_forwarding(self, engine: Engine) -> Forwarding:
+        """Open the output buffers and let the writer feed them."""
+        try:
+            forwarding = await trio.to_thread.run_sync(Forwarding.open, self.config, self.hostname)
+        except OSError as exc:
+            raise StartupError(f"cannot open the [[forward]] buffers: {exc}") from exc
+        engine.forward = forwarding.hub
+        return forwarding
+
+    async def _run_outputs(self, scope: trio.CancelScope, forwarding: Forwarding) -> None:
+        with scope:
+            await forwarding.run()
 
     def set_publishing(self, on: bool) -> None:
         """Have the engine build live-tail items only while someone follows."""
@@ -472,6 +511,8 @@ class LogdServer:
                 if engine.published:
                     items, engine.published = engine.published, []
                     self.control.publish(items)
+                if self.forwarding is not None:
+                    self.forwarding.notify()
                 for _, done in batch:
                     if done is not None:
                         done.set()

@@ -266,7 +266,7 @@ PATH = "must be a non-empty path"
 NAME = "must be a non-empty string"
 HOSTPORT = 'must be HOST:PORT like "127.0.0.1:24224"'
 FSYNC = 'must be "none", "batch" or "always"'
-TOP = "(known: durability, layout, limits, listen, retention, root, rotation)"
+TOP = "(known: durability, forward, layout, limits, listen, retention, root, rotation, state_dir)"
 KINDS = "(known: call, events, run, session)"
 LIMIT_KEYS = (
     "(known: idle_timeout_s, max_connections, max_message_bytes, max_records, open_files, "
