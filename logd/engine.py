@@ -96,7 +96,7 @@ class Totals:
 class _Batch:
     writes: list[Write] = field(default_factory=list)
     rows: list[EventRow] = field(default_factory=list)
-    run_of_path: dict[str, RunState] = field(default_factory=dict)
+    run_dirs: dict[str, RunState] = field(default_factory=dict)
     new_runs: list[RunState] = field(default_factory=list)
     ended_runs: list[RunState] = field(default_factory=list)
     sessions: dict[tuple[str, str], SessionState] = field(default_factory=dict)
@@ -179,7 +179,7 @@ class Engine:
             written = self.sinks.write_many(batch.writes)
             self.sinks.sync()
             for path, count in written.items():
-                owner = batch.run_of_path.get(path)
+                owner = batch.run_dirs.get(path.rsplit("/", 1)[0])
                 if owner is not None:
                     owner.bytes += count
                     owner.files.add(path.rsplit("/", 1)[1])
@@ -232,40 +232,62 @@ class Engine:
         for invalid in entries.invalid:
             self._reject(batch, now, invalid.reason, entries.tag, invalid.raw, peer)
         layout = self.layout
+        registry = self.registry
+        writes, rows = batch.writes, batch.rows
+        run: RunState | None = None
         for time_ns, raw in entries.entries:
             try:
                 record = normalize(entries.tag, time_ns, raw)
             except Unroutable as exc:
                 self._reject(batch, now, str(exc), entries.tag, raw, peer)
                 continue
-            run, created = self.registry.run_for(record, peer, now)
-            if created:
-                batch.new_runs.append(run)
-            self.registry.note_record(run, record)
+            # A message's records nearly always share one run: look it up once.
+            if (
+                run is None
+                or record.run_id != run.run_id
+                or record.app != run.app
+                or record.run_id is None
+                or not run.active
+            ):
+                run, created = registry.run_for(record, peer, now)
+                if created:
+                    batch.new_runs.append(run)
+                batch.run_dirs[run_dir(run.app, run.run_id)] = run
+            registry.note_record(run, record)
             call = None
             if record.call_id is not None:
-                call = self.registry.note_call(
-                    record, run.run_id, day_text(record.time_ns, layout.utc)
-                )
+                call = registry.note_call(record, run.run_id, day_text(record.time_ns, layout.utc))
                 batch.calls[(call.app, call.call_id, call.day)] = call
             routed = route(record, run.run_id, layout, call_day=call.day if call else None)
             if self.forward is not None:
                 batch.outbound.append((record, run.run_id, peer))
             if self.publish:
                 self.published.append(tail_item(record, run.run_id, layout))
-            batch.writes += routed.writes
+            writes += routed.writes
             if routed.event is not None:
-                batch.rows.append(routed.event)
-            for write in routed.writes:
-                if write.kind is Kind.RUN:
-                    batch.run_of_path[write.path] = run
-                elif write.kind is Kind.CALL and call is not None:
-                    call.path = write.path
-                elif write.kind is Kind.SESSION and record.session_id is not None:
-                    session = self.registry.note_session(record, run.run_id, now)
-                    session.path = write.path
-                    batch.sessions[(session.app, session.session_id)] = session
-            self._lifecycle_event(record.event_type, record, routed.writes, batch)
+                rows.append(routed.event)
+            if call is not None or record.session_id is not None:
+                self._note_paths(record, run, call, routed.writes, batch, now)
+            if record.event_type is not None:
+                self._lifecycle_event(record.event_type, record, routed.writes, batch)
+
+    def _note_paths(
+        self,
+        record: Record,
+        run: RunState,
+        call: CallState | None,
+        writes: list[Write],
+        batch: _Batch,
+        now: int,
+    ) -> None:
+        """Remember where a call's or session's file is, for the registry and cleanup."""
+        for write in writes:
+            if write.kind is Kind.CALL and call is not None:
+                call.path = write.path
+            elif write.kind is Kind.SESSION and record.session_id is not None:
+                session = self.registry.note_session(record, run.run_id, now)
+                session.path = write.path
+                batch.sessions[(session.app, session.session_id)] = session
 
     def _lifecycle_event(
         self, event_type: str | None, record: Record, writes: list[Write], batch: _Batch
