@@ -1,33 +1,29 @@
 """The control socket's trio side: request loop, queries off the loop, live-tail fan-out.
 
-Requests and replies are msgpack maps (the ingest framing). Queries read the SQLite
-index and the files in worker threads with their own connections; maintenance goes
-through the writer. A `tail -f` subscriber gets a bounded queue: when it falls behind,
-records are skipped for it (and it is told), never held back for everyone else.
+Requests and replies are msgpack maps (the ingest framing). Queries (`queries`) read
+the SQLite index and the files in worker threads with their own connections;
+maintenance goes through the writer. A `tail -f` subscriber gets a bounded queue: when
+it falls behind, records are skipped for it (and it is told), never held back for
+everyone else.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
 from logd_client import wire
 
-from logd import control
+from logd import control, queries
 from logd.control import ControlError, Request, TailFilter
-from logd.engine import Maintain
-from logd.events import EventIndex
-from logd.routing import safe_name
-from logd.store import RegistryStore
+from logd.jobs import Maintain
 
 if TYPE_CHECKING:
     from logd.server import LogdServer
@@ -36,7 +32,6 @@ log = logging.getLogger("logd.control")
 
 MAX_REQUEST_BYTES = 1024 * 1024
 SUBSCRIBER_QUEUE = 10_000
-TAIL_READ_BYTES = 1024 * 1024
 
 
 @dataclass(slots=True, eq=False)
@@ -156,7 +151,7 @@ class ControlServer:
             for key in ("since", "until"):
                 if key in args:
                     args[key] = control.parse_time(args[key], now)
-        return await trio.to_thread.run_sync(_query, root, req, utc)
+        return await trio.to_thread.run_sync(queries.query, root, req, utc)
 
     async def _maintenance(self, req: Request) -> Any:
         server = self.server
@@ -179,7 +174,7 @@ class ControlServer:
         snapshot = await server.maintain(Maintain("snapshot"))
         conn_runs: dict[int, list[tuple[str, str]]] = snapshot["conn_runs"]
         clients = []
-        for conn_id, conn in sorted(server.conns.items()):
+        for conn_id, conn in sorted(server.connections.conns.items()):
             runs = conn_runs.get(conn_id, [])
             clients.append(
                 {
@@ -190,7 +185,7 @@ class ControlServer:
             )
         now = time.monotonic()
         series = self.rate.series(time.time())
-        disk = await trio.to_thread.run_sync(_disk_bytes, server.config.root)
+        disk = await trio.to_thread.run_sync(queries.disk_bytes, server.config.root)
         totals = snapshot["totals"]
         return {
             "version": server.statistics()["version"],
@@ -265,184 +260,3 @@ async def _wait_for_close(stream: trio.SocketStream, scope: trio.CancelScope) ->
 async def _send_quietly(stream: trio.SocketStream, reply: dict[str, Any]) -> None:
     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
         await stream.send_all(wire.encode_map(reply))
-
-
-# --- queries (worker threads) ---------------------------------------------------------
-
-
-def _query(root: Path, req: Request, utc: bool) -> Any:
-    args = req.args
-    db = root / "index.sqlite3"
-    if req.command == "events":
-        index = EventIndex(db)
-        try:
-            return index.query(
-                app=args.get("app"),
-                type_pattern=args.get("type"),
-                since=args.get("since"),
-                until=args.get("until"),
-                session_id=args.get("session"),
-                run_id=args.get("run"),
-                call_id=args.get("call"),
-                limit=args.get("limit", 1000),
-            )
-        except ValueError as exc:
-            raise ControlError("bad-argument", str(exc)) from exc
-        finally:
-            index.close()
-    store = RegistryStore(db)
-    try:
-        if req.command == "runs":
-            return store.list_runs(
-                app=args.get("app"), active=args.get("active"), limit=args.get("limit")
-            )
-        if req.command == "run":
-            return _run(root, store, args["run_id"], args.get("app"))
-        if req.command == "sessions":
-            return store.list_sessions(
-                app=args.get("app"), active=args.get("active"), limit=args.get("limit")
-            )
-        if req.command == "calls":
-            return store.list_calls(
-                app=args.get("app"),
-                day=args.get("date"),
-                bot_id=args.get("bot"),
-                active=args.get("active"),
-                limit=args.get("limit"),
-            )
-        assert req.command == "tail"
-        return _backlog(root, store, args, utc)
-    finally:
-        store.close()
-
-
-def _run(root: Path, store: RegistryStore, run_id: str, app: str | None) -> dict[str, Any]:
-    if run_id == "current":
-        run_id = _current_run(root, store, app)
-    row = store.get_run(app, run_id)
-    if row is None:
-        where = f" of app {app!r}" if app else ""
-        raise ControlError("not-found", f"no run {run_id!r}{where}")
-    return row
-
-
-def _current_run(root: Path, store: RegistryStore, app: str | None) -> str:
-    if app is not None:
-        try:
-            text = (root / safe_name(app) / "runs" / "current.txt").read_text(encoding="utf-8")
-            return text.strip()
-        except OSError:
-            raise ControlError("not-found", f"app {app!r} has no runs") from None
-    newest = store.list_runs(limit=1)
-    if not newest:
-        raise ControlError("not-found", "there are no runs yet")
-    return str(newest[0]["run_id"])
-
-
-def _backlog(root: Path, store: RegistryStore, args: dict[str, Any], utc: bool) -> list[Any]:
-    n = args.get("n", 10)
-    app = args.get("app")
-    if args.get("events"):
-        index = EventIndex(root / "index.sqlite3")
-        try:
-            rows = index.query(
-                app=app,
-                type_pattern=args["events"],
-                session_id=args.get("session"),
-                run_id=args.get("run"),
-                call_id=args.get("call"),
-                limit=n,
-            )
-        finally:
-            index.close()
-        return [_event_item(row) for row in rows]
-    if args.get("call"):
-        calls = store.list_calls(app=app)
-        call = next((c for c in calls if c["call_id"] == args["call"]), None)
-        if call is None:
-            raise ControlError("not-found", f"no call {args['call']!r}")
-        base = {"app": call["app"], "run_id": call["run_id"], "call_id": call["call_id"]}
-        return control.items_from_lines(
-            _tail_lines(root / call["path"], n), utc=utc, n=n, base=base
-        )
-    if args.get("session"):
-        sessions = store.list_sessions(app=app)
-        session = next((s for s in sessions if s["session_id"] == args["session"]), None)
-        if session is None:
-            raise ControlError("not-found", f"no session {args['session']!r}")
-        return [_session_item(line) for line in _tail_lines(root / session["path"], n)]
-    if args.get("run"):
-        run = _run(root, store, args["run"], app)
-        runs = [run]
-    else:
-        runs = [r for r in store.list_runs(app=app, limit=None if app else 50) if r["active"]]
-        runs = runs or store.list_runs(app=app, limit=1)
-    items: list[dict[str, Any]] = []
-    for run in runs:
-        base = {"app": run["app"], "run_id": run["run_id"]}
-        lines = _tail_lines(root / str(run["path"]) / "main.log", n)
-        items += control.items_from_lines(lines, utc=utc, n=n, base=base)
-    items.sort(key=lambda item: item["time"])
-    return items[-n:] if n else []
-
-
-def _event_item(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "time": row["ts"],
-        "app": row["app"],
-        "run_id": row["run_id"],
-        "session_id": row["session_id"],
-        "call_id": row["call_id"],
-        "event_type": row["event_type"],
-        "level": "INFO",
-        "logger": row["source"],
-        "msg": row["message"],
-        "line": row["raw_line"],
-    }
-
-
-def _session_item(line: str) -> dict[str, Any]:
-    try:
-        obj = json.loads(line)
-    except ValueError:
-        return {"line": line}
-    if not isinstance(obj, dict):
-        return {"line": line}
-    session = obj.get("session_id") or "in-progress"
-    text = f"[{session}] - {obj.get('time')} - {obj.get('logger')} - {obj.get('level')} - "
-    return {**obj, "line": text + str(obj.get("msg", ""))}
-
-
-def _tail_lines(path: Path, n: int) -> list[str]:
-    """The last lines of a file holding at least `n` records (more when lines continue)."""
-    try:
-        with open(path, "rb") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            start = max(0, size - TAIL_READ_BYTES)
-            handle.seek(start)
-            data = handle.read()
-    except FileNotFoundError:
-        return []
-    lines = data.decode("utf-8", "replace").splitlines()
-    if start > 0:
-        lines = lines[1:]
-    return lines[-(n * 50 + 1000) :]
-
-
-def _disk_bytes(root: Path) -> int:
-    total = 0
-    stack = [os.fspath(root)]
-    while stack:
-        try:
-            entries = list(os.scandir(stack.pop()))
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                elif entry.is_file(follow_symlinks=False):
-                    total += entry.stat(follow_symlinks=False).st_blocks * 512
-            except OSError:
-                continue
-    return total

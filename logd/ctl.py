@@ -1,8 +1,9 @@
 """`logd-ctl`: the operator's command, a blocking client of the daemon's control socket.
 
 Parses arguments into one request map (`build_request`, no I/O), sends it over the
-control socket and prints the reply through `ctl_format`. Stdlib + msgpack only (no trio),
-so it starts fast. Exit codes: 0 ok, 1 the daemon said no, 2 usage, 3 no daemon.
+control socket (`ctl_connection`) and prints the reply through `ctl_format` and
+`ctl_blocks`. Stdlib + msgpack only (no trio), so it starts fast. Exit codes: 0 ok,
+1 the daemon said no, 2 usage, 3 no daemon.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import stat
 import sys
 import time
@@ -22,16 +22,19 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from typing import Any, TextIO
 
-from logd_client import wire
-
+from logd import ctl_blocks as blocks
 from logd import ctl_format as fmt
 from logd.control import MAX_LIMIT, request
+from logd.ctl_connection import (
+    REPLY_TIMEOUT_S,
+    ControlConnection,
+    DaemonError,
+    Unavailable,
+    reply_result,
+)
 
 __all__ = [
-    "ControlConnection",
-    "DaemonError",
     "Printer",
-    "Unavailable",
     "build_parser",
     "build_request",
     "control_path",
@@ -42,25 +45,8 @@ __all__ = [
 SYSTEM_CONTROL = "/run/logd/ctl.sock"
 CONTROL_ENV = "LOGD_CONTROL"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
-REPLY_TIMEOUT_S = 60.0
 # Cleanup deletes a tree's worth of old files before it answers.
 _SLOW_TIMEOUT_S = {"cleanup": 600.0, "rotate": 600.0}
-# The daemon is trusted and `events --limit 1000000` is a legitimate, large reply.
-MAX_REPLY_BYTES = 1 << 30
-_READ_BYTES = 1 << 16
-
-
-class Unavailable(Exception):
-    """The daemon cannot be reached: no socket, nobody listening, or no permission."""
-
-
-class DaemonError(Exception):
-    """The daemon replied with a coded error, or the conversation broke off."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 # --- arguments ----------------------------------------------------------------------------------
@@ -221,110 +207,6 @@ def control_path(
     return SYSTEM_CONTROL
 
 
-# --- the connection -----------------------------------------------------------------------------
-
-
-class ControlConnection:
-    """One blocking conversation with the daemon: request maps out, reply maps in.
-
-    Args:
-        path: The control socket.
-        timeout: Seconds a connect or read may take; None waits forever (`tail -f`).
-
-    Raises:
-        Unavailable: nothing to talk to at `path`.
-
-    Resource handling: owns its socket; use as a context manager or call `close()`.
-    """
-
-    def __init__(self, path: str, timeout: float | None = REPLY_TIMEOUT_S) -> None:
-        self.path = path
-        self._timeout = timeout
-        self._decoder = wire.MapDecoder(max_message_bytes=MAX_REPLY_BYTES)
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.settimeout(timeout)
-        try:
-            self._sock.connect(path)
-        except OSError as exc:
-            self._sock.close()
-            raise Unavailable(_unavailable(path, exc)) from None
-
-    def __enter__(self) -> ControlConnection:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def set_timeout(self, timeout: float | None) -> None:
-        self._timeout = timeout
-        self._sock.settimeout(timeout)
-
-    def send(self, payload: Mapping[str, Any]) -> None:
-        try:
-            self._sock.sendall(wire.encode_map(payload))
-        except OSError as exc:
-            raise DaemonError("disconnected", f"lost the connection to logd: {exc}") from None
-
-    def receive(self) -> dict[str, Any] | None:
-        """The next map from the daemon, or None when it closed the connection.
-
-        Raises:
-            DaemonError: garbage on the socket, a timeout or a reset.
-        """
-        try:
-            while True:
-                event = self._decoder.next_event()
-                if isinstance(event, wire.Closed):
-                    return None
-                if event is not None:
-                    return event
-                data = self._sock.recv(min(self._decoder.read_size, _READ_BYTES))
-                if data:
-                    self._decoder.receive_data(data)
-                else:
-                    self._decoder.receive_eof()
-        except wire.RemoteProtocolError as exc:
-            raise DaemonError(exc.code, f"bad reply from logd: {exc}") from None
-        except TimeoutError:
-            raise DaemonError("timeout", f"no reply from logd within {self._timeout:g} s") from None
-        except OSError as exc:
-            raise DaemonError("disconnected", f"lost the connection to logd: {exc}") from None
-
-    def call(self, payload: Mapping[str, Any]) -> Any:
-        """Send one request and return the `result` of its reply.
-
-        Raises:
-            DaemonError: an error reply (its code and message), or no reply at all.
-        """
-        self.send(payload)
-        return _result(self.receive())
-
-
-def _unavailable(path: str, exc: OSError) -> str:
-    if isinstance(exc, FileNotFoundError | NotADirectoryError):
-        return f"logd is not running (no control socket at {path})"
-    if isinstance(exc, ConnectionRefusedError):
-        return f"logd is not running (nothing listens on {path})"
-    if isinstance(exc, PermissionError):
-        return f"permission denied: {path}, are you in the logd group?"
-    return f"cannot reach logd at {path}: {exc.strerror or exc}"
-
-
-def _result(reply: Mapping[str, Any] | None) -> Any:
-    if reply is None:
-        raise DaemonError("disconnected", "logd closed the connection without replying")
-    if reply.get("ok") is True:
-        return reply.get("result")
-    error = reply.get("error")
-    if isinstance(error, Mapping):
-        code, message = str(error.get("code", "error")), str(error.get("message", ""))
-        raise DaemonError(code, message or code)
-    raise DaemonError("bad-reply", f"unexpected reply from logd: {str(reply)[:200]}")
-
-
 # --- output -------------------------------------------------------------------------------------
 
 
@@ -406,17 +288,17 @@ def render(command: str, result: Any, printer: Printer, now: float) -> int:
     if printer.as_json:
         printer.json(result)
     elif command == "status":
-        width = min(printer.width or fmt.STATUS_WIDTH, fmt.STATUS_WIDTH)
-        printer.lines(fmt.status_block(result, width))
+        width = min(printer.width or blocks.STATUS_WIDTH, blocks.STATUS_WIDTH)
+        printer.lines(blocks.status_block(result, width))
     elif command == "run":
-        printer.lines(fmt.run_block(result, now))
+        printer.lines(blocks.run_block(result, now))
     elif command in _TABLES:
         if result:
             printer.lines(_TABLES[command](result, now, printer.width))
         else:
             printer.lines([f"-- no {command} --"])
     elif command == "cleanup":
-        printer.lines(fmt.cleanup_lines(result))
+        printer.lines(blocks.cleanup_lines(result))
     elif command == "rotate":
         printer.lines([f"Rotated {result.get('rotated', 0)} files."])
     elif command == "reload":
@@ -445,7 +327,7 @@ def _tail(conn: ControlConnection, payload: Mapping[str, Any], printer: Printer)
         elif "notice" in message:
             print(f"logd-ctl: {message['notice']}", file=sys.stderr, flush=True)
         else:
-            _result(message)  # an error reply ends the follow; anything else is ignored
+            reply_result(message)  # an error reply ends the follow; anything else is ignored
 
 
 def _quiet_stdout() -> None:

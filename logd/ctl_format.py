@@ -1,44 +1,42 @@
-"""What `logd-ctl` prints: the status block, listings as tables, run-log lines in colour.
+"""How `logd-ctl` writes values and tables: sizes, durations, local times, sparklines,
+listings as aligned tables, run-log lines in colour.
 
 Pure: results in, lines out. No I/O, no clock (`now` is an argument), no terminal
-queries; the caller decides the width and whether colour is on.
+queries; the caller decides the width and whether colour is on. The one-result blocks
+(status, run, cleanup) are in `ctl_blocks`.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Literal
 
 __all__ = [
+    "ELLIPSIS",
     "Column",
     "calls_table",
-    "cleanup_lines",
     "colour_line",
+    "count_text",
+    "cut",
+    "elapsed",
     "events_table",
     "human_bytes",
     "human_duration",
     "printable",
-    "run_block",
     "runs_table",
     "sessions_table",
     "short_time",
     "sparkline",
-    "status_block",
     "table",
 ]
 
-STATUS_WIDTH = 80
-MAX_CLIENT_LINES = 10
-SPARK_WIDTH = 30
 _BARS = "▁▂▃▄▅▆▇█"
-_ELLIPSIS = "…"
+ELLIPSIS = "…"
 _GAP = "  "
-_LABEL = 12  # status labels are right-aligned to this width, like `systemctl status`
 # SGR codes; each physical line is wrapped on its own so `less -R` and `grep` keep working.
 _COLOURS = {
     "DEBUG": "\x1b[2m",
@@ -110,7 +108,8 @@ def _epoch(value: Any) -> float | None:
     return moment.timestamp() if moment is not None else None
 
 
-def _count(value: Any) -> str:
+def count_text(value: Any) -> str:
+    """An integer with thousands separators (`1,234`); anything else is `-`."""
     return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else "-"
 
 
@@ -147,10 +146,11 @@ def printable(text: str) -> str:
     return _CONTROL_RE.sub(lambda m: repr(m[0])[1:-1], text)
 
 
-def _cut(text: str, width: int) -> str:
+def cut(text: str, width: int) -> str:
+    """`text` in at most `width` characters, ending in an ellipsis when cut."""
     if len(text) <= width:
         return text
-    return text[: max(width - 1, 0)] + _ELLIPSIS if width > 0 else ""
+    return text[: max(width - 1, 0)] + ELLIPSIS if width > 0 else ""
 
 
 # --- tables -------------------------------------------------------------------------------------
@@ -211,14 +211,14 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int |
     def render(cells: Sequence[str]) -> str:
         parts = []
         for i, (column, cell) in enumerate(zip(columns, cells, strict=True)):
-            text = _cut(cell, widths[i]) if width is not None else cell
+            text = cut(cell, widths[i]) if width is not None else cell
             last = i == len(columns) - 1
             if column.align == ">":
                 parts.append(text.rjust(widths[i]))
             else:
                 parts.append(text if last else text.ljust(widths[i]))
         line = _GAP.join(parts).rstrip()
-        return _cut(line, width) if width is not None else line
+        return cut(line, width) if width is not None else line
 
     return [render([c.header for c in columns]), *(render(row) for row in rows)]
 
@@ -231,7 +231,8 @@ def _errors(counts: Any) -> int:
     )
 
 
-def _elapsed(start: Any, end: Any, now: float) -> str:
+def elapsed(start: Any, end: Any, now: float) -> str:
+    """From `start` to `end` (to `now` while going) as `human_duration`; `-` if unknown."""
     begin = _epoch(start)
     finish = _epoch(end) if end is not None else now
     if begin is None or finish is None:
@@ -252,7 +253,7 @@ def _time(key: str) -> _Cell:
 
 
 def _number(key: str) -> _Cell:
-    return lambda row, now: _count(row.get(key))
+    return lambda row, now: count_text(row.get(key))
 
 
 def _run_end(row: Row, now: float) -> str:
@@ -267,7 +268,7 @@ def _call_duration(row: Row, now: float) -> str:
     ms = row.get("duration_ms")
     if isinstance(ms, int | float) and not isinstance(ms, bool):
         return human_duration(ms / 1000)
-    return _elapsed(row.get("start_ts"), None, now) + "+"  # still going
+    return elapsed(row.get("start_ts"), None, now) + "+"  # still going
 
 
 def _event_message(row: Row, now: float) -> str:
@@ -287,9 +288,9 @@ _RUNS: Sequence[tuple[Column, _Cell]] = (
     (Column("RUN_ID"), _text("run_id")),
     (Column("APP", min_width=5), _text("app")),
     (Column("START", min_width=11, compact=_month_to_minute), _time("start_time")),
-    (Column("DURATION", ">"), lambda r, now: _elapsed(r.get("start_time"), r.get("end_time"), now)),
+    (Column("DURATION", ">"), lambda r, now: elapsed(r.get("start_time"), r.get("end_time"), now)),
     (Column("RECORDS", ">"), _number("records")),
-    (Column("ERRORS", ">"), lambda r, now: _count(_errors(r.get("counts")))),
+    (Column("ERRORS", ">"), lambda r, now: count_text(_errors(r.get("counts")))),
     (Column("END", min_width=7), _run_end),
 )
 _SESSIONS: Sequence[tuple[Column, _Cell]] = (
@@ -298,7 +299,7 @@ _SESSIONS: Sequence[tuple[Column, _Cell]] = (
     (Column("FIRST", min_width=11, compact=_month_to_minute), _time("first_ts")),
     (Column("LAST", min_width=11, compact=_month_to_minute), _time("last_ts")),
     (Column("RECORDS", ">"), _number("records")),
-    (Column("RUNS", ">"), lambda r, now: _count(len(r.get("runs") or ()))),
+    (Column("RUNS", ">"), lambda r, now: count_text(len(r.get("runs") or ()))),
     (Column("END", min_width=6), _session_end),
 )
 _CALLS: Sequence[tuple[Column, _Cell]] = (
@@ -343,182 +344,3 @@ def calls_table(calls: Sequence[Row], now: float, width: int | None) -> list[str
 def events_table(events: Sequence[Row], now: float, width: int | None) -> list[str]:
     """`logd-ctl events`: TS TYPE SOURCE MESSAGE, the message cut first on a terminal."""
     return _listing(_EVENTS, events, now, width)
-
-
-# --- blocks -------------------------------------------------------------------------------------
-
-
-def _field(label: str, value: str) -> str:
-    return f"{label:>{_LABEL}}: {value}"
-
-
-def _more(label: str, values: Sequence[str]) -> list[str]:
-    if not values:
-        return [_field(label, "none")]
-    indent = " " * (_LABEL + 2)
-    return [_field(label, values[0]), *(indent + v for v in values[1:])]
-
-
-def _clients(clients: Sequence[Mapping[str, Any]]) -> list[str]:
-    if not clients:
-        return [_field("Clients", "none")]
-    indent = " " * (_LABEL + 2)
-    columns = [Column("PID", ">"), Column("UID", ">"), Column("APP", min_width=6)]
-    columns.append(Column("RUN", min_width=8))
-    rows = []
-    for c in clients[:MAX_CLIENT_LINES]:
-        pid = c.get("pid")
-        who = str(pid) if pid is not None else str(c.get("address") or c.get("transport", "?"))
-        uid = c.get("uid")
-        rows.append(
-            [
-                who,
-                str(uid) if uid is not None else "-",
-                ",".join(map(str, c.get("apps") or ())) or "-",
-                ",".join(map(str, c.get("runs") or ())) or "-",
-            ]
-        )
-    lines = [_field("Clients", f"{len(clients)} connected")]
-    lines += [indent + line for line in table(columns, rows, STATUS_WIDTH - len(indent))]
-    if len(clients) > MAX_CLIENT_LINES:
-        lines.append(f"{indent}{_ELLIPSIS} and {len(clients) - MAX_CLIENT_LINES} more")
-    return lines
-
-
-def _outputs(outputs: Sequence[Mapping[str, Any]]) -> list[str]:
-    """`[[forward]]` outputs: where and whether connected, the buffer, the counters, and
-    the last error if any."""
-    indent = " " * (_LABEL + 2)
-    lines: list[str] = []
-    for index, out in enumerate(outputs):
-        state = "connected" if out.get("connected") else "not connected"
-        head = f"{out.get('name', '?')} {out.get('type', '?')} {out.get('target', '?')} {state}"
-        lines.append(_field("Outputs", head) if index == 0 else indent + head)
-        size = out.get("buffered_bytes")
-        buffered = (
-            f"{indent}buffered {_count(out.get('buffered_records'))}"
-            f" ({human_bytes(size) if isinstance(size, int) else '-'})"
-        )
-        dropped = out.get("dropped") or {}
-        total = sum(n for n in dropped.values() if isinstance(n, int))
-        if total:
-            buffered += f" · dropped {total:,} ({', '.join(sorted(dropped))})"
-        lines.append(buffered)
-        lines.append(
-            f"{indent}sent {_count(out.get('sent'))} · acked {_count(out.get('acked'))}"
-            f" · retried {_count(out.get('retried'))}"
-        )
-        error = out.get("last_error")
-        if error:
-            text = f"{short_time(out.get('last_error_time'))} {printable(str(error))}"
-            wrap = STATUS_WIDTH - len(indent)
-            wrapped = textwrap.wrap(text, wrap, max_lines=2, placeholder=" " + _ELLIPSIS)
-            lines += [indent + line for line in wrapped]
-    return lines
-
-
-def _joined(values: Mapping[str, Any], names: str) -> str:
-    """`in 12 · written 12` from `values` and `"in=records_in written=records_written"`."""
-    pairs = (part.split("=") for part in names.split())
-    return " · ".join(
-        f"{label.replace('_', ' ')} {_count(values.get(key))}" for label, key in pairs
-    )
-
-
-def status_block(status: Mapping[str, Any], width: int = STATUS_WIDTH) -> list[str]:
-    """`logd-ctl status`: a `systemctl status`-like block, every line at most `width`."""
-    totals = status.get("totals") or {}
-    rate = status.get("rate_1m")
-    rate_text = f"{rate:.1f}/s" if isinstance(rate, int | float) else "-"
-    spark = sparkline(status.get("rate_series") or [], SPARK_WIDTH)
-    uptime = status.get("uptime_s")
-    up = human_duration(uptime) if isinstance(uptime, int | float) else "-"
-    disk = status.get("disk_bytes")
-    lines = [
-        f"● logd {status.get('version', '?')} - running, pid {status.get('pid', '?')}, up {up}",
-        *_more("Listeners", [str(x) for x in status.get("listeners") or ()]),
-        _field("Root", str(status.get("root", "-"))),
-        *_clients(status.get("clients") or []),
-        _field(
-            "Records",
-            _joined(totals, "in=records_in written=records_written events=events_indexed"),
-        ),
-        _field("Refused", _joined(totals, "rejected=rejected duplicates=duplicates")),
-        _field("Dropped", _joined(totals, "by_clients=dropped_by_clients")),
-        _field("Rate", f"{rate_text:<9} {spark} last minute"),
-        _field("Open files", _count(status.get("open_files"))),
-        _field(
-            "Active", _joined(status.get("active") or {}, "runs=runs sessions=sessions calls=calls")
-        ),
-        _field("Disk", human_bytes(disk) if isinstance(disk, int) else "-"),
-        *_outputs(status.get("outputs") or []),
-    ]
-    errors = status.get("errors") or {}
-    if errors:
-        counted = sorted(errors.items(), key=lambda kv: (-int(kv[1]), kv[0]))
-        lines.append(_field("Errors", ", ".join(f"{code} {n}" for code, n in counted)))
-    last_error = status.get("last_error")
-    if last_error:
-        wrap = width - _LABEL - 2
-        wrapped = textwrap.wrap(str(last_error), wrap, max_lines=3, placeholder=" " + _ELLIPSIS)
-        lines += _more("Last error", wrapped or [""])
-    else:
-        lines.append(_field("Last error", "none"))
-    lines.append(_field("Last cleanup", _cleanup_summary(status.get("last_cleanup"))))
-    return [_cut(line, width) for line in lines]
-
-
-def _cleanup_summary(last: Any) -> str:
-    if not isinstance(last, Mapping):
-        return "never"
-    deleted = last.get("deleted")
-    count = len(deleted) if isinstance(deleted, list) else deleted
-    freed = last.get("freed_bytes")
-    size = human_bytes(freed) if isinstance(freed, int) else "-"
-    if last.get("dry_run"):
-        return f"{short_time(last.get('time'))}, dry run: would delete {_count(count)}"
-    return f"{short_time(last.get('time'))}, deleted {_count(count)}, freed {size}"
-
-
-def run_block(run: Mapping[str, Any], now: float) -> list[str]:
-    """`logd-ctl run ID`: the metadata an operator reads first; `--json` has all of it."""
-    end = run.get("end_time")
-    if end is None and run.get("active", True):
-        ended = f"running for {_elapsed(run.get('start_time'), None, now)}"
-    else:
-        reason = run.get("end_reason") or "?"
-        after = _elapsed(run.get("start_time"), end, now)
-        ended = f"{short_time(end)} ({reason}), after {after}"
-    counts = run.get("counts") or {}
-    by_level = " · ".join(f"{level} {_count(n)}" for level, n in counts.items())
-    records = _count(run.get("records")) + (f" ({by_level})" if by_level else "")
-    size = run.get("bytes")
-    argv = run.get("argv")
-    pairs: list[tuple[str, str]] = [
-        ("Run", f"{run.get('run_id', '?')} ({run.get('app', '?')})"),
-        ("Start", short_time(run.get("start_time"))),
-        ("End", ended),
-        ("Host", str(run.get("host") or "-")),
-        ("PIDs", ", ".join(map(str, run.get("pids") or ())) or "-"),
-        ("Argv", " ".join(map(str, argv)) if isinstance(argv, list) else "-"),
-        ("Records", records),
-        ("Size", human_bytes(size) if isinstance(size, int) else "-"),
-        ("Files", ", ".join(map(str, run.get("files") or ())) or "-"),
-        ("Path", str(run.get("path") or "-")),
-    ]
-    return [_field(label, value) for label, value in pairs]
-
-
-def cleanup_lines(result: Mapping[str, Any]) -> list[str]:
-    """`logd-ctl cleanup`: what went (or would go), then the size freed."""
-    dry = bool(result.get("dry_run"))
-    deleted = [str(p) for p in result.get("deleted") or ()]
-    freed = result.get("freed_bytes")
-    size = human_bytes(freed) if isinstance(freed, int) else "-"
-    verb = "would delete" if dry else "deleted"
-    lines = [f"  {path}" for path in deleted]
-    noun = "path" if len(deleted) == 1 else "paths"
-    summary = f"{verb.capitalize()} {len(deleted)} {noun}, " + (
-        f"would free {size}" if dry else f"freed {size}"
-    )
-    return [f"{summary}{':' if deleted else '.'}", *lines]

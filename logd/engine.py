@@ -7,25 +7,26 @@ trio side never touches the disk.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from logd_client import wire
 
 from logd.cleanup import CleanupReport, run_cleanup
 from logd.config import Config, Layout
 from logd.dedup import ChunkKey, Dedup, chunk_key
-from logd.events import EventRow, iso_utc_ms
+from logd.eventline import iso_utc_ms
+from logd.events import EventRow
+from logd.jobs import ConnClosed, Ingest, Job, Maintain, Tick
 from logd.rebuild import open_or_rebuild
 from logd.records import Record, Unroutable, normalize
-from logd.registry import CallState, Peer, Registry, RunState, SessionState, pid_alive
+from logd.recovery import persisted_run, recover_open_runs
+from logd.registry import Registry, pid_alive
 from logd.routing import (
     Kind,
     Write,
@@ -37,46 +38,12 @@ from logd.routing import (
     tail_item,
 )
 from logd.sinks import Sinks, point_current, write_json_atomic
+from logd.states import CallState, Peer, RunState, SessionState
 
 if TYPE_CHECKING:
     from logd.forward.hub import Hub
 
 log = logging.getLogger("logd.engine")
-
-
-@dataclass(slots=True)
-class Ingest:
-    """One decoded message from one connection; `ok` once it is durable."""
-
-    peer: Peer
-    entries: wire.Entries
-    ok: bool = False
-    duplicate: bool = False
-
-
-@dataclass(slots=True)
-class ConnClosed:
-    peer: Peer
-    by_daemon: bool
-
-
-@dataclass(slots=True)
-class Tick:
-    """Periodic housekeeping: vanished processes, idle sessions, metadata refresh."""
-
-
-@dataclass(slots=True)
-class Maintain:
-    """An operator's request carried out between batches: cleanup, rotate or reload."""
-
-    action: str
-    dry_run: bool = False
-    config: Config | None = None
-    result: dict[str, Any] = field(default_factory=dict)
-    done: bool = False
-
-
-Job = Ingest | ConnClosed | Tick | Maintain
 
 
 @dataclass(slots=True)
@@ -135,7 +102,9 @@ class Engine:
         if rebuilt is not None:
             log.warning("index.sqlite3 rebuilt from the files: %s", rebuilt)
         self.registry = Registry(
-            utc=config.layout.utc, pid_alive=pid_alive, lookup=self._persisted_run
+            utc=config.layout.utc,
+            pid_alive=pid_alive,
+            lookup=partial(persisted_run, self.store, self.root),
         )
         self.totals = Totals()
         self.last_cleanup: dict[str, Any] | None = None
@@ -145,7 +114,7 @@ class Engine:
         self.published: list[dict[str, Any]] = []
         # [[forward]] output buffers (set by the server): fed after each commit.
         self.forward: Hub | None = None
-        self._recover_open_runs()
+        recover_open_runs(self.store, self.registry, self.root, clock_ns(), self._write_metadata)
 
     @property
     def layout(self) -> Layout:
@@ -329,44 +298,7 @@ class Engine:
         run.written_ns = now
         return {**meta, "path": folder}
 
-    # --- startup and maintenance ---------------------------------------------------
-
-    def _persisted_run(self, app: str, run_id: str) -> RunState | None:
-        """A run this daemon does not hold in memory, from its registry row and metadata."""
-        row = self.store.get_run(app, run_id)
-        if row is None:
-            return None
-        try:
-            return RunState.from_metadata(
-                _read_json(self.root / str(row["path"]) / "metadata.json")
-            )
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
-    def _recover_open_runs(self) -> None:
-        """Runs a previous daemon left open: adopted if their processes live, else lost."""
-        now = self.clock_ns()
-        rows = []
-        for row in self.store.open_runs():
-            meta_path = self.root / str(row["path"]) / "metadata.json"
-            try:
-                run = RunState.from_metadata(_read_json(meta_path))
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                log.warning(
-                    "run %s/%s: unreadable metadata.json (%s); left as it is",
-                    row["app"],
-                    row["run_id"],
-                    exc,
-                )
-                continue
-            if run.pids and any(self.registry.pid_alive(pid) for pid in run.pids):
-                self.registry.adopt(run)
-                continue
-            run.end_ns, run.end_reason = now, "lost"
-            rows.append(self._write_metadata(run, now))
-        if rows:
-            self.store.write(runs=rows)
-            log.info("%d run(s) left open by the previous daemon ended as lost", len(rows))
+    # --- maintenance ---------------------------------------------------
 
     def _maintain(self, job: Maintain, now: int) -> None:
         job.done = True
@@ -447,14 +379,6 @@ class Engine:
         finally:
             self.index.close()
             self.store.close()
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
-    if not isinstance(data, dict):
-        raise ValueError("metadata is not an object")
-    return data
 
 
 def ensure_root(root: Path) -> None:

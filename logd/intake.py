@@ -15,7 +15,7 @@ from pathlib import Path
 import trio
 from logd_client import spool, wire
 
-from logd.registry import Peer
+from logd.states import Peer
 
 log = logging.getLogger("logd.intake")
 SPOOL_PEER = Peer(conn_id=0, transport="spool", address="spool")

@@ -2,7 +2,7 @@
 
 Pure: no I/O and no clock. `now` and every timestamp are arguments (POSIX seconds), and
 paths are plain strings relative to the root, so the rules of SPEC §6 are tested as
-tables. `cleanup` walks the disk and carries the decisions out.
+tables. `scan` walks the disk into a `Listing`; `cleanup` carries the decisions out.
 """
 
 from __future__ import annotations

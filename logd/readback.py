@@ -3,26 +3,27 @@
 Runs from ``metadata.json``, sessions from their JSON lines, calls from their logs and
 their ``call:start``/``call:end`` events, events from ``events.log`` and its archives.
 Reads only: never changes the tree, never follows a symlink, never fails on what it
-finds (bad files and lines are counted in a :class:`Tally`).
+finds (bad files and lines are counted in a :class:`Tally`). The careful file reading
+is ``tree_files``; this module knows what the files mean.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 import sqlite3
-import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 from urllib.parse import unquote
 
-from logd.events import EventIndex, EventRow, ParsedEvent, parse_event_line
+from logd.eventline import ParsedEvent, parse_event_line
+from logd.events import EventIndex, EventRow
 from logd.routing import safe_name
-from logd.store import CallRow, SessionRow, iso_to_ns
+from logd.tables import CallRow, SessionRow, iso_to_ns
+from logd.tree_files import file_groups, list_entries, list_files, mtime_ns, read_lines
 
 __all__ = ["Tally", "app_dirs", "decode_name", "read_app"]
 
@@ -81,63 +82,6 @@ def decode_name(name: str, known: Mapping[str, str] | None = None) -> str:
     return "" if name == "%" else unquote(name)
 
 
-def _open_text(path: Path) -> TextIO:
-    # "replace": the index cannot bind lone surrogates, and a damaged byte must not
-    # cost the rest of the file.
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
-
-
-def _lines(path: Path, tally: Tally) -> Iterator[str]:
-    """Non-empty lines without their newline; a truncated archive yields what it holds."""
-    try:
-        with _open_text(path) as handle:
-            for line in handle:
-                line = line.rstrip("\n")
-                if line:
-                    yield line
-    except (OSError, EOFError, zlib.error) as exc:
-        tally.problem(path, exc)
-
-
-def _entries(folder: Path) -> list[Path]:
-    """Sorted children, without symlinks: the rebuild never follows a link out of the root."""
-    try:
-        return sorted(p for p in folder.iterdir() if not p.is_symlink())
-    except OSError:
-        return []
-
-
-def _files(folder: Path) -> list[Path]:
-    """Sorted regular files; a rotated file is read once even if found twice.
-
-    A crash during compression can leave both `x.1` and a complete `x.1.gz` (see
-    `cleanup.compress_file`): the uncompressed one is read, the copy skipped.
-    """
-    files = [p for p in _entries(folder) if p.is_file()]
-    names = {p.name for p in files}
-    return [p for p in files if not (p.name.endswith(".gz") and p.name[:-3] in names)]
-
-
-def _groups(folder: Path, pattern: re.Pattern[str]) -> dict[str, list[Path]]:
-    """Live files and their rotated backups by name, oldest backup first, live file last."""
-    found: dict[str, list[tuple[int, Path]]] = {}
-    for path in _files(folder):
-        match = pattern.fullmatch(path.name)
-        if match is not None:
-            order = -int(match[2]) if match[2] else 0
-            found.setdefault(match[1], []).append((order, path))
-    return {name: [p for _, p in sorted(files)] for name, files in found.items()}
-
-
-def _mtime_ns(path: Path) -> int:
-    try:
-        return path.stat().st_mtime_ns
-    except OSError:
-        return 0
-
-
 def _ns_or_none(value: object) -> int | None:
     if not isinstance(value, str):
         return None
@@ -160,7 +104,7 @@ def _float_or_none(value: object) -> float | None:
 def app_dirs(root: Path) -> list[Path]:
     """Folders of the root that look like an app: it has runs, sessions, calls or events."""
     apps = []
-    for path in _entries(root):
+    for path in list_entries(root):
         if path.name.startswith(".") or path.name == "_rejected" or not path.is_dir():
             continue
         if any((path / n).is_dir() for n in ("runs", "sessions", "calls")) or any(
@@ -218,7 +162,7 @@ def _scan_runs(root: Path, app_dir: Path, tally: Tally) -> tuple[list[Any], str]
     """Run metadata dicts (app not yet set) and the app id their metadata gives."""
     found: list[tuple[Path, Any]] = []
     app = decode_name(app_dir.name)
-    for run_dir in _entries(app_dir / "runs"):
+    for run_dir in list_entries(app_dir / "runs"):
         if not run_dir.is_dir():
             continue  # `current.txt`; `current` itself is a symlink and skipped already
         try:
@@ -284,7 +228,7 @@ def _insert_events(index: EventIndex, rows: list[EventRow], tally: Tally) -> Non
 def _index_events(app: str, app_dir: Path, index: EventIndex, tally: Tally) -> dict[str, _CallSeen]:
     """Index every parseable event line; return call start/end times seen on the way."""
     archives = []
-    for path in _files(app_dir):
+    for path in list_files(app_dir):
         match = _ARCHIVE_RE.fullmatch(path.name)
         if match is not None:
             archives.append((match[1], int(match[2] or 0), path))
@@ -295,7 +239,7 @@ def _index_events(app: str, app_dir: Path, index: EventIndex, tally: Tally) -> d
     calls: dict[str, _CallSeen] = {}
     batch: list[EventRow] = []
     for path in files:
-        for line in _lines(path, tally):
+        for line in read_lines(path, tally.problem):
             try:
                 event = parse_event_line(line)
             except ValueError:
@@ -327,13 +271,13 @@ def _scan_sessions(
 ) -> list[SessionRow]:
     """Session rows from their JSON lines; also notes each call's run, session and bot."""
     rows = []
-    for name, files in _groups(app_dir / "sessions", _SESSION_FILE_RE).items():
+    for name, files in file_groups(app_dir / "sessions", _SESSION_FILE_RE).items():
         session_id = decode_name(name)
         runs: list[str] = []
         first_ns = last_ns = end_ns = None
         records = 0
         for path in files:
-            for line in _lines(path, tally):
+            for line in read_lines(path, tally.problem):
                 records += 1
                 try:
                     obj = json.loads(line)
@@ -359,7 +303,7 @@ def _scan_sessions(
                     seen.run_id = run_id or seen.run_id
                     seen.session_id = seen.session_id or _str_or_none(sid)
                     seen.bot_id = _str_or_none(obj.get("bot_id")) or seen.bot_id
-        fallback_ns = _mtime_ns(files[-1])
+        fallback_ns = mtime_ns(files[-1])
         rows.append(
             SessionRow(
                 app=app,
@@ -392,18 +336,18 @@ def _scan_calls(
     """Call rows from `calls/<day>/bot_<bot>/call_<id>.log`, timed by their events."""
     known_calls = {safe_name(call_id): call_id for call_id in calls}
     rows = []
-    for day_dir in _entries(app_dir / "calls"):
-        for bot_dir in _entries(day_dir):
+    for day_dir in list_entries(app_dir / "calls"):
+        for bot_dir in list_entries(day_dir):
             if not bot_dir.name.startswith("bot_") or not bot_dir.is_dir():
                 continue
             bot_name = bot_dir.name[4:]
-            for name, files in _groups(bot_dir, _CALL_FILE_RE).items():
+            for name, files in file_groups(bot_dir, _CALL_FILE_RE).items():
                 call_id = decode_name(name, known_calls)
                 seen = calls.get(call_id, _CallSeen())
                 records = errors = 0
                 first_ns = None
                 for path in files:
-                    for line in _lines(path, tally):
+                    for line in read_lines(path, tally.problem):
                         match = _CALL_LINE_RE.match(line)
                         if match is None:
                             continue
@@ -411,7 +355,7 @@ def _scan_calls(
                         errors += match[3] in _ERROR_LEVELS
                         if first_ns is None:
                             first_ns = _clock_ns(match[1], match[2], utc)
-                start_ns = seen.start_ns or first_ns or _mtime_ns(files[0])
+                start_ns = seen.start_ns or first_ns or mtime_ns(files[0])
                 end_ns = (
                     seen.end_ns if seen.end_ns is not None and seen.end_ns >= start_ns else None
                 )

@@ -18,7 +18,8 @@ from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from logd.config import Layout
-from logd.events import EventRow, format_event_line, iso_utc_ms
+from logd.eventline import format_event_line, iso_utc_ms
+from logd.events import EventRow
 from logd.records import ERROR_LEVELNO, Record, exception_summary
 
 NO_SESSION = "in-progress"

@@ -1,25 +1,22 @@
-"""trio listeners, connection tasks and the writer task.
+"""The daemon's trio core: startup and shutdown, the writer task, ticker and housekeeping.
 
-Connection tasks decode bytes and wait for the writer; they never touch files. The
-writer task owns the `Engine` and runs each batch in a worker thread, so a slow disk
-slows the clients that wait for acks rather than the event loop.
+Connection tasks (`connections`) decode bytes and wait for the writer; they never touch
+files. The writer task owns the `Engine` and runs each batch in a worker thread, so a
+slow disk slows the clients that wait for acks rather than the event loop. Sockets are
+opened and closed by `sockets.Listeners`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import hmac
 import logging
 import os
 import socket as stdsocket
-import struct
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import trio
@@ -27,21 +24,14 @@ from logd_client import spool, wire
 
 from logd import __version__
 from logd.config import Config
+from logd.connections import Connections
 from logd.control_server import ControlServer
-from logd.engine import ConnClosed, Engine, Ingest, Job, Maintain, Tick, ensure_root
+from logd.engine import Engine, ensure_root
 from logd.forward.service import Forwarding
 from logd.intake import deliver_orphans
-from logd.registry import Peer, Transport
-from logd.sockets import (
-    Listening,
-    StartupError,
-    adopt_inherited,
-    bind_unix,
-    describe,
-    name_of,
-    refuse_if_in_use,
-    unlink_quietly,
-)
+from logd.jobs import Ingest, Job, Maintain, Tick
+from logd.sockets import Listeners, Listening, StartupError, describe, refuse_if_in_use
+from logd.states import Peer
 from logd.systemd import Notifier, status_text
 
 log = logging.getLogger("logd.server")
@@ -50,15 +40,7 @@ WRITER_QUEUE = 1024
 WRITER_BATCH = 512
 TICK_S = 2.0
 DRAIN_GRACE_S = 5.0
-DRAIN_READ_S = 0.2
 FAILURE_REPORT_EVERY_S = 10.0
-_PEERCRED = struct.Struct("3i")
-
-
-@dataclass(slots=True)
-class _Conn:
-    peer: Peer
-    read_scope: trio.CancelScope | None = None
 
 
 class LogdServer:
@@ -76,25 +58,21 @@ class LogdServer:
         self.engine_factory = engine_factory
         self.engine: Engine | None = None
         self.stop_requested = trio.Event()
-        self.draining = False
-        self.conns: dict[int, _Conn] = {}
         self.errors: Counter[str] = Counter()
-        self.connections_total = 0
-        self._next_conn = 0
         self._send: trio.MemorySendChannel[tuple[Job, trio.Event | None]] | None = None
-        self._made_sockets: list[Path] = []
-        # Socket activation (logd.systemd.listen_fds): these replace binding, are never
-        # unlinked, and are closed at exit. The control socket waits for its user.
-        inherited = dict(inherited or {})
-        self._inherited_ingest = inherited.pop("ingest", [])
-        controls = inherited.pop("control", [])
-        self.inherited_control: stdsocket.socket | None = controls[0] if controls else None
-        self._inherited_unused = controls[1:] + [s for ss in inherited.values() for s in ss]
+        self.listeners = Listeners(inherited)
         self.notifier = notifier or Notifier({})
         self.control = ControlServer(self)
         self.read_config: Callable[[], Config] | None = None
         self.listener_names: list[str] = []
         self.hostname = stdsocket.gethostname()
+        self.connections = Connections(
+            config=lambda: self.config,
+            hostname=self.hostname,
+            errors=self.errors,
+            submit=self._submit,
+            enqueue=self._enqueue,
+        )
         self.forwarding: Forwarding | None = None
         self._last_failure_report = -FAILURE_REPORT_EVERY_S
         self._unreported_failures = 0
@@ -138,7 +116,7 @@ class LogdServer:
     ) -> None:
         config = self.config
         ensure_root(config.root)
-        if not self._inherited_ingest:
+        if not self.listeners.ingest_inherited:
             await refuse_if_in_use(config.listen.socket)
         # Recover the registry before listening: a client that can connect may already
         # ask (through logd-ctl) about runs the previous daemon left open.
@@ -146,7 +124,7 @@ class LogdServer:
         try:
             if config.forward:
                 self.forwarding = await self._open_forwarding(engine)
-            listeners, listening = await self._open_listeners()
+            listeners, listening = await self.listeners.open_ingest(config)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(engine.close)
@@ -162,7 +140,9 @@ class LogdServer:
                 try:
                     async with trio.open_nursery() as nursery:
                         for listener, transport in listeners:
-                            nursery.start_soon(self._accept_loop, nursery, listener, transport)
+                            nursery.start_soon(
+                                self.connections.accept_loop, nursery, listener, transport
+                            )
                         ticker = trio.CancelScope()
                         nursery.start_soon(self._ticker, ticker)
                         housekeeping = trio.CancelScope()
@@ -179,7 +159,10 @@ class LogdServer:
                             describe(listening),
                             config.root,
                         )
-                        control_listener = await self._open_control()
+                        control_listener, control_name = await self.listeners.open_control(
+                            self.config
+                        )
+                        self.listener_names.append(control_name)
                         nursery.start_soon(self.control.serve, control_listener)
                         task_status.started(listening)
                         nursery.start_soon(self._deliver_spools)
@@ -187,7 +170,10 @@ class LogdServer:
                         await self.stop_requested.wait()
                         self.notifier.stopping()
                         watchdog.cancel()
-                        log.info("stopping: no new connections, draining %d", len(self.conns))
+                        log.info(
+                            "stopping: no new connections, draining %d",
+                            len(self.connections.conns),
+                        )
                         for listener, _ in listeners:
                             await listener.aclose()
                         await control_listener.aclose()
@@ -196,7 +182,7 @@ class LogdServer:
                         # Outputs stop sending; what upstream has not acknowledged
                         # stays in their buffers for the next start.
                         outputs.cancel()
-                        self._drain()
+                        self.connections.drain()
                         nursery.cancel_scope.deadline = trio.current_time() + DRAIN_GRACE_S
                 finally:
                     with trio.CancelScope(shield=True):
@@ -206,9 +192,7 @@ class LogdServer:
                 await trio.to_thread.run_sync(engine.close)
                 if self.forwarding is not None:
                     await trio.to_thread.run_sync(self.forwarding.close)
-                for path in self._made_sockets:
-                    unlink_quietly(path)
-                self._close_inherited()
+                self.listeners.close()
                 self.notifier.close()
                 log.info("stopped")
 
@@ -217,8 +201,8 @@ class LogdServer:
         return {
             "version": __version__,
             "pid": os.getpid(),
-            "connections": len(self.conns),
-            "connections_total": self.connections_total,
+            "connections": len(self.connections.conns),
+            "connections_total": self.connections.total,
             "errors": dict(self.errors),
             "records_in": totals.records_in if totals else 0,
             "records_written": totals.records_written if totals else 0,
@@ -226,39 +210,6 @@ class LogdServer:
             "rejected": totals.rejected if totals else 0,
             "dropped_by_clients": totals.dropped_by_clients if totals else 0,
         }
-
-    # --- listeners -----------------------------------------------------------------
-
-    async def _open_listeners(
-        self,
-    ) -> tuple[list[tuple[trio.abc.Listener[Any], Transport]], Listening]:
-        listen = self.config.listen
-        listeners: list[tuple[trio.abc.Listener[Any], Transport]] = []
-        if self._inherited_ingest:
-            listening = Listening(socket=None)
-            try:
-                for inherited in self._inherited_ingest:
-                    listeners.append(adopt_inherited(inherited, listening, self.config))
-            except StartupError:
-                self._close_inherited()
-                raise
-        else:
-            sock = await self._bind_unix(listen.socket)
-            listeners.append((trio.SocketListener(sock), "unix"))
-            listening = Listening(socket=listen.socket)
-        for unused in self._inherited_unused:
-            log.warning("ignoring an inherited socket logd has no use for: %s", name_of(unused))
-        if listen.tcp is not None:
-            host, port = listen.tcp
-            try:
-                tcp_listeners = await trio.open_tcp_listeners(port, host=host)
-            except OSError as exc:
-                raise StartupError(f"cannot listen on tcp {host}:{port}: {exc.strerror}") from exc
-            for tcp in tcp_listeners:
-                name = tcp.socket.getsockname()
-                listening.tcp.append((name[0], name[1]))
-                listeners.append((tcp, "tcp"))
-        return listeners, listening
 
     def outputs_status(self) -> list[dict[str, Any]]:
         """Each `[[forward]]` output for `logd-ctl status`."""
@@ -282,162 +233,7 @@ class LogdServer:
         if self.engine is not None:
             self.engine.publish = on
 
-    async def _open_control(self) -> trio.SocketListener:
-        """The control socket: inherited from systemd, or bound next to the ingest one."""
-        if self.inherited_control is not None:
-            sock = trio.socket.from_stdlib_socket(self.inherited_control)
-            self.inherited_control = None
-            name = sock.getsockname()
-        else:
-            path = self.config.listen.control
-            sock = await self._bind_unix(path)
-            name = os.fspath(path)
-        self.listener_names.append(f"control unix:{name}")
-        return trio.SocketListener(sock)
-
-    async def _bind_unix(self, path: Path) -> trio.socket.SocketType:
-        sock = await bind_unix(path, self.config.listen.socket_group)
-        self._made_sockets.append(path)
-        return sock
-
-    async def _accept_loop(
-        self, nursery: trio.Nursery, listener: trio.abc.Listener[Any], transport: Transport
-    ) -> None:
-        limit = self.config.limits.max_connections
-        while True:
-            try:
-                stream = await listener.accept()
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                return
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    self._count("accept-" + errno.errorcode[exc.errno].lower())
-                    log.warning("accept failed (%s); pausing", exc.strerror)
-                    await trio.sleep(0.1)
-                    continue
-                raise
-            if len(self.conns) >= limit:
-                self._count("too-many-connections")
-                log.warning("refusing a %s connection: %d connections open", transport, limit)
-                await stream.aclose()
-                continue
-            nursery.start_soon(self._handle, stream, transport)
-
-    # --- connections ---------------------------------------------------------------
-
-    async def _handle(self, stream: trio.SocketStream, transport: Transport) -> None:
-        peer = self._peer(stream, transport)
-        conn = _Conn(peer)
-        self.conns[peer.conn_id] = conn
-        self.connections_total += 1
-        limits = self.config.limits
-        decoder = wire.ForwardDecoder(
-            max_message_bytes=limits.max_message_bytes, max_records=limits.max_records
-        )
-        by_daemon = False
-        idle_deadline = trio.current_time() + limits.idle_timeout_s
-        try:
-            if transport == "tcp" and self.config.listen.shared_key:
-                authenticated = False
-                with trio.move_on_after(limits.idle_timeout_s):
-                    authenticated = await self._authenticate(stream, decoder, peer)
-                if not authenticated:
-                    return
-            while True:
-                event = decoder.next_event()
-                if event is None:
-                    deadline = idle_deadline
-                    if self.draining:
-                        deadline = min(deadline, trio.current_time() + DRAIN_READ_S)
-                    data: bytes | None = None
-                    with trio.CancelScope(deadline=deadline) as conn.read_scope:
-                        data = await stream.receive_some(decoder.read_size)
-                    conn.read_scope = None
-                    if data is None:
-                        by_daemon = True
-                        if not self.draining:
-                            self._count("idle-timeout")
-                            log.info(
-                                "conn %d (%s): no message for %gs, closing",
-                                peer.conn_id,
-                                _peer_text(peer),
-                                limits.idle_timeout_s,
-                            )
-                        break
-                    if data:
-                        decoder.receive_data(data)
-                    else:
-                        decoder.receive_eof()
-                    continue
-                idle_deadline = trio.current_time() + limits.idle_timeout_s
-                if isinstance(event, wire.Closed):
-                    break
-                if isinstance(event, wire.Entries):
-                    if not await self._submit(peer, event):
-                        by_daemon = True
-                        break
-                    if event.chunk is not None:
-                        with trio.move_on_after(limits.idle_timeout_s) as send_scope:
-                            await stream.send_all(wire.encode_ack(event.chunk))
-                        if send_scope.cancelled_caught:
-                            self._count("ack-not-read")
-                            by_daemon = True
-                            break
-                elif isinstance(event, wire.Ping):
-                    self._count("unexpected-ping")
-                    log.warning(
-                        "conn %d: PING without shared_key configured; closing", peer.conn_id
-                    )
-                    break
-        except wire.RemoteProtocolError as exc:
-            self._count(exc.code)
-            log.warning(
-                "conn %d (%s): protocol error %s: %s; closing",
-                peer.conn_id,
-                _peer_text(peer),
-                exc.code,
-                exc,
-            )
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._count("connection-broken")
-            log.debug("conn %d: %r", peer.conn_id, exc)
-        finally:
-            del self.conns[peer.conn_id]
-            with trio.CancelScope(shield=True):
-                await stream.aclose()
-                await self._enqueue(ConnClosed(peer, by_daemon), None)
-
-    async def _authenticate(
-        self, stream: trio.SocketStream, decoder: wire.ForwardDecoder, peer: Peer
-    ) -> bool:
-        """The Forward protocol's HELO / PING / PONG: the peer proves it knows shared_key."""
-        key = self.config.listen.shared_key
-        assert key is not None
-        nonce = os.urandom(16)
-        await stream.send_all(wire.encode_helo(nonce, b"", keepalive=True))
-        event = decoder.next_event()
-        while event is None or isinstance(event, wire.Heartbeat):
-            data = await stream.receive_some(decoder.read_size)
-            if data:
-                decoder.receive_data(data)
-            else:
-                decoder.receive_eof()
-            event = decoder.next_event()
-        if not isinstance(event, wire.Ping):
-            self._count("auth-missing")
-            log.warning(
-                "conn %d (%s): sent data before authenticating; closing", peer.conn_id, peer.address
-            )
-            return False
-        salt = event.shared_key_salt
-        expected = wire.shared_key_digest(salt, event.hostname, nonce, key)
-        ok = hmac.compare_digest(expected, event.shared_key_hexdigest)
-        reason = "" if ok else "shared_key mismatch"
-        await stream.send_all(wire.encode_pong(ok, reason, self.hostname, key, nonce, salt))
-        if not ok:
-            self._count("auth-failed")
-            log.warning("conn %d (%s): wrong shared_key; closing", peer.conn_id, peer.address)
-        return ok
+    # --- the writer's queue -----------------------------------------------------------
 
     async def _submit(self, peer: Peer, entries: wire.Entries) -> bool:
         """Hand one message to the writer and wait until it is durable (or failed)."""
@@ -455,30 +251,6 @@ class LogdServer:
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 if done is not None:
                     done.set()
-
-    def _peer(self, stream: trio.SocketStream, transport: Transport) -> Peer:
-        self._next_conn += 1
-        sock = stream.socket
-        if transport == "unix":
-            try:
-                raw = sock.getsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_PEERCRED, _PEERCRED.size)
-                pid, uid, gid = _PEERCRED.unpack(raw)
-            except OSError:
-                pid = uid = gid = None
-            return Peer(self._next_conn, "unix", pid, uid, gid, "unix")
-        try:
-            host, port = sock.getpeername()[:2]
-            address = f"{host}:{port}"
-        except OSError:
-            address = "tcp"
-        return Peer(self._next_conn, "tcp", address=address)
-
-    def _drain(self) -> None:
-        self.draining = True
-        soon = trio.current_time() + DRAIN_READ_S
-        for conn in self.conns.values():
-            if conn.read_scope is not None:
-                conn.read_scope.deadline = min(conn.read_scope.deadline, soon)
 
     def _count(self, code: str) -> None:
         self.errors[code] += 1
@@ -579,13 +351,6 @@ class LogdServer:
                 self.notifier.watchdog()
                 await trio.sleep(interval_s)
 
-    def _close_inherited(self) -> None:
-        # Our duplicates only: the service manager keeps the socket for the next start.
-        for sock in [*self._inherited_ingest, *self._inherited_unused]:
-            sock.close()
-        if self.inherited_control is not None:
-            self.inherited_control.close()
-
 
 async def serve_logd(
     config: Config,
@@ -601,9 +366,3 @@ async def serve_logd(
     """
     server = server or LogdServer(config)
     await server.serve(task_status=task_status)
-
-
-def _peer_text(peer: Peer) -> str:
-    if peer.transport == "unix":
-        return f"pid {peer.pid} uid {peer.uid}"
-    return peer.address

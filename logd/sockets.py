@@ -1,12 +1,15 @@
-"""Listening sockets: binding the Unix socket safely, and adopting ones systemd passed.
+"""Listening sockets: binding the Unix socket safely, adopting ones systemd passed, and
+unlinking or closing them at exit (`Listeners`).
 
-Everything here runs once at start (or on reload); connection handling is `server`'s.
+Everything here runs once at start (or on reload) and at stop; connection handling is
+`connections`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
 import grp
+import logging
 import os
 import socket as stdsocket
 from dataclasses import dataclass, field
@@ -15,8 +18,12 @@ from typing import Any
 
 import trio
 
-from logd.config import Config, is_loopback_host
-from logd.registry import Transport
+from logd.config import Config
+from logd.states import Transport
+from logd.units import is_loopback_host
+
+# These lines came from the server before `Listeners` moved here; they keep its name.
+log = logging.getLogger("logd.server")
 
 SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes including the NUL
 
@@ -154,3 +161,96 @@ def describe(listening: Listening) -> str:
     parts = [f"unix:{listening.socket}"] if listening.socket else []
     parts += [f"tcp://{host}:{port}" for host, port in listening.tcp]
     return ", ".join(parts)
+
+
+class Listeners:
+    """The daemon's listening sockets: bound here, or passed by systemd.
+
+    Socket activation (`logd.systemd.listen_fds`): inherited sockets replace binding,
+    are never unlinked, and are closed at exit; the control socket waits for its user.
+
+    Args:
+        inherited: sockets by name; "ingest" and "control" are used, others ignored.
+
+    Resource handling: `close()` unlinks the sockets bound here and closes our copies of
+    inherited ones; each listener returned is closed by whoever accepts on it.
+    """
+
+    def __init__(self, inherited: dict[str, list[stdsocket.socket]] | None = None) -> None:
+        inherited = dict(inherited or {})
+        self._inherited_ingest = inherited.pop("ingest", [])
+        controls = inherited.pop("control", [])
+        self._inherited_control: stdsocket.socket | None = controls[0] if controls else None
+        self._inherited_unused = controls[1:] + [s for ss in inherited.values() for s in ss]
+        self._made_sockets: list[Path] = []
+
+    @property
+    def ingest_inherited(self) -> bool:
+        """Whether systemd passed the ingest sockets (then nothing is bound for ingest)."""
+        return bool(self._inherited_ingest)
+
+    async def open_ingest(
+        self, config: Config
+    ) -> tuple[list[tuple[trio.abc.Listener[Any], Transport]], Listening]:
+        """The ingest listeners, and where they listen.
+
+        Raises:
+            StartupError: a socket cannot be bound, or an inherited one is unusable.
+        """
+        listen = config.listen
+        listeners: list[tuple[trio.abc.Listener[Any], Transport]] = []
+        if self._inherited_ingest:
+            listening = Listening(socket=None)
+            try:
+                for inherited in self._inherited_ingest:
+                    listeners.append(adopt_inherited(inherited, listening, config))
+            except StartupError:
+                self.close_inherited()
+                raise
+        else:
+            sock = await self._bind_unix(listen.socket, listen.socket_group)
+            listeners.append((trio.SocketListener(sock), "unix"))
+            listening = Listening(socket=listen.socket)
+        for unused in self._inherited_unused:
+            log.warning("ignoring an inherited socket logd has no use for: %s", name_of(unused))
+        if listen.tcp is not None:
+            host, port = listen.tcp
+            try:
+                tcp_listeners = await trio.open_tcp_listeners(port, host=host)
+            except OSError as exc:
+                raise StartupError(f"cannot listen on tcp {host}:{port}: {exc.strerror}") from exc
+            for tcp in tcp_listeners:
+                name = tcp.socket.getsockname()
+                listening.tcp.append((name[0], name[1]))
+                listeners.append((tcp, "tcp"))
+        return listeners, listening
+
+    async def open_control(self, config: Config) -> tuple[trio.SocketListener, str]:
+        """The control socket, inherited or bound next to the ingest one, and its name."""
+        if self._inherited_control is not None:
+            sock = trio.socket.from_stdlib_socket(self._inherited_control)
+            self._inherited_control = None
+            name = sock.getsockname()
+        else:
+            path = config.listen.control
+            sock = await self._bind_unix(path, config.listen.socket_group)
+            name = os.fspath(path)
+        return trio.SocketListener(sock), f"control unix:{name}"
+
+    async def _bind_unix(self, path: Path, group: str | None) -> trio.socket.SocketType:
+        sock = await bind_unix(path, group)
+        self._made_sockets.append(path)
+        return sock
+
+    def close_inherited(self) -> None:
+        # Our duplicates only: the service manager keeps the socket for the next start.
+        for sock in [*self._inherited_ingest, *self._inherited_unused]:
+            sock.close()
+        if self._inherited_control is not None:
+            self._inherited_control.close()
+
+    def close(self) -> None:
+        """Unlink the sockets bound here; close our copies of inherited ones."""
+        for path in self._made_sockets:
+            unlink_quietly(path)
+        self.close_inherited()

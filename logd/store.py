@@ -3,277 +3,35 @@
 A synchronous SQLite edge: the daemon's writer thread calls it one batch at a time;
 readers (the control socket, ``logd web``) open their own :class:`RegistryStore` on the
 same file, which WAL lets them do without blocking the writer. It holds no lifecycle
-rules: those live in ``registry.py``, and this module only stores what it is given.
+rules: those live in ``registry.py``, and this module only stores what it is given. The
+schema and the row conversions are ``tables.py``.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from logd.events import iso_utc_ms
+from logd.tables import (
+    SCHEMA,
+    UPSERT_CALL,
+    UPSERT_RUN,
+    UPSERT_SESSION,
+    CallRow,
+    SessionRow,
+    call_params,
+    decode_row,
+    limit_clause,
+    run_params,
+    session_params,
+    where_clause,
+)
 
-__all__ = ["CallRow", "RegistryStore", "SessionEnd", "SessionRow", "iso_to_ns"]
+__all__ = ["RegistryStore"]
 
-SessionEnd = Literal["ended", "idle"]
 BUSY_TIMEOUT_MS = 5000
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    app TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    path TEXT NOT NULL,
-    start_ts TEXT NOT NULL,
-    end_ts TEXT,
-    end_reason TEXT CHECK (end_reason IN ('shutdown', 'disconnected', 'lost')),
-    start_time TEXT NOT NULL,
-    end_time TEXT,
-    pids_json TEXT NOT NULL,
-    host TEXT,
-    argv_json TEXT,
-    client_version TEXT,
-    records INTEGER NOT NULL,
-    counts_json TEXT NOT NULL,
-    bytes INTEGER NOT NULL,
-    files_json TEXT NOT NULL,
-    dropped_by_client INTEGER NOT NULL,
-    opened_by TEXT NOT NULL,
-    peers_json TEXT NOT NULL,
-    extra_json TEXT,
-    PRIMARY KEY (app, run_id)
-);
-CREATE INDEX IF NOT EXISTS idx_runs_app_start ON runs (app, start_ts);
-CREATE INDEX IF NOT EXISTS idx_runs_end ON runs (end_ts);
-CREATE INDEX IF NOT EXISTS idx_runs_path ON runs (path);
-CREATE TABLE IF NOT EXISTS sessions (
-    app TEXT NOT NULL,
-    session_id TEXT NOT NULL,
-    runs_json TEXT NOT NULL,
-    first_ts TEXT NOT NULL,
-    last_ts TEXT NOT NULL,
-    end_ts TEXT,
-    end_reason TEXT CHECK (end_reason IN ('ended', 'idle')),
-    records INTEGER NOT NULL,
-    path TEXT NOT NULL,
-    PRIMARY KEY (app, session_id)
-);
-CREATE INDEX IF NOT EXISTS idx_sessions_app_last ON sessions (app, last_ts);
-CREATE INDEX IF NOT EXISTS idx_sessions_path ON sessions (path);
-CREATE TABLE IF NOT EXISTS calls (
-    app TEXT NOT NULL,
-    call_id TEXT NOT NULL,
-    bot_id TEXT NOT NULL,
-    day TEXT NOT NULL,
-    path TEXT NOT NULL,
-    start_ts TEXT NOT NULL,
-    end_ts TEXT,
-    duration_ms REAL,
-    records INTEGER NOT NULL,
-    errors INTEGER NOT NULL,
-    run_id TEXT,
-    session_id TEXT,
-    PRIMARY KEY (app, call_id, day)
-);
-CREATE INDEX IF NOT EXISTS idx_calls_app_day ON calls (app, day);
-CREATE INDEX IF NOT EXISTS idx_calls_bot ON calls (bot_id);
-CREATE INDEX IF NOT EXISTS idx_calls_path ON calls (path);
-"""
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(text.split())
-
-
-_RUN_COLUMNS = _names(
-    "app run_id path start_ts end_ts end_reason start_time end_time pids_json host argv_json"
-    " client_version records counts_json bytes files_json dropped_by_client opened_by peers_json"
-    " extra_json"
-)
-# Keys that have a column (or are derived on read, so a row read back can be written
-# again); any other key rides in extra_json, so metadata can grow (e.g. opener_pid) and
-# still come back whole without a schema change.
-_RUN_KEYS = frozenset(
-    _names(
-        "run_id app path start_time end_time end_reason pids host argv client_version"
-        " opened_by records counts bytes files dropped_by_client peers start_ts end_ts active"
-    )
-)
-_SESSION_COLUMNS = _names(
-    "app session_id runs_json first_ts last_ts end_ts end_reason records path"
-)
-_CALL_COLUMNS = _names(
-    "app call_id bot_id day path start_ts end_ts duration_ms records errors run_id session_id"
-)
-# JSON columns and the key each is returned under.
-_JSON_KEYS = {
-    "pids_json": "pids",
-    "argv_json": "argv",
-    "counts_json": "counts",
-    "files_json": "files",
-    "peers_json": "peers",
-    "runs_json": "runs",
-}
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _upsert_sql(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
-    return (
-        f"INSERT INTO {table} ({', '.join(columns)}) "
-        f"VALUES ({', '.join('?' for _ in columns)}) "
-        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
-    )
-
-
-_UPSERT_RUN = _upsert_sql("runs", _RUN_COLUMNS, ("app", "run_id"))
-_UPSERT_SESSION = _upsert_sql("sessions", _SESSION_COLUMNS, ("app", "session_id"))
-_UPSERT_CALL = _upsert_sql("calls", _CALL_COLUMNS, ("app", "call_id", "day"))
-
-
-@dataclass(frozen=True, slots=True)
-class SessionRow:
-    """One session as the registry stores it; times in ns since the epoch (UTC)."""
-
-    app: str
-    session_id: str
-    runs: list[str]
-    first_ns: int
-    last_ns: int
-    end_ns: int | None
-    end_reason: SessionEnd | None
-    records: int
-    path: str
-
-
-@dataclass(frozen=True, slots=True)
-class CallRow:
-    """One call as the registry stores it; ``day`` is its date folder, part of the key."""
-
-    app: str
-    call_id: str
-    bot_id: str
-    day: str
-    path: str
-    start_ns: int
-    end_ns: int | None
-    duration_ms: float | None
-    records: int
-    errors: int
-    run_id: str | None
-    session_id: str | None
-
-
-def iso_to_ns(text: str) -> int:
-    """ns since the epoch of an ISO 8601 time; one without a zone is taken as UTC.
-
-    Raises:
-        ValueError: not an ISO 8601 time.
-    """
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return (moment - _EPOCH) // timedelta(microseconds=1) * 1000
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
-
-
-def _run_params(meta: Mapping[str, Any]) -> tuple[Any, ...]:
-    # metadata.json times carry their offset (local or UTC per layout); the index columns
-    # are UTC `...Z` so they sort and compare as text, like events.ts.
-    start_time = meta["start_time"]
-    end_time = meta.get("end_time")
-    return (
-        meta["app"],
-        meta["run_id"],
-        meta["path"],
-        iso_utc_ms(iso_to_ns(start_time)),
-        iso_utc_ms(iso_to_ns(end_time)) if end_time is not None else None,
-        meta.get("end_reason"),
-        start_time,
-        end_time,
-        _dumps(list(meta.get("pids") or [])),
-        meta.get("host"),
-        _dumps(meta["argv"]) if meta.get("argv") is not None else None,
-        meta.get("client_version"),
-        int(meta.get("records", 0)),
-        _dumps(dict(meta.get("counts") or {})),
-        int(meta.get("bytes", 0)),
-        _dumps(list(meta.get("files") or [])),
-        int(meta.get("dropped_by_client", 0)),
-        meta.get("opened_by", "client"),
-        _dumps(list(meta.get("peers") or [])),
-        _dumps(extra) if (extra := {k: v for k, v in meta.items() if k not in _RUN_KEYS}) else None,
-    )
-
-
-def _session_params(row: SessionRow) -> tuple[Any, ...]:
-    return (
-        row.app,
-        row.session_id,
-        _dumps(list(row.runs)),
-        iso_utc_ms(row.first_ns),
-        iso_utc_ms(row.last_ns),
-        iso_utc_ms(row.end_ns) if row.end_ns is not None else None,
-        row.end_reason,
-        row.records,
-        row.path,
-    )
-
-
-def _call_params(row: CallRow) -> tuple[Any, ...]:
-    return (
-        row.app,
-        row.call_id,
-        row.bot_id,
-        row.day,
-        row.path,
-        iso_utc_ms(row.start_ns),
-        iso_utc_ms(row.end_ns) if row.end_ns is not None else None,
-        row.duration_ms,
-        row.records,
-        row.errors,
-        row.run_id,
-        row.session_id,
-    )
-
-
-def _decode(row: sqlite3.Row) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in zip(row.keys(), tuple(row), strict=True):
-        name = _JSON_KEYS.get(key)
-        if name is None:
-            out[key] = value
-        else:
-            out[name] = json.loads(value) if value is not None else None
-    extra = out.pop("extra_json", None)
-    if extra is not None:
-        out.update({k: v for k, v in json.loads(extra).items() if k not in out})
-    out["active"] = out["end_ts"] is None
-    return out
-
-
-def _where(filters: Sequence[tuple[str, Any]], active: bool | None) -> tuple[str, list[Any]]:
-    clauses = [f"{column} = ?" for column, value in filters if value is not None]
-    params = [value for _, value in filters if value is not None]
-    if active is not None:
-        clauses.append("end_ts IS NULL" if active else "end_ts IS NOT NULL")
-    return (f" WHERE {' AND '.join(clauses)}" if clauses else ""), params
-
-
-def _limit(limit: int | None, params: list[Any]) -> str:
-    if limit is None:
-        return ""
-    if limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
-    params.append(limit)
-    return " LIMIT ?"
 
 
 class RegistryStore:
@@ -301,7 +59,7 @@ class RegistryStore:
             self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.executescript(_SCHEMA)
+            self._conn.executescript(SCHEMA)
             self._migrate()
         except BaseException:
             self._conn.close()
@@ -342,15 +100,15 @@ class RegistryStore:
             sqlite3.Error: a row breaks the schema (e.g. an unknown ``end_reason``);
                 the whole batch is rolled back.
         """
-        run_params = [_run_params(meta) for meta in runs]
-        session_params = [_session_params(row) for row in sessions]
-        call_params = [_call_params(row) for row in calls]
-        if not (run_params or session_params or call_params):
+        run_values = [run_params(meta) for meta in runs]
+        session_values = [session_params(row) for row in sessions]
+        call_values = [call_params(row) for row in calls]
+        if not (run_values or session_values or call_values):
             return
         self._transaction(
-            (_UPSERT_RUN, run_params),
-            (_UPSERT_SESSION, session_params),
-            (_UPSERT_CALL, call_params),
+            (UPSERT_RUN, run_values),
+            (UPSERT_SESSION, session_values),
+            (UPSERT_CALL, call_values),
         )
 
     def delete_paths(self, paths: Collection[str]) -> int:
@@ -401,9 +159,11 @@ class RegistryStore:
         self, *, app: str | None = None, active: bool | None = None, limit: int | None = None
     ) -> list[dict[str, Any]]:
         """Runs, newest start first; each is its metadata dict plus path, ``*_ts``, active."""
-        where, params = _where([("app", app)], active)
+        where, params = where_clause([("app", app)], active)
         order = " ORDER BY start_ts DESC, app, run_id DESC"
-        return self._select(f"SELECT * FROM runs{where}{order}{_limit(limit, params)}", params)
+        return self._select(
+            f"SELECT * FROM runs{where}{order}{limit_clause(limit, params)}", params
+        )
 
     def get_run(self, app: str | None, run_id: str) -> dict[str, Any] | None:
         """One run; with ``app`` None, the newest run of that id in any app."""
@@ -418,9 +178,9 @@ class RegistryStore:
         self, *, app: str | None = None, active: bool | None = None, limit: int | None = None
     ) -> list[dict[str, Any]]:
         """Sessions, most recently active first."""
-        where, params = _where([("app", app)], active)
+        where, params = where_clause([("app", app)], active)
         order = " ORDER BY last_ts DESC, app, session_id"
-        sql = f"SELECT * FROM sessions{where}{order}{_limit(limit, params)}"
+        sql = f"SELECT * FROM sessions{where}{order}{limit_clause(limit, params)}"
         return self._select(sql, params)
 
     def get_session(self, app: str, session_id: str) -> dict[str, Any] | None:
@@ -440,9 +200,11 @@ class RegistryStore:
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
         """Calls, newest start first."""
-        where, params = _where([("app", app), ("day", day), ("bot_id", bot_id)], active)
+        where, params = where_clause([("app", app), ("day", day), ("bot_id", bot_id)], active)
         order = " ORDER BY start_ts DESC, app, call_id"
-        return self._select(f"SELECT * FROM calls{where}{order}{_limit(limit, params)}", params)
+        return self._select(
+            f"SELECT * FROM calls{where}{order}{limit_clause(limit, params)}", params
+        )
 
     def get_call(self, app: str, call_id: str, day: str | None = None) -> dict[str, Any] | None:
         """One call; without ``day``, the newest call of that id (ids may recur by day)."""
@@ -461,7 +223,7 @@ class RegistryStore:
         }
 
     def _select(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
-        return [_decode(row) for row in self._conn.execute(sql, params)]
+        return [decode_row(row) for row in self._conn.execute(sql, params)]
 
     def close(self) -> None:
         """Close the connection; idempotent."""

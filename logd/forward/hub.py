@@ -17,12 +17,14 @@ from typing import Any
 
 import platformdirs
 
-from logd.config import APP_NAME, Config, Forward
+from logd.config import Config
+from logd.config_forward import Forward
 from logd.forward.buffer import DiskBuffer
 from logd.forward.frames import Entry
 from logd.forward.match import matches
+from logd.locations import APP_NAME
 from logd.records import Record
-from logd.registry import Peer
+from logd.states import Peer
 
 log = logging.getLogger("logd.forward")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from logd.config import ForwardMatch
+from logd.config_forward import ForwardMatch
 from logd.records import Record
 
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from logd.events import format_event_line
+from logd.eventline import format_event_line
 from logd.records import LEVELS
 
 SD_ID = "logd@32473"

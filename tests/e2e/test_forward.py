@@ -25,7 +25,7 @@ import pytest
 from logd_client import wire
 
 from logd.control import request
-from logd.ctl import ControlConnection
+from logd.ctl_connection import ControlConnection
 from logd.forward.buffer import DiskBuffer
 from tests.e2e.procs import DaemonProcess, start_daemon, wait_for
 

@@ -14,7 +14,8 @@ import pytest
 import trio
 from logd_client import wire
 
-from logd.config import Config, Forward
+from logd.config import Config
+from logd.config_forward import Forward
 from logd.forward.buffer import DiskBuffer
 from logd.forward.fluent import FluentSender
 from logd.forward.hub import OutputBuffer

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from logd.config import Config
-from logd.engine import Maintain
+from logd.jobs import Maintain
 from logd.server import LogdServer, serve_logd
 from logd.store import RegistryStore
 from tests.helpers import make_config, read_lines

@@ -280,7 +280,7 @@ async def test_connection_limit(log_root: Path, socket_dir: Path) -> None:
         await nursery.start(partial(serve_logd, config, server=server))
         kept = [await Producer.unix(config.listen.socket) for _ in range(2)]
         with trio.fail_after(10):
-            while len(server.conns) < 2:
+            while len(server.connections.conns) < 2:
                 await trio.sleep(0.01)
         extra = await Producer.unix(config.listen.socket)
         with trio.fail_after(10):

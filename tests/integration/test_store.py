@@ -11,15 +11,17 @@ from typing import Any, cast
 
 import pytest
 
-from logd import store as store_module
+from logd import tables
 from logd.config import Layout
-from logd.events import EventIndex, format_event_line, iso_utc_ms
+from logd.eventline import format_event_line, iso_utc_ms
+from logd.events import EventIndex
 from logd.readback import decode_name
 from logd.rebuild import open_or_rebuild, rebuild
 from logd.records import normalize
-from logd.registry import Peer, RunState
 from logd.routing import day_text, route, run_dir, safe_name
-from logd.store import CallRow, RegistryStore, SessionRow
+from logd.states import Peer, RunState
+from logd.store import RegistryStore
+from logd.tables import CallRow, SessionRow
 
 S = 1_000_000_000
 T0 = 1_735_732_800 * S  # 2025-01-01T12:00:00Z
@@ -132,7 +134,7 @@ def test_metadata_keys_without_a_column_round_trip(db_path: Path) -> None:
     meta = {**run_meta(make_run()), "opener_pid": 4242, "future": {"nested": [1, "x"]}}
     # A database made before extra_json existed gets the column added.
     conn = sqlite3.connect(db_path)
-    conn.executescript(store_module._SCHEMA.replace("    extra_json TEXT,\n", ""))
+    conn.executescript(tables.SCHEMA.replace("    extra_json TEXT,\n", ""))
     assert "extra_json" not in {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
     conn.close()
     store = RegistryStore(db_path)

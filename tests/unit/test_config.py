@@ -20,16 +20,12 @@ from logd.config import (
     Listen,
     Retention,
     RotationPolicy,
-    config_search_path,
     default_config,
-    find_config_file,
-    is_loopback_host,
     load_config,
     parse_config,
-    parse_duration_s,
-    parse_hostport,
-    parse_size,
 )
+from logd.locations import config_search_path, find_config_file
+from logd.units import is_loopback_host, parse_duration_s, parse_hostport, parse_size
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "systemd" / "logd.toml.example"
 SRC = "/etc/logd/logd.toml"

@@ -13,12 +13,11 @@ import pytest
 from logd.config import (
     Config,
     ConfigError,
-    Forward,
-    ForwardMatch,
     default_config,
     load_config,
     parse_config,
 )
+from logd.config_forward import Forward, ForwardMatch
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "systemd" / "logd.toml.example"
 SRC = "/etc/logd/logd.toml"

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from logd import ctl_blocks as blocks
 from logd import ctl_format as fmt
 from logd.ctl import (
     SYSTEM_CONTROL,
@@ -331,7 +332,7 @@ def make_status(**changes: Any) -> dict[str, Any]:
 
 
 def test_status_block_shows_everything_within_80_columns() -> None:
-    lines = fmt.status_block(make_status())
+    lines = blocks.status_block(make_status())
     text = "\n".join(lines)
     assert max(len(line) for line in lines) <= 80
     assert lines[0].startswith("● logd 0.1.0")
@@ -358,11 +359,11 @@ def test_status_block_shows_everything_within_80_columns() -> None:
         assert expected in text, expected
     assert re.search(r"1001\s+1000\s+shop\s+20251105_143052_ab12cd34", text)
     spark = next(line for line in lines if "Rate:" in line)
-    assert re.search(f"[{fmt._BARS}]{{{fmt.SPARK_WIDTH}}}", spark)
+    assert re.search(f"[{fmt._BARS}]{{{blocks.SPARK_WIDTH}}}", spark)
 
 
 def test_status_labels_are_aligned() -> None:
-    lines = fmt.status_block(make_status())
+    lines = blocks.status_block(make_status())
     colons = {line.index(":") for line in lines[1:] if line[:12].strip() and ":" in line}
     assert colons == {12}
 
@@ -373,7 +374,7 @@ def test_status_many_clients_and_long_values_still_fit() -> None:
         | {"apps": ["an-app-with-a-very-long-name-indeed"], "runs": ["run-" + "x" * 60]}
         for i in range(25)
     ]
-    lines = fmt.status_block(
+    lines = blocks.status_block(
         make_status(
             clients=clients,
             root="/" + "deep/" * 30,
@@ -393,17 +394,17 @@ def test_status_many_clients_and_long_values_still_fit() -> None:
 
 
 def test_status_of_a_fresh_daemon() -> None:
-    lines = fmt.status_block(
+    lines = blocks.status_block(
         make_status(clients=[], rate_1m=0.0, rate_series=[0] * 60, last_cleanup=None)
     )
     text = "\n".join(lines)
     assert "Clients: none" in text
     assert "Last cleanup: never" in text
-    assert "▁" * fmt.SPARK_WIDTH in text
+    assert "▁" * blocks.SPARK_WIDTH in text
 
 
 def test_status_tolerates_missing_fields() -> None:
-    assert fmt.status_block({})[0].startswith("● logd ?")
+    assert blocks.status_block({})[0].startswith("● logd ?")
 
 
 # --- tables -------------------------------------------------------------------------------------
@@ -543,23 +544,23 @@ def test_hostile_ids_cannot_break_a_row() -> None:
 
 def test_run_block_and_cleanup_lines() -> None:
     run = dict(RUNS[0], host="box", pids=[1, 2], argv=["app.py", "-v"], bytes=3 * 1024**2)
-    text = "\n".join(fmt.run_block(run, NOW))
+    text = "\n".join(blocks.run_block(run, NOW))
     for expected in ("20251105_143052_ab12cd34 (shop)", "(disconnected), after 4m 09s", "box"):
         assert expected in text
     assert "1, 2" in text
     assert "app.py -v" in text
     assert "3.0 MiB" in text
     assert "ERROR 3" in text
-    assert "running for 10m 00s" in "\n".join(fmt.run_block(RUNS[1], NOW))
-    dry = fmt.cleanup_lines({"dry_run": True, "deleted": ["/r/a", "/r/b"], "freed_bytes": 4096})
+    assert "running for 10m 00s" in "\n".join(blocks.run_block(RUNS[1], NOW))
+    dry = blocks.cleanup_lines({"dry_run": True, "deleted": ["/r/a", "/r/b"], "freed_bytes": 4096})
     assert dry == ["Would delete 2 paths, would free 4.0 KiB:", "  /r/a", "  /r/b"]
-    done = fmt.cleanup_lines({"dry_run": False, "deleted": [], "freed_bytes": 0, "errors": []})
+    done = blocks.cleanup_lines({"dry_run": False, "deleted": [], "freed_bytes": 0, "errors": []})
     assert done == ["Deleted 0 paths, freed 0 B."]
 
 
 def test_status_says_when_the_last_cleanup_was_a_dry_run() -> None:
     last = {"time": "2025-11-05T13:00:00.000Z", "dry_run": True, "deleted": ["a"], "freed_bytes": 9}
-    text = "\n".join(fmt.status_block(make_status(last_cleanup=last)))
+    text = "\n".join(blocks.status_block(make_status(last_cleanup=last)))
     assert "dry run: would delete 1" in text
 
 

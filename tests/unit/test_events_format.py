@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from logd.events import (
+from logd.eventline import (
     EVENT_TYPE_RE,
     ParsedEvent,
     format_event_line,

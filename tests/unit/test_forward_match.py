@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from logd.config import ForwardMatch
+from logd.config_forward import ForwardMatch
 from logd.forward.hub import outbound, tag_for
 from logd.forward.match import matches
 from logd.records import normalize
-from logd.registry import Peer
+from logd.states import Peer
 
 T = 1_762_353_052_000_000_000
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from logd import ctl_format as fmt
+from logd import ctl_blocks as blocks
 from logd.forward.sender import backoff_s
 
 ERROR_TIME = datetime(2025, 11, 5, 14, 30, 52, tzinfo=UTC).timestamp()
@@ -33,14 +33,14 @@ def output(**over: Any) -> dict[str, Any]:
 
 
 def outputs_lines(outputs: list[dict[str, Any]]) -> list[str]:
-    lines = fmt.status_block({"version": "0.1.0", "pid": 1, "outputs": outputs})
+    lines = blocks.status_block({"version": "0.1.0", "pid": 1, "outputs": outputs})
     start = next(i for i, line in enumerate(lines) if "Outputs:" in line)
     end = next(i for i, line in enumerate(lines) if "Last error:" in line)
     return lines[start:end]
 
 
 def test_no_outputs_no_section() -> None:
-    assert not any("Outputs" in line for line in fmt.status_block({"outputs": []}))
+    assert not any("Outputs" in line for line in blocks.status_block({"outputs": []}))
 
 
 def test_one_healthy_output() -> None:
@@ -54,7 +54,7 @@ def test_one_healthy_output() -> None:
 def test_failing_output_shows_drops_and_error_within_80_columns(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(fmt, "short_time", lambda value: "2025-11-05 14:30:52")
+    monkeypatch.setattr(blocks, "short_time", lambda value: "2025-11-05 14:30:52")
     failing = output(
         name="rsyslog",
         type="syslog",

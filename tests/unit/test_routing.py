@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from logd.config import Layout
-from logd.events import parse_event_line
+from logd.eventline import parse_event_line
 from logd.records import Record, Unroutable, exception_summary, normalize
 from logd.routing import Kind, clock_text, rejected_write, route, safe_name
 

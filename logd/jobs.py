@@ -1,0 +1,53 @@
+"""What the trio side hands the writer: one message to write, a closed connection, a
+tick, or an operator's maintenance request.
+
+Plain data, no I/O: connection tasks and the control server build these, and the
+writer passes them to `Engine.process` in batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from logd_client import wire
+
+from logd.config import Config
+from logd.states import Peer
+
+__all__ = ["ConnClosed", "Ingest", "Job", "Maintain", "Tick"]
+
+
+@dataclass(slots=True)
+class Ingest:
+    """One decoded message from one connection; `ok` once it is durable."""
+
+    peer: Peer
+    entries: wire.Entries
+    ok: bool = False
+    duplicate: bool = False
+
+
+@dataclass(slots=True)
+class ConnClosed:
+    peer: Peer
+    by_daemon: bool
+
+
+@dataclass(slots=True)
+class Tick:
+    """Periodic housekeeping: vanished processes, idle sessions, metadata refresh."""
+
+
+@dataclass(slots=True)
+class Maintain:
+    """An operator's request carried out between batches: cleanup, rotate or reload."""
+
+    action: str
+    dry_run: bool = False
+    config: Config | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+    done: bool = False
+
+
+Job = Ingest | ConnClosed | Tick | Maintain

@@ -1,0 +1,84 @@
+"""Runs a previous daemon left behind, read back from their registry rows and
+``metadata.json``: adopted while their processes live, else ended as lost.
+
+Synchronous file reads, in the writer's thread: the engine calls these at start and
+when a record names a run it no longer holds in memory. Lifecycle rules stay in
+`Registry` (`adopt`, `pid_alive`); this module only reads and reports.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from logd.registry import Registry
+from logd.states import RunState
+from logd.store import RegistryStore
+
+__all__ = ["persisted_run", "read_metadata", "recover_open_runs"]
+
+# These lines came from the engine before this module existed; they keep its logger name.
+log = logging.getLogger("logd.engine")
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """A run's ``metadata.json``.
+
+    Raises:
+        OSError: unreadable; ValueError: not JSON, or not an object.
+    """
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    if not isinstance(data, dict):
+        raise ValueError("metadata is not an object")
+    return data
+
+
+def persisted_run(store: RegistryStore, root: Path, app: str, run_id: str) -> RunState | None:
+    """A run this daemon does not hold in memory, from its registry row and metadata."""
+    row = store.get_run(app, run_id)
+    if row is None:
+        return None
+    try:
+        return RunState.from_metadata(read_metadata(root / str(row["path"]) / "metadata.json"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def recover_open_runs(
+    store: RegistryStore,
+    registry: Registry,
+    root: Path,
+    now: int,
+    write_metadata: Callable[[RunState, int], dict[str, Any]],
+) -> None:
+    """Runs a previous daemon left open: adopted if their processes live, else lost.
+
+    Args:
+        now: ns since the epoch; the end time of the runs found lost.
+        write_metadata: writes a run's ``metadata.json``, returns its registry row.
+    """
+    rows = []
+    for row in store.open_runs():
+        meta_path = root / str(row["path"]) / "metadata.json"
+        try:
+            run = RunState.from_metadata(read_metadata(meta_path))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning(
+                "run %s/%s: unreadable metadata.json (%s); left as it is",
+                row["app"],
+                row["run_id"],
+                exc,
+            )
+            continue
+        if run.pids and any(registry.pid_alive(pid) for pid in run.pids):
+            registry.adopt(run)
+            continue
+        run.end_ns, run.end_reason = now, "lost"
+        rows.append(write_metadata(run, now))
+    if rows:
+        store.write(runs=rows)
+        log.info("%d run(s) left open by the previous daemon ended as lost", len(rows))
