@@ -26,11 +26,20 @@ def chunk_key(chunk: str | bytes | None) -> ChunkKey | None:
     return match[1], int(match[2])
 
 
+def highest(keys: Iterable[ChunkKey]) -> dict[str, int]:
+    """The highest sequence per producer among `keys`."""
+    marks: dict[str, int] = {}
+    for producer, seq in keys:
+        if seq > marks.get(producer, -1):
+            marks[producer] = seq
+    return marks
+
+
 class Dedup:
     """Highest written sequence per producer, for the most recent `max_producers`.
 
-    Kept in memory only: after a daemon crash a message whose ack was lost is written
-    again (at-least-once delivery).
+    The engine saves the marks in `index.sqlite3` in the transaction that records each
+    batch, and loads them at start, so a resend after a daemon crash is recognised too.
     """
 
     def __init__(self, max_producers: int = 100_000) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from logd.cleanup import CleanupReport, run_cleanup
 from logd.config import Config, Layout
-from logd.dedup import ChunkKey, Dedup, chunk_key
+from logd.dedup import ChunkKey, Dedup, chunk_key, highest
 from logd.eventline import iso_utc_ms
 from logd.events import EventRow
 from logd.jobs import ConnClosed, Ingest, Job, Maintain, Tick
@@ -44,6 +44,9 @@ if TYPE_CHECKING:
     from logd.forward.hub import Hub
 
 log = logging.getLogger("logd.engine")
+# How long a producer's last written sequence is remembered: a client resends within
+# minutes, a spool may wait for days.
+PRODUCER_MARKS_KEPT_NS = 30 * 86_400 * 1_000_000_000
 
 
 @dataclass(slots=True)
@@ -109,6 +112,7 @@ class Engine:
         self.totals = Totals()
         self.last_cleanup: dict[str, Any] | None = None
         self._dedup = Dedup()
+        self._dedup.commit(self.store.producer_marks(self._dedup.max_producers))
         # Live-tail items, built only while someone is following (set by the server).
         self.publish = False
         self.published: list[dict[str, Any]] = []
@@ -160,6 +164,7 @@ class Engine:
                 runs=run_rows,
                 sessions=[s.row() for s in batch.sessions.values()],
                 calls=[c.row() for c in batch.calls.values()],
+                producers=[(p, seq, now) for p, seq in highest(batch.chunks).items()],
             )
         except (OSError, sqlite3.Error) as exc:
             self.sinks.rollback()
@@ -351,6 +356,7 @@ class Engine:
             self.store.delete_paths(report.deleted)
             cutoff = now_ns - int(self.config.retention.events_days * 86400e9)
             self.index.delete_before(iso_utc_ms(max(cutoff, 0)))
+            self.store.forget_producers(now_ns - PRODUCER_MARKS_KEPT_NS)
         self.last_cleanup = {
             "time": iso_utc_ms(now_ns),
             **report.as_dict(),

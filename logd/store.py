@@ -17,6 +17,7 @@ from typing import Any
 from logd.tables import (
     SCHEMA,
     UPSERT_CALL,
+    UPSERT_PRODUCER,
     UPSERT_RUN,
     UPSERT_SESSION,
     CallRow,
@@ -91,8 +92,11 @@ class RegistryStore:
         runs: Sequence[Mapping[str, Any]] = (),
         sessions: Sequence[SessionRow] = (),
         calls: Sequence[CallRow] = (),
+        producers: Sequence[tuple[str, int, int]] = (),
     ) -> None:
-        """Upsert runs, sessions and calls in ONE transaction: all of them or none.
+        """Upsert runs, sessions, calls and producer marks in ONE transaction.
+
+        `producers` are `(producer, seq, now_ns)`: the highest chunk written per producer.
 
         Raises:
             KeyError: a run mapping lacks ``app``, ``run_id``, ``start_time`` or ``path``.
@@ -103,11 +107,12 @@ class RegistryStore:
         run_values = [run_params(meta) for meta in runs]
         session_values = [session_params(row) for row in sessions]
         call_values = [call_params(row) for row in calls]
-        if not (run_values or session_values or call_values):
+        if not (run_values or session_values or call_values or producers):
             return
         self._transaction(
             (UPSERT_RUN, run_values),
             (UPSERT_SESSION, session_values),
+            (UPSERT_PRODUCER, list(producers)),
             (UPSERT_CALL, call_values),
         )
 
@@ -148,6 +153,28 @@ class RegistryStore:
         self._conn.execute("COMMIT")
 
     # --- reads -------------------------------------------------------------------
+
+    def producer_marks(self, limit: int) -> list[tuple[str, int]]:
+        """The most recently seen producers' highest written sequence, oldest first."""
+        rows = self._conn.execute(
+            "SELECT producer, seq FROM (SELECT * FROM producers ORDER BY seen_ns DESC LIMIT ?)"
+            " ORDER BY seen_ns",
+            (limit,),
+        ).fetchall()
+        return [(str(row[0]), int(row[1])) for row in rows]
+
+    def forget_producers(self, before_ns: int) -> int:
+        """Drop marks of producers not seen since `before_ns` (retention)."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            count = self._conn.execute(
+                "DELETE FROM producers WHERE seen_ns < ?", (before_ns,)
+            ).rowcount
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+        return int(count)
 
     def open_runs(self) -> list[dict[str, Any]]:
         """Runs with no end, oldest first: at start, those whose pids are gone are lost."""

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SCHEMA",
     "UPSERT_CALL",
+    "UPSERT_PRODUCER",
     "UPSERT_RUN",
     "UPSERT_SESSION",
     "CallRow",
@@ -37,6 +38,12 @@ __all__ = [
 SessionEnd = Literal["ended", "idle"]
 
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS producers (
+    producer TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    seen_ns INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_producers_seen ON producers (seen_ns);
 CREATE TABLE IF NOT EXISTS runs (
     app TEXT NOT NULL,
     run_id TEXT NOT NULL,
@@ -293,3 +300,11 @@ def limit_clause(limit: int | None, params: list[Any]) -> str:
         raise ValueError(f"limit must be >= 0, got {limit}")
     params.append(limit)
     return " LIMIT ?"
+
+# The highest chunk sequence written per producer: survives a crash, so a message resent
+# after one is recognised (logd.dedup). MAX keeps it from going back.
+UPSERT_PRODUCER = (
+    "INSERT INTO producers (producer, seq, seen_ns) VALUES (?, ?, ?) "
+    "ON CONFLICT (producer) DO UPDATE SET seq = MAX(seq, excluded.seq), "
+    "seen_ns = excluded.seen_ns"
+)

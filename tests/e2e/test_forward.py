@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -32,7 +33,6 @@ from tests.e2e.procs import DaemonProcess, start_daemon, wait_for
 pytestmark = pytest.mark.e2e
 
 RUN = "20251105_143052_a1b2c3d4"
-PRODUCER = "0123456789abcdef"
 REC_RE = re.compile(r"rec-(\d{5})")
 
 
@@ -111,6 +111,9 @@ class Producer:
         self.sock.settimeout(20)
         self.sock.connect(os.fspath(path))
         self.decoder = wire.ResponseDecoder()
+        # A fresh producer id per sequence stream, as logd_client does: the daemon
+        # remembers the highest sequence written per producer, across restarts too.
+        self.producer = secrets.token_hex(8)
         self.seq = 0
 
     def send(self, first: int, count: int, **fields: Any) -> None:
@@ -119,7 +122,7 @@ class Producer:
             for i in range(first, first + count)
         ]
         self.seq += 1
-        chunk = f"{PRODUCER}:{self.seq}"
+        chunk = f"{self.producer}:{self.seq}"
         self.sock.sendall(wire.encode_forward("fleet", entries, chunk=chunk))
         while True:
             event = self.decoder.next_event()

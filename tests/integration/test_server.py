@@ -401,3 +401,21 @@ async def test_data_before_authentication_is_refused(log_root: Path, socket_dir:
         assert not (log_root / "cyc").exists()
         await producer.aclose()
         server.request_stop()
+
+
+async def test_resend_after_a_restart_is_recognised(config: Config) -> None:
+    """The written sequence per producer is saved with each batch, not only in memory."""
+    for attempt in range(2):
+        async with trio.open_nursery() as nursery:
+            server = LogdServer(config)
+            await nursery.start(partial(serve_logd, config, server=server))
+            producer = await Producer.unix(config.listen.socket)
+            await producer.log([rec("exactly once")], chunk="c0ffee00:7")
+            await producer.aclose()
+            assert server.engine is not None
+            assert server.engine.totals.duplicates == attempt
+            server.request_stop()
+    msgs = [
+        line.rsplit(" - ", 1)[1] for line in read_lines(config.root / f"cyc/runs/{RUN}/main.log")
+    ]
+    assert msgs == ["exactly once"]

@@ -43,3 +43,11 @@ def test_producers_are_bounded_oldest_first() -> None:
     assert dedup.already_written(("aaaaaaaa", 2))
     assert dedup.already_written(("cccccccc", 1))
     assert not dedup.already_written(("bbbbbbbb", 1)), "least recently used producer forgotten"
+
+
+def test_highest_per_producer() -> None:
+    from logd.dedup import highest
+
+    keys = [("aaaaaaaa", 3), ("bbbbbbbb", 1), ("aaaaaaaa", 9), ("aaaaaaaa", 4)]
+    assert highest(keys) == {"aaaaaaaa": 9, "bbbbbbbb": 1}
+    assert highest([]) == {}
