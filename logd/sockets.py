@@ -18,14 +18,14 @@ from typing import Any
 
 import trio
 
-from logd.config import Config
+from logd.config import MAX_SOCKET_PATH_BYTES, Config
 from logd.states import Transport
 from logd.units import is_loopback_host
 
 # These lines came from the server before `Listeners` moved here; they keep its name.
 log = logging.getLogger("logd.server")
 
-SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes including the NUL
+SUN_PATH_MAX = MAX_SOCKET_PATH_BYTES
 
 
 class StartupError(Exception):

@@ -301,6 +301,7 @@ def limit_clause(limit: int | None, params: list[Any]) -> str:
     params.append(limit)
     return " LIMIT ?"
 
+
 # The highest chunk sequence written per producer: survives a crash, so a message resent
 # after one is recognised (logd.dedup). MAX keeps it from going back.
 UPSERT_PRODUCER = (

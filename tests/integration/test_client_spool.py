@@ -180,7 +180,9 @@ def test_a_spool_interrupted_mid_delivery_is_resent_in_order(
         srv.close()
     assert srv.connections == 2
     assert list(dict.fromkeys(got)) == list(range(31))
-    assert len(got) - 31 <= 5  # the unacked message was sent again, nothing else
+    # The unacked message is sent again; so may the one before it, when its ack was still
+    # in flight as the connection broke. Nothing else.
+    assert len(got) - 31 <= 2 * 5
 
 
 def test_a_producer_that_exits_with_the_daemon_down_leaves_a_spool_for_the_next_one(
