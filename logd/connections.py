@@ -25,6 +25,7 @@ from logd.config import Config
 from logd.intake import Submit
 from logd.jobs import ConnClosed, Job
 from logd.states import Peer, Transport
+from logd.streams import next_event
 
 __all__ = ["Conn", "Connections"]
 
@@ -189,14 +190,9 @@ class Connections:
         assert key is not None
         nonce = os.urandom(16)
         await stream.send_all(wire.encode_helo(nonce, b"", keepalive=True))
-        event = decoder.next_event()
-        while event is None or isinstance(event, wire.Heartbeat):
-            data = await stream.receive_some(decoder.read_size)
-            if data:
-                decoder.receive_data(data)
-            else:
-                decoder.receive_eof()
-            event = decoder.next_event()
+        event = await next_event(stream, decoder)
+        while isinstance(event, wire.Heartbeat):
+            event = await next_event(stream, decoder)
         if not isinstance(event, wire.Ping):
             self._count("auth-missing")
             log.warning(

@@ -24,6 +24,7 @@ from logd_client import wire
 from logd import control, queries
 from logd.control import ControlError, Request, TailFilter
 from logd.jobs import Maintain
+from logd.streams import next_event
 
 if TYPE_CHECKING:
     from logd.server import LogdServer
@@ -108,14 +109,7 @@ class ControlServer:
         self.clients += 1
         try:
             while True:
-                event = decoder.next_event()
-                if event is None:
-                    data = await stream.receive_some(decoder.read_size)
-                    if data:
-                        decoder.receive_data(data)
-                    else:
-                        decoder.receive_eof()
-                    continue
+                event = await next_event(stream, decoder)
                 if isinstance(event, wire.Closed):
                     return
                 try:

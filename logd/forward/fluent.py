@@ -18,6 +18,7 @@ import trio
 from logd_client import wire
 
 from logd.forward.sender import IDLE_CHECK_S, Sender, UpstreamError, peer_closed
+from logd.streams import next_event
 
 # Batches sent before waiting for the oldest ack: hides the round trip.
 WINDOW = 8
@@ -153,15 +154,7 @@ class FluentSender(Sender):
     async def _receive(
         self, stream: trio.SocketStream, decoder: wire.ResponseDecoder
     ) -> wire.Ack | wire.Helo | wire.Pong:
-        while True:
-            event = decoder.next_event()
-            if event is None:
-                data = await stream.receive_some(decoder.read_size)
-                if data:
-                    decoder.receive_data(data)
-                else:
-                    decoder.receive_eof()
-                continue
-            if isinstance(event, wire.Closed):
-                raise UpstreamError(f"{self.target} closed the connection")
-            return event
+        event = await next_event(stream, decoder)
+        if isinstance(event, wire.Closed):
+            raise UpstreamError(f"{self.target} closed the connection")
+        return event

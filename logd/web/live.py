@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from logd import control
+from logd.streams import next_event
 from logd.web.data import BadRequest, NotFound, WebError
 
 __all__ = ["ControlUnavailable", "TailEvents", "ask"]
@@ -54,17 +55,8 @@ async def _connect(path: str) -> trio.SocketStream:
 
 async def _next_map(stream: trio.SocketStream, decoder: wire.MapDecoder) -> dict[str, Any] | None:
     """The next reply map, or None when the daemon closed the connection."""
-    while True:
-        event = decoder.next_event()
-        if isinstance(event, wire.Closed):
-            return None
-        if event is not None:
-            return event
-        data = await stream.receive_some(decoder.read_size)
-        if data:
-            decoder.receive_data(data)
-        else:
-            decoder.receive_eof()
+    event = await next_event(stream, decoder)
+    return None if isinstance(event, wire.Closed) else event
 
 
 async def ask(path: str, command: str, **args: Any) -> Any:
