@@ -118,6 +118,22 @@ def error(code: str, message: str) -> dict[str, Any]:
     return {"ok": False, "error": {"code": code, "message": message}}
 
 
+def event_filters(args: Mapping[str, Any]) -> dict[str, Any]:
+    """`events` arguments (as logd-ctl and logd web name them) as `EventIndex.query` filters.
+
+    `since`/`until` must already be ISO times (`parse_time`).
+    """
+    return {
+        "app": args.get("app"),
+        "type_pattern": args.get("type"),
+        "since": args.get("since"),
+        "until": args.get("until"),
+        "session_id": args.get("session"),
+        "run_id": args.get("run"),
+        "call_id": args.get("call"),
+    }
+
+
 def parse_time(text: str, now: float) -> str:
     """`1h`, `30m`, `2d` ago, or an ISO 8601 time, as an ISO UTC time for the index.
 

@@ -34,16 +34,7 @@ def query(root: Path, req: Request, utc: bool) -> Any:
     if req.command == "events":
         index = EventIndex(db)
         try:
-            return index.query(
-                app=args.get("app"),
-                type_pattern=args.get("type"),
-                since=args.get("since"),
-                until=args.get("until"),
-                session_id=args.get("session"),
-                run_id=args.get("run"),
-                call_id=args.get("call"),
-                limit=args.get("limit", 1000),
-            )
+            return index.query(**control.event_filters(args), limit=args.get("limit", 1000))
         except ValueError as exc:
             raise ControlError("bad-argument", str(exc)) from exc
         finally:

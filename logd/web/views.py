@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from logd.control import event_filters
 from logd.web.data import (
     BadRequest,
     NotFound,
@@ -225,15 +226,7 @@ def events(
         if not index.has_table("events"):
             return []
         try:
-            return index.events.query(
-                app=query.get("app"),
-                type_pattern=query.get("type"),
-                since=bounds.get("since"),
-                until=bounds.get("until"),
-                session_id=query.get("session"),
-                run_id=query.get("run"),
-                call_id=query.get("call"),
-                limit=1000 if limit is None else limit,
-            )
+            filters = event_filters({**query, **bounds})
+            return index.events.query(**filters, limit=1000 if limit is None else limit)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
