@@ -142,6 +142,10 @@ class _Decoder(Generic[_Event]):
             self._message_start = end
             if size > self._max_bytes:
                 self._fail_too_large(size)
+            if end == self._fed and not self._pending:
+                # Nothing buffered past this message: let the Unpacker go now, not after
+                # the caller has handled the message (which may take a while).
+                self._unpacker = None
             try:
                 return self._interpret(obj)
             except RemoteProtocolError as exc:
