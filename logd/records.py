@@ -197,8 +197,10 @@ def normalize(tag: str, time_ns: int, raw: object) -> Record:
         kv = {str(k): v for k, v in kv.items()}
     exc = raw.get("exc")
     app = _ident(raw, "app") or app_from_tag(tag)
-    extra_keys = raw.keys() - _KNOWN
-    extra = {k: raw[k] for k in raw if k in extra_keys} if extra_keys else {}
+    if raw.keys() <= _KNOWN:  # a subset test allocates nothing: the common case
+        extra = {}
+    else:
+        extra = {k: v for k, v in raw.items() if k not in _KNOWN}
     if (kv and _has_containers(kv) and _too_deep(kv)) or (
         extra and _has_containers(extra) and _too_deep(extra)
     ):
