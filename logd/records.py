@@ -197,10 +197,8 @@ def normalize(tag: str, time_ns: int, raw: object) -> Record:
         kv = {str(k): v for k, v in kv.items()}
     exc = raw.get("exc")
     app = _ident(raw, "app") or app_from_tag(tag)
-    if raw.keys() <= _KNOWN:  # a subset test allocates nothing: the common case
-        extra = {}
-    else:
-        extra = {k: v for k, v in raw.items() if k not in _KNOWN}
+    # A subset test allocates nothing, and records with no extra fields are the rule.
+    extra = {} if raw.keys() <= _KNOWN else {k: v for k, v in raw.items() if k not in _KNOWN}
     if (kv and _has_containers(kv) and _too_deep(kv)) or (
         extra and _has_containers(extra) and _too_deep(extra)
     ):
