@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from logd_client import handler
 
 from logd.config import Config
 from tests.helpers import make_config
@@ -20,6 +22,19 @@ def spool_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "spool"
     monkeypatch.setenv("LOGD_SPOOL_DIR", str(path))
     return path
+
+
+@pytest.fixture
+def clean_runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The client's process-wide state (handler, run, env) as it was before the test."""
+    monkeypatch.delenv("LOGD_RUN_ID", raising=False)
+    monkeypatch.delenv("LOGD_ADDRESS", raising=False)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    handler.reset_runtime()
 
 
 @pytest.fixture

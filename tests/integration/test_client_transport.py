@@ -155,18 +155,6 @@ def make_transport() -> Iterator[Callable[..., Transport]]:
         transport.close()
 
 
-@pytest.fixture
-def clean_runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("LOGD_RUN_ID", raising=False)
-    monkeypatch.delenv("LOGD_ADDRESS", raising=False)
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    handler.reset_runtime()
-
-
 def record(i: int, **fields: Any) -> dict[str, Any]:
     return {"msg": f"m{i}", "level": "INFO", "logger": "t", **fields}
 

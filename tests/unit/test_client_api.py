@@ -15,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -25,18 +24,6 @@ from logd_client import context, handler, transport
 
 ABSENT = "unix:/nonexistent-logd-test-dir/logd.sock"
 RUN_ID = re.compile(r"\d{8}_\d{6}_[0-9a-f]{8}")
-
-
-@pytest.fixture
-def clean_runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("LOGD_RUN_ID", raising=False)
-    monkeypatch.delenv("LOGD_ADDRESS", raising=False)
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    handler.reset_runtime()
 
 
 def queued() -> list[dict[str, Any]]:
