@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from logd.eventline import iso_utc_ms
+
 COMMANDS = (
     "status",
     "runs",
@@ -157,7 +159,8 @@ def parse_time(text: str, now: float) -> str:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # Whole microseconds, so the float timestamp cannot move the millisecond.
+    return iso_utc_ms(round(moment.timestamp() * 1_000_000) * 1000)
 
 
 @dataclass(frozen=True, slots=True)
