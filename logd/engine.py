@@ -24,7 +24,7 @@ from logd.eventline import iso_utc_ms
 from logd.events import EventRow
 from logd.jobs import ConnClosed, Ingest, Job, Maintain, Tick
 from logd.rebuild import open_or_rebuild
-from logd.records import Record, Unroutable, normalize
+from logd.records import Normalizer, Record, Unroutable
 from logd.recovery import persisted_run, recover_open_runs
 from logd.registry import Registry, pid_alive
 from logd.routing import (
@@ -39,6 +39,7 @@ from logd.routing import (
 )
 from logd.sinks import Sinks, point_current, write_json_atomic
 from logd.states import CallState, Peer, RunState, SessionState
+from logd.templates import Template, Templates
 
 if TYPE_CHECKING:
     from logd.forward.hub import Hub
@@ -110,6 +111,7 @@ class Engine:
             lookup=partial(persisted_run, self.store, self.root),
         )
         self.totals = Totals()
+        self._templates = Templates(config.layout)
         self.last_cleanup: dict[str, Any] | None = None
         self._dedup = Dedup()
         self._dedup.commit(self.store.producer_marks(self._dedup.max_producers))
@@ -206,44 +208,58 @@ class Engine:
         for invalid in entries.invalid:
             self._reject(batch, now, invalid.reason, entries.tag, invalid.raw, peer)
         layout = self.layout
+        templates = self._templates
         registry = self.registry
         writes, rows = batch.writes, batch.rows
         run: RunState | None = None
+        normalize = Normalizer(entries.tag)
+        template: Template | None = None  # of the previous record, when it was plain
         for time_ns, raw in entries.entries:
             try:
-                record = normalize(entries.tag, time_ns, raw)
+                record, repeat = normalize(time_ns, raw)
             except Unroutable as exc:
                 self._reject(batch, now, str(exc), entries.tag, raw, peer)
+                template = None
                 continue
-            # A message's records nearly always share one run: look it up once.
-            if (
-                run is None
-                or record.run_id != run.run_id
-                or record.app != run.app
-                or record.run_id is None
-                or not run.active
-            ):
-                run, created = registry.run_for(record, peer, now)
-                if created:
-                    batch.new_runs.append(run)
-                batch.run_dirs[run_dir(run.app, run.run_id)] = run
-            registry.note_record(run, record)
             call = None
-            if record.call_id is not None:
-                call = registry.note_call(record, run.run_id, day_text(record.time_ns, layout.utc))
-                batch.calls[(call.app, call.call_id, call.day)] = call
-            routed = route(record, run.run_id, layout, call_day=call.day if call else None)
+            if repeat and template is not None and run is not None:
+                # The previous record again but for time and message: same run, same lines.
+                made = templates.render(template, time_ns, record.msg)
+            else:
+                # A message's records nearly always share one run: look it up once.
+                if (
+                    run is None
+                    or record.run_id != run.run_id
+                    or record.app != run.app
+                    or record.run_id is None
+                    or not run.active
+                ):
+                    run, created = registry.run_for(record, peer, now)
+                    if created:
+                        batch.new_runs.append(run)
+                    batch.run_dirs[run_dir(run.app, run.run_id)] = run
+                if record.call_id is not None:
+                    day = day_text(record.time_ns, layout.utc)
+                    call = registry.note_call(record, run.run_id, day)
+                    batch.calls[(call.app, call.call_id, call.day)] = call
+                template = templates.find(record, run.run_id)
+                if template is not None:
+                    made = templates.render(template, record.time_ns, record.msg)
+                else:
+                    routed = route(record, run.run_id, layout, call_day=call.day if call else None)
+                    made = routed.writes
+                    if routed.event is not None:
+                        rows.append(routed.event)
+            registry.note_record(run, record)
             if self.forward is not None:
                 batch.outbound.append((record, run.run_id, peer))
             if self.publish:
                 self.published.append(tail_item(record, run.run_id, layout))
-            writes += routed.writes
-            if routed.event is not None:
-                rows.append(routed.event)
+            writes += made
             if call is not None or record.session_id is not None:
-                self._note_paths(record, run, call, routed.writes, batch, now)
+                self._note_paths(record, run, call, made, batch, now)
             if record.event_type is not None:
-                self._lifecycle_event(record.event_type, record, routed.writes, batch)
+                self._lifecycle_event(record.event_type, record, made, batch)
 
     def _note_paths(
         self,
@@ -370,6 +386,7 @@ class Engine:
         """Apply a new configuration, except `root` and `[listen]` (they need a restart)."""
         config = replace(config, root=self.config.root, listen=self.config.listen)
         self.config = config
+        self._templates = Templates(config.layout)
         self.sinks.rotation = config.rotation
         self.sinks.fsync = config.fsync
         self.sinks.open_files = max(1, config.limits.open_files)

@@ -80,6 +80,28 @@ class Record:
     def is_event(self) -> bool:
         return self.event_type is not None
 
+    def again(self, time_ns: int, msg: str) -> Record:
+        """This record with another time and message (positional: several times cheaper)."""
+        return Record(
+            time_ns,
+            self.app,
+            self.logger,
+            self.level,
+            self.levelno,
+            msg,
+            self.run_id,
+            self.session_id,
+            self.call_id,
+            self.bot_id,
+            self.event_type,
+            dict(self.kv),
+            self.pid,
+            self.thread,
+            self.thread_name,
+            self.exc,
+            dict(self.extra),
+        )
+
 
 def app_from_tag(tag: str) -> str:
     """The default app of a record: the first dot-part of its Forward tag."""
@@ -152,6 +174,14 @@ def _optional_int(raw: dict[str, Any], key: str) -> int | None:
     raise Unroutable(f"{key} must be an integer, not {type(value).__name__}")
 
 
+# The keys logd_client sends for a plain log call: records made of these alone, with the
+# types the client gives them, take `_plain()`'s shortcut through normalize().
+_PLAIN_KEYS = frozenset(
+    {"msg", "level", "logger", "app", "run_id", "session_id", "call_id", "bot_id"}
+    | {"pid", "thread", "thread_name"}
+)
+
+
 def normalize(tag: str, time_ns: int, raw: object) -> Record:
     """Interpret one entry's record map.
 
@@ -163,6 +193,107 @@ def normalize(tag: str, time_ns: int, raw: object) -> Record:
     Raises:
         Unroutable: with a one-line reason, for the `_rejected/` file.
     """
+    if isinstance(raw, dict) and raw.__class__ is dict and raw.keys() <= _PLAIN_KEYS:
+        record = _plain(tag, time_ns, raw)
+        if record is not None:
+            return record
+    return _general(tag, time_ns, raw)
+
+
+class Normalizer:
+    """`normalize()` for the entries of one message, noticing repeats.
+
+    A producer's records mostly differ from the one before only in time and message. When
+    a record's map equals the previous one's but for `msg`, and that one took `_plain()`'s
+    shortcut (so its values are all str, int or None, where equal means same type, save
+    for the ints checked here), it normalises to that record with its own time and
+    message: built from it, and flagged, so the caller can reuse its routing too.
+    """
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self._last_raw: dict[str, Any] | None = None
+        self._last: Record | None = None
+
+    def __call__(self, time_ns: int, raw: object) -> tuple[Record, bool]:
+        """The record of one entry, and whether it repeats the previous one.
+
+        Raises:
+            Unroutable: as `normalize()` does.
+        """
+        last_raw = self._last_raw
+        if last_raw is not None and raw.__class__ is dict and 0 <= time_ns <= MAX_TIME_NS:
+            assert isinstance(raw, dict)
+            assert self._last is not None
+            msg, pid, thread = raw.get("msg"), raw.get("pid"), raw.get("thread")
+            if (
+                msg.__class__ is str
+                and (pid is None or pid.__class__ is int)
+                and (thread is None or thread.__class__ is int)
+            ):
+                raw["msg"] = last_raw["msg"]
+                same = raw == last_raw
+                raw["msg"] = msg
+                if same:
+                    return self._last.again(time_ns, msg), True
+        record = None
+        if isinstance(raw, dict) and raw.__class__ is dict and raw.keys() <= _PLAIN_KEYS:
+            record = _plain(self.tag, time_ns, raw)
+        if record is None or not isinstance(raw, dict) or "msg" not in raw:
+            self._last_raw = self._last = None
+            return _general(self.tag, time_ns, raw), False
+        self._last_raw, self._last = raw, record
+        return record, False
+
+
+def _plain(tag: str, time_ns: int, raw: dict[str, Any]) -> Record | None:
+    """The record of a plain log call, or None to leave it to `_general()`.
+
+    Same result as `_general()` for what it accepts (a test holds them to that): it only
+    skips the checks that cannot fail for the types it finds.
+    """
+    get = raw.get
+    msg, logger, level = get("msg", ""), get("logger"), get("level", "INFO")
+    app, run_id, session_id = get("app"), get("run_id"), get("session_id")
+    call_id, bot_id = get("call_id"), get("bot_id")
+    pid, thread, thread_name = get("pid"), get("thread"), get("thread_name")
+    known = _LEVEL_OF.get(level) if level.__class__ is str else None
+    if (
+        known is None
+        or msg.__class__ is not str
+        or logger.__class__ is not str
+        or not logger
+        or not 0 <= time_ns <= MAX_TIME_NS
+        or (pid is not None and pid.__class__ is not int)
+        or (thread is not None and thread.__class__ is not int)
+        or (thread_name is not None and thread_name.__class__ is not str)
+    ):
+        return None
+    for ident in (app, run_id, session_id, call_id, bot_id):
+        if ident is not None and (ident.__class__ is not str or not 0 < len(ident) <= MAX_ID_CHARS):
+            return None
+    return Record(
+        time_ns,
+        app or app_from_tag(tag),
+        logger,
+        known[0],
+        known[1],
+        msg,
+        run_id,
+        session_id,
+        call_id,
+        bot_id,
+        None,
+        {},
+        pid,
+        thread,
+        thread_name,
+        None,
+        {},
+    )
+
+
+def _general(tag: str, time_ns: int, raw: object) -> Record:
     if not isinstance(raw, dict):
         raise Unroutable(f"record is a {type(raw).__name__}, not a map")
     if not 0 <= time_ns <= MAX_TIME_NS:
@@ -205,23 +336,23 @@ def normalize(tag: str, time_ns: int, raw: object) -> Record:
         raise Unroutable(f"record nests deeper than {MAX_DEPTH} levels")
     thread_name = raw.get("thread_name")
     return Record(
-        time_ns=time_ns,
-        app=app,
-        logger=logger if logger else tag,
-        level=level,
-        levelno=levelno,
-        msg=msg,
-        run_id=_ident(raw, "run_id"),
-        session_id=_ident(raw, "session_id"),
-        call_id=_ident(raw, "call_id"),
-        bot_id=_ident(raw, "bot_id"),
-        event_type=event_type,
-        kv=kv,
-        pid=_optional_int(raw, "pid"),
-        thread=_optional_int(raw, "thread"),
-        thread_name=_text(thread_name) if thread_name is not None else None,
-        exc=_text(exc) if exc else None,
-        extra=extra,
+        time_ns,
+        app,
+        logger if logger else tag,
+        level,
+        levelno,
+        msg,
+        _ident(raw, "run_id"),
+        _ident(raw, "session_id"),
+        _ident(raw, "call_id"),
+        _ident(raw, "bot_id"),
+        event_type,
+        kv,
+        _optional_int(raw, "pid"),
+        _optional_int(raw, "thread"),
+        _text(thread_name) if thread_name is not None else None,
+        _text(exc) if exc else None,
+        extra,
     )
 
 

@@ -51,8 +51,9 @@ class Write(NamedTuple):
     line: str
 
 
-@dataclass(frozen=True, slots=True)
-class Routed:
+class Routed(NamedTuple):
+    """Every write one record causes, and its index row if it is an event."""
+
     writes: list[Write]
     event: EventRow | None
 
@@ -203,25 +204,41 @@ def _json_default(value: object) -> object:
 # --- the rule table ----------------------------------------------------------------
 
 
-def _is_run_scoped(t: _Texts) -> bool:
-    return t.record.call_id is None
+class Shape(NamedTuple):
+    """The facts about a record that the rules decide on.
+
+    Rules look at a record's shape, not at the record: there are only 16 shapes, so the
+    rules that apply to each are worked out once (`_PLANS`), not for every record.
+    """
+
+    call: bool  # has a call_id: call-scoped
+    session: bool  # has a session_id
+    event: bool  # is a canonical event (its own, or an error:runtime)
+    component: bool  # component files are on and its logger's file is not main.log
+
+    @classmethod
+    def from_mask(cls, mask: int) -> Shape:
+        return cls(*(bool(mask & (1 << bit)) for bit in range(4)))
 
 
-def _wants_component(t: _Texts) -> bool:
-    r = t.record
-    return r.call_id is None and t.layout.component_files and safe_name(r.logger) != "main"
+def _is_run_scoped(s: Shape) -> bool:
+    return not s.call
 
 
-def _has_session(t: _Texts) -> bool:
-    return t.record.session_id is not None
+def _wants_component(s: Shape) -> bool:
+    return not s.call and s.component
 
 
-def _has_call(t: _Texts) -> bool:
-    return t.record.call_id is not None
+def _has_session(s: Shape) -> bool:
+    return s.session
 
 
-def _is_event(t: _Texts) -> bool:
-    return t.event_line is not None
+def _has_call(s: Shape) -> bool:
+    return s.call
+
+
+def _is_event(s: Shape) -> bool:
+    return s.event
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +247,7 @@ class Rule:
 
     name: str
     kind: Kind
-    applies: Callable[[_Texts], bool]
+    applies: Callable[[Shape], bool]
     path: Callable[[Record, str, str], str]
     line: Callable[[_Texts], str]
 
@@ -242,6 +259,20 @@ RULES: tuple[Rule, ...] = (
     Rule("call", Kind.CALL, _has_call, _call_path, _Texts.call_line),
     Rule("events", Kind.EVENTS, _is_event, _events_path, _Texts.events_line),
 )
+
+
+def plan(shape: Shape) -> tuple[Rule, ...]:
+    """The rules that apply to records of this shape, in table order."""
+    return tuple(rule for rule in RULES if rule.applies(shape))
+
+
+# Indexed by the shape's bits (call 1, session 2, event 4, component 8), as route() builds them.
+_PLANS: tuple[tuple[Rule, ...], ...] = tuple(plan(Shape.from_mask(mask)) for mask in range(16))
+
+
+@lru_cache(maxsize=4096)
+def _has_own_file(logger: str) -> bool:
+    return safe_name(logger) != "main"
 
 
 def event_of(record: Record) -> tuple[str, str, str, dict[str, Any]] | None:
@@ -275,9 +306,10 @@ def route(record: Record, run_id: str, layout: Layout, *, call_day: str | None =
         call_day: the date folder of the record's call, fixed at the call's start; the
             record's own date when not given.
     """
-    event = event_of(record)
     event_line = event_row = None
-    if event is not None:
+    if record.event_type is not None or (record.exc and record.levelno >= ERROR_LEVELNO):
+        event = event_of(record)
+        assert event is not None
         event_type, source, text, fields = event
         event_line = format_event_line(record.time_ns, event_type, source, text, fields)
         event_row = EventRow(
@@ -294,14 +326,22 @@ def route(record: Record, run_id: str, layout: Layout, *, call_day: str | None =
         )
     texts = _Texts(record, run_id, layout, event_line)
     day = ""
+    mask = 0
     if record.call_id is not None:
         day = call_day or day_text(record.time_ns, layout.utc)
+        mask = 1
+    if record.session_id is not None:
+        mask |= 2
+    if event_line is not None:
+        mask |= 4
+    if layout.component_files and _has_own_file(record.logger):
+        mask |= 8
+    new = tuple.__new__  # skips NamedTuple's Python-level __new__: several per record
     writes = [
-        Write(rule.kind, rule.path(record, run_id, day), rule.line(texts))
-        for rule in RULES
-        if rule.applies(texts)
+        new(Write, (rule.kind, rule.path(record, run_id, day), rule.line(texts)))
+        for rule in _PLANS[mask]
     ]
-    return Routed(writes, event_row)
+    return new(Routed, (writes, event_row))
 
 
 def tail_item(record: Record, run_id: str, layout: Layout) -> dict[str, Any]:

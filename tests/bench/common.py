@@ -184,8 +184,14 @@ class Server:
     def start(self, timeout: float = 30.0) -> Server:
         """Start the process and wait until its socket accepts connections."""
         with open(self.stderr_path, "wb") as err:
+            # Its own spool folder: a daemon delivers the orphan spools it finds at
+            # start, and records spooled by anything else on the machine are not ours.
             self.proc = subprocess.Popen(
-                self.command, env=child_env(), stderr=err, stdout=subprocess.DEVNULL, cwd=REPO
+                self.command,
+                env=child_env(folder=self.folder),
+                stderr=err,
+                stdout=subprocess.DEVNULL,
+                cwd=REPO,
             )
         deadline = time.monotonic() + timeout
         while not connectable(self.socket):

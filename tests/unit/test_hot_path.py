@@ -1,0 +1,214 @@
+"""The shortcuts of the hot path give exactly what the general code gives.
+
+`normalize()` takes a shortcut for the records logd_client sends, and the engine writes
+plain records through `Templates`; both must agree with the general path on every input,
+including the awkward ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from logd.config import Layout
+from logd.eventline import iso_utc_ms
+from logd.records import Normalizer, Record, Unroutable, _general, normalize
+from logd.routing import clock_text, route
+from logd.templates import MAX_CONTEXTS, Templates
+
+T0 = 1_762_353_052_123_456_789
+RUN = "20251105_143052_a1b2c3d4"
+LAYOUTS = [
+    pytest.param(Layout(utc=True, component_files=True), id="utc"),
+    pytest.param(Layout(utc=False, component_files=True), id="local"),
+    pytest.param(Layout(utc=True, component_files=False), id="no-components"),
+]
+CLIENT = {
+    "msg": "processing request 7",
+    "level": "INFO",
+    "logger": "cycling_ai.agent",
+    "app": "cyc",
+    "run_id": RUN,
+    "pid": 4242,
+    "thread": 140204331655232,
+    "thread_name": "MainThread",
+}
+MESSAGES = [
+    "",
+    "plain",
+    'quote " and backslash \\ and tab \t',
+    "two\nlines",
+    "unicode é ✓ 🚀",
+    "surrogate \udcff from bad utf-8",
+    "nul \x00 inside",
+    '\x00logd probe "msg"\x00',  # the probe's own text
+    "2009-02-13 23:31:30,456 looks like the probe's time",
+]
+CONTEXTS = [
+    pytest.param({}, id="client"),
+    pytest.param({"session_id": "20251105_143052"}, id="session"),
+    pytest.param({"logger": "main"}, id="logger-main"),
+    pytest.param({"logger": "../../etc/passwd", "session_id": "a/b"}, id="hostile-ids"),
+    pytest.param({"session_id": "2009-02-13 23:31:30,456"}, id="session-like-probe-time"),
+    pytest.param({"session_id": "2009-02-13T23:31:30.456Z"}, id="session-like-probe-iso"),
+    pytest.param({"level": "WARN"}, id="warn-alias"),
+    pytest.param({"level": "NOTICE", "app": None}, id="no-app"),
+]
+
+
+def raw_of(context: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    raw = {**CLIENT, **context, **fields}
+    return {k: v for k, v in raw.items() if v is not None}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("context", CONTEXTS)
+def test_templates_write_what_route_writes(layout: Layout, context: dict[str, Any]) -> None:
+    templates = Templates(layout)
+    # A session id holding the probe's time text hides the time: no template, see below.
+    probe_ns = 1_234_567_890_456_000_000
+    hides_probe = context.get("session_id") in (
+        clock_text(probe_ns, layout.utc),
+        iso_utc_ms(probe_ns),
+    )
+    for step, msg in enumerate(MESSAGES):
+        # Times across a second and a day boundary, each message twice: the second use
+        # of a context comes from the cache.
+        for time_ns in (T0 + step * 333_000_000, T0 + 86_400 * 10**9 + step):
+            record = normalize("cyc.web", time_ns, raw_of(context, msg=msg))
+            expected = None if hides_probe else route(record, RUN, layout).writes
+            assert templates.writes(record, RUN) == expected
+            assert templates.writes(record, RUN) == expected
+
+
+def test_templates_cover_the_common_contexts() -> None:
+    templates = Templates(Layout(utc=True))
+    for context in ({}, {"session_id": "s1"}, {"logger": "main"}):
+        record = normalize("cyc", T0, raw_of(context))
+        assert templates.writes(record, RUN) == route(record, RUN, templates.layout).writes
+
+
+def test_a_context_that_hides_the_probe_is_routed_record_by_record() -> None:
+    templates = Templates(Layout(utc=True))
+    record = normalize("cyc", T0, raw_of({"session_id": "2009-02-13T23:31:30.456Z"}))
+    assert templates.writes(record, RUN) is None
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"call_id": "c1"},
+        {"event_type": "llm:request", "kv": {"model": "m"}},
+        {"exc": "Traceback (most recent call last):\nValueError: x", "level": "ERROR"},
+        {"exc": "Traceback (most recent call last):\nValueError: x", "level": "INFO"},
+        {"user": "u7"},
+        {"kv": {"a": 1}},
+        {"bot_id": "b1"},
+    ],
+)
+def test_records_that_are_not_plain_go_through_route(fields: dict[str, Any]) -> None:
+    record = normalize("cyc", T0, raw_of({}, **fields))
+    assert Templates(Layout()).writes(record, RUN) is None
+
+
+def test_template_cache_is_bounded() -> None:
+    templates = Templates(Layout(utc=True))
+    for n in range(MAX_CONTEXTS + 10):
+        record = normalize("cyc", T0, raw_of({"session_id": f"s{n}"}))
+        assert templates.writes(record, RUN) is not None
+    assert len(templates._cache) <= MAX_CONTEXTS
+
+
+RAWS = [
+    pytest.param(CLIENT, id="client"),
+    pytest.param(raw_of({"session_id": "s", "call_id": "c", "bot_id": "b"}), id="ids"),
+    pytest.param(raw_of({"level": "WARN"}), id="warn"),
+    pytest.param(raw_of({"level": "info"}), id="lower-case-level"),
+    pytest.param(raw_of({"level": 30}), id="int-level"),
+    pytest.param(raw_of({"level": None}), id="nil-level"),
+    pytest.param(raw_of({"level": True}), id="bool-level"),
+    pytest.param(raw_of({"logger": ""}), id="empty-logger"),
+    pytest.param(raw_of({"logger": None}), id="no-logger"),
+    pytest.param(raw_of({"logger": b"bytes"}), id="bytes-logger"),
+    pytest.param(raw_of({"app": ""}), id="empty-app"),
+    pytest.param(raw_of({"app": None}), id="no-app"),
+    pytest.param(raw_of({"msg": None}), id="nil-msg"),
+    pytest.param(raw_of({"msg": 12}), id="int-msg"),
+    pytest.param({"level": "INFO"}, id="no-msg"),
+    pytest.param(raw_of({"pid": True}), id="bool-pid"),
+    pytest.param(raw_of({"pid": "77"}), id="str-pid"),
+    pytest.param(raw_of({"thread": 1.5}), id="float-thread"),
+    pytest.param(raw_of({"thread_name": 3}), id="int-thread-name"),
+    pytest.param(raw_of({"session_id": ""}), id="empty-session"),
+    pytest.param(raw_of({"session_id": 42}), id="int-session"),
+    pytest.param(raw_of({"run_id": "r" * 5000}), id="long-run-id"),
+    pytest.param(raw_of({"call_id": ["x"]}), id="list-call-id"),
+]
+
+
+@pytest.mark.parametrize("raw", RAWS)
+@pytest.mark.parametrize("time_ns", [T0, 0, -1, 10**22])
+def test_normalize_shortcut_agrees_with_the_general_path(raw: dict[str, Any], time_ns: int) -> None:
+    def outcome(f: Any) -> Record | str:
+        try:
+            result: Record = f("cyc.web", time_ns, raw)
+        except Unroutable as exc:
+            return f"unroutable: {exc}"
+        return result
+
+    assert outcome(normalize) == outcome(_general)
+
+
+# Each follows CLIENT (a plain record); True when it must be recognised as a repeat.
+FOLLOWERS = [
+    pytest.param({"msg": "another message"}, True, id="new-message"),
+    pytest.param({"msg": ""}, True, id="empty-message"),
+    pytest.param({}, True, id="same-message"),
+    pytest.param({"msg": 7}, False, id="int-message"),
+    pytest.param({"msg": None}, False, id="nil-message"),
+    pytest.param({"pid": True}, False, id="bool-pid-equal-to-1"),
+    pytest.param({"pid": 4242.0}, False, id="float-pid-equal"),
+    pytest.param({"thread": 140204331655232.0}, False, id="float-thread-equal"),
+    pytest.param({"level": "WARNING"}, False, id="other-level"),
+    pytest.param({"session_id": "s1"}, False, id="new-key"),
+    pytest.param({"run_id": None}, False, id="key-gone"),
+    pytest.param({"extra": "x"}, False, id="extra-field"),
+    pytest.param({"thread_name": b"MainThread"}, False, id="bytes-thread-name"),
+]
+
+
+@pytest.mark.parametrize(("change", "repeat"), FOLLOWERS)
+@pytest.mark.parametrize("time_ns", [T0 + 1, -1, 10**22])
+def test_normalizer_repeats_only_what_normalize_would_give(
+    change: dict[str, Any], repeat: bool, time_ns: int
+) -> None:
+    normalizer = Normalizer("cyc.web")
+    first, again = normalizer(T0, dict(CLIENT))
+    assert (first, again) == (normalize("cyc.web", T0, CLIENT), False)
+    follower = raw_of({}, **change)
+    kept = dict(follower)
+    try:
+        expected: tuple[Record, bool] | str = (
+            normalize("cyc.web", time_ns, dict(follower)),
+            repeat,
+        )
+    except Unroutable as exc:
+        expected = str(exc)
+    try:
+        got: tuple[Record, bool] | str = normalizer(time_ns, follower)
+    except Unroutable as exc:
+        got = str(exc)
+    assert got == expected
+    assert follower == kept  # the map is left as it came
+
+
+def test_normalizer_starts_over_after_a_record_that_is_not_plain() -> None:
+    normalizer = Normalizer("cyc")
+    normalizer(T0, dict(CLIENT))
+    assert normalizer(T0, raw_of({}, kv={"a": 1}))[1] is False
+    assert normalizer(T0, dict(CLIENT))[1] is False  # not a repeat of the kv record
+    assert normalizer(T0, dict(CLIENT))[1] is True
+    with pytest.raises(Unroutable):
+        normalizer(T0, raw_of({}, pid="x"))
+    assert normalizer(T0, dict(CLIENT))[1] is False
