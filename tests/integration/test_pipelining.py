@@ -1,0 +1,102 @@
+"""A connection's next message is decoded while the writer works on the one before: acks
+still go out in order, and a message that fails to be written is never overtaken."""
+
+from __future__ import annotations
+
+import errno
+import time
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+import trio
+from logd_client import wire
+
+from logd.config import Config
+from logd.engine import Engine
+from logd.jobs import Ingest, Job
+from logd.server import LogdServer, serve_logd
+from tests.helpers import read_lines
+from tests.integration.test_server import RUN, Producer, rec
+
+FAIL_ME = "the disk is full for this one"
+
+
+class DiskFullOnce(Engine):
+    """A real engine whose first batch holding FAIL_ME fails as a full disk would.
+
+    It takes its time first, so the connection's next message arrives meanwhile and is
+    queued for a batch of its own: the case where it could overtake the failed one.
+    """
+
+    failed = False
+
+    def process(self, jobs: Sequence[Job]) -> None:
+        for job in jobs:
+            if (
+                isinstance(job, Ingest)
+                and not self.failed
+                and any(raw.get("msg") == FAIL_ME for _, raw in job.entries.entries)
+            ):
+                DiskFullOnce.failed = True
+                time.sleep(0.3)
+                raise OSError(errno.ENOSPC, "No space left on device")
+        super().process(jobs)
+
+
+def messages(*msgs: str) -> list[tuple[str, bytes]]:
+    return [
+        (chunk, wire.encode_forward("cyc", [(time.time_ns(), rec(msg))], chunk=chunk))
+        for chunk, msg in ((f"c-{m}", m) for m in msgs)
+    ]
+
+
+def lines_of(root: Path) -> list[str]:
+    main = root / "cyc" / "runs" / RUN / "main.log"
+    return [line.rsplit(" - ", 1)[1] for line in read_lines(main)] if main.exists() else []
+
+
+async def test_back_to_back_messages_are_acked_in_order(config: Config) -> None:
+    async with trio.open_nursery() as nursery:
+        server = LogdServer(config)
+        await nursery.start(partial(serve_logd, config, server=server))
+        producer = await Producer.unix(config.listen.socket)
+        sent = messages(*(f"m{i}" for i in range(40)))
+        for _, data in sent:
+            await producer.send(data)  # without waiting for acks
+        with trio.fail_after(10):
+            acks = [await producer.receive() for _ in sent]
+        assert acks == [wire.Ack(chunk) for chunk, _ in sent]
+        assert lines_of(config.root) == [f"m{i}" for i in range(40)]
+        await producer.aclose()
+        server.request_stop()
+
+
+async def test_a_failed_message_is_not_overtaken_by_the_next(config: Config) -> None:
+    DiskFullOnce.failed = False
+    async with trio.open_nursery() as nursery:
+        server = LogdServer(config, engine_factory=DiskFullOnce)
+        await nursery.start(partial(serve_logd, config, server=server))
+        producer = await Producer.unix(config.listen.socket)
+        (a_chunk, a), (b_chunk, b) = messages(FAIL_ME, "after")
+        await producer.send(a)
+        await trio.sleep(0.1)  # the writer has taken A alone and is failing it
+        await producer.send(b)
+        with trio.fail_after(10):
+            assert await producer.receive() == wire.Closed()  # no ack for A, nor for B
+        await producer.aclose()
+        assert "after" not in lines_of(config.root)
+        assert server.errors["write-failed"] == 1
+
+        # The client sends both again, in order, on a new connection.
+        producer = await Producer.unix(config.listen.socket)
+        for data in (a, b):
+            await producer.send(data)
+        with trio.fail_after(10):
+            assert [await producer.receive() for _ in "ab"] == [
+                wire.Ack(a_chunk),
+                wire.Ack(b_chunk),
+            ]
+        assert lines_of(config.root) == [FAIL_ME, "after"]
+        await producer.aclose()
+        server.request_stop()
