@@ -24,6 +24,9 @@ from logd.scan import REJECTED_DIR, scan
 
 __all__ = ["CleanupReport", "apply", "compress_file", "run_cleanup"]
 
+# gzip(1)'s own default: twice as fast as level 9 on log text, for files 5% larger.
+COMPRESS_LEVEL = 6
+
 _COPY_CHUNK = 1024 * 1024
 
 
@@ -184,7 +187,11 @@ def compress_file(path: Path) -> Path:
             before = os.fstat(source.fileno())
             with open(tmp, "wb") as raw:
                 with gzip.GzipFile(
-                    filename=path.name, mode="wb", fileobj=raw, mtime=int(before.st_mtime)
+                    filename=path.name,
+                    mode="wb",
+                    fileobj=raw,
+                    mtime=int(before.st_mtime),
+                    compresslevel=COMPRESS_LEVEL,
                 ) as packed:
                     shutil.copyfileobj(source, packed, _COPY_CHUNK)
                 raw.flush()

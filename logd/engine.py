@@ -214,43 +214,59 @@ class Engine:
         run: RunState | None = None
         normalize = Normalizer(entries.tag)
         template: Template | None = None  # of the previous record, when it was plain
+        last: Record | None = None
+        render, note_record = templates.render, registry.note_record
+        follow = self.forward is not None or self.publish
         for time_ns, raw in entries.entries:
+            if (
+                template is not None
+                and last is not None
+                and run is not None
+                and not follow
+                and normalize.repeats(time_ns, raw)
+            ):
+                # The previous record again but for time and message: same run, same
+                # lines, same counts; only a session's registry row wants the record.
+                made = render(template, time_ns, raw["msg"])
+                writes += made
+                note_record(run, last)
+                if last.session_id is not None:
+                    record = last.again(time_ns, raw["msg"])
+                    self._note_paths(record, run, None, made, batch, now)
+                continue
             try:
-                record, repeat = normalize(time_ns, raw)
+                record = normalize(time_ns, raw)
             except Unroutable as exc:
                 self._reject(batch, now, str(exc), entries.tag, raw, peer)
                 template = None
                 continue
+            last = normalize.last
+            # A message's records nearly always share one run: look it up once.
+            if (
+                run is None
+                or record.run_id != run.run_id
+                or record.app != run.app
+                or record.run_id is None
+                or not run.active
+            ):
+                run, created = registry.run_for(record, peer, now)
+                if created:
+                    batch.new_runs.append(run)
+                batch.run_dirs[run_dir(run.app, run.run_id)] = run
             call = None
-            if repeat and template is not None and run is not None:
-                # The previous record again but for time and message: same run, same lines.
-                made = templates.render(template, time_ns, record.msg)
+            if record.call_id is not None:
+                day = day_text(record.time_ns, layout.utc)
+                call = registry.note_call(record, run.run_id, day)
+                batch.calls[(call.app, call.call_id, call.day)] = call
+            template = templates.find(record, run.run_id)
+            if template is not None:
+                made = render(template, record.time_ns, record.msg)
             else:
-                # A message's records nearly always share one run: look it up once.
-                if (
-                    run is None
-                    or record.run_id != run.run_id
-                    or record.app != run.app
-                    or record.run_id is None
-                    or not run.active
-                ):
-                    run, created = registry.run_for(record, peer, now)
-                    if created:
-                        batch.new_runs.append(run)
-                    batch.run_dirs[run_dir(run.app, run.run_id)] = run
-                if record.call_id is not None:
-                    day = day_text(record.time_ns, layout.utc)
-                    call = registry.note_call(record, run.run_id, day)
-                    batch.calls[(call.app, call.call_id, call.day)] = call
-                template = templates.find(record, run.run_id)
-                if template is not None:
-                    made = templates.render(template, record.time_ns, record.msg)
-                else:
-                    routed = route(record, run.run_id, layout, call_day=call.day if call else None)
-                    made = routed.writes
-                    if routed.event is not None:
-                        rows.append(routed.event)
-            registry.note_record(run, record)
+                routed = route(record, run.run_id, layout, call_day=call.day if call else None)
+                made = routed.writes
+                if routed.event is not None:
+                    rows.append(routed.event)
+            note_record(run, record)
             if self.forward is not None:
                 batch.outbound.append((record, run.run_id, peer))
             if self.publish:

@@ -81,7 +81,10 @@ class Record:
         return self.event_type is not None
 
     def again(self, time_ns: int, msg: str) -> Record:
-        """This record with another time and message (positional: several times cheaper)."""
+        """This plain record (no kv, no extra fields) with another time and message.
+
+        Positional, which is several times cheaper than keywords in the hot loop.
+        """
         return Record(
             time_ns,
             self.app,
@@ -94,12 +97,12 @@ class Record:
             self.call_id,
             self.bot_id,
             self.event_type,
-            dict(self.kv),
+            {},
             self.pid,
             self.thread,
             self.thread_name,
             self.exc,
-            dict(self.extra),
+            {},
         )
 
 
@@ -207,43 +210,50 @@ class Normalizer:
     a record's map equals the previous one's but for `msg`, and that one took `_plain()`'s
     shortcut (so its values are all str, int or None, where equal means same type, save
     for the ints checked here), it normalises to that record with its own time and
-    message: built from it, and flagged, so the caller can reuse its routing too.
+    message: `repeats()` says so, and the caller can reuse what it worked out for `last`.
     """
 
     def __init__(self, tag: str) -> None:
         self.tag = tag
         self._last_raw: dict[str, Any] | None = None
-        self._last: Record | None = None
+        self.last: Record | None = None
 
-    def __call__(self, time_ns: int, raw: object) -> tuple[Record, bool]:
-        """The record of one entry, and whether it repeats the previous one.
+    def repeats(self, time_ns: int, raw: object) -> bool:
+        """Whether `raw` at `time_ns` is the previous record again but for its message.
+
+        Then its record is `last.again(time_ns, raw["msg"])`, which a caller may build only
+        if it needs more than what `last` already says.
+        """
+        last_raw = self._last_raw
+        if last_raw is None or raw.__class__ is not dict or not 0 <= time_ns <= MAX_TIME_NS:
+            return False
+        assert isinstance(raw, dict)
+        msg, pid, thread = raw.get("msg"), raw.get("pid"), raw.get("thread")
+        if (
+            msg.__class__ is not str
+            or (pid is not None and pid.__class__ is not int)
+            or (thread is not None and thread.__class__ is not int)
+        ):
+            return False
+        raw["msg"] = last_raw["msg"]
+        same = raw == last_raw
+        raw["msg"] = msg
+        return same
+
+    def __call__(self, time_ns: int, raw: object) -> Record:
+        """The record of one entry; it becomes `last` when it took `_plain()`'s shortcut.
 
         Raises:
             Unroutable: as `normalize()` does.
         """
-        last_raw = self._last_raw
-        if last_raw is not None and raw.__class__ is dict and 0 <= time_ns <= MAX_TIME_NS:
-            assert isinstance(raw, dict)
-            assert self._last is not None
-            msg, pid, thread = raw.get("msg"), raw.get("pid"), raw.get("thread")
-            if (
-                msg.__class__ is str
-                and (pid is None or pid.__class__ is int)
-                and (thread is None or thread.__class__ is int)
-            ):
-                raw["msg"] = last_raw["msg"]
-                same = raw == last_raw
-                raw["msg"] = msg
-                if same:
-                    return self._last.again(time_ns, msg), True
         record = None
         if isinstance(raw, dict) and raw.__class__ is dict and raw.keys() <= _PLAIN_KEYS:
             record = _plain(self.tag, time_ns, raw)
         if record is None or not isinstance(raw, dict) or "msg" not in raw:
-            self._last_raw = self._last = None
-            return _general(self.tag, time_ns, raw), False
-        self._last_raw, self._last = raw, record
-        return record, False
+            self._last_raw = self.last = None
+            return _general(self.tag, time_ns, raw)
+        self._last_raw, self.last = raw, record
+        return record
 
 
 def _plain(tag: str, time_ns: int, raw: dict[str, Any]) -> Record | None:

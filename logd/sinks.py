@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import time
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -74,11 +74,14 @@ class Sinks:
             OSError: when the disk refuses (full, quota, file-size limit). The files are
                 already cut back, so the caller can retry the batch without duplicates.
         """
-        grouped: dict[str, list[str]] = defaultdict(list)
+        grouped: dict[str, list[str]] = {}
         kinds: dict[str, Kind] = {}
-        for write in writes:
-            grouped[write.path].append(write.line)
-            kinds[write.path] = write.kind
+        for kind, path, line in writes:
+            lines = grouped.get(path)
+            if lines is None:
+                grouped[path] = lines = []
+                kinds[path] = kind
+            lines.append(line)
         written: dict[str, int] = {}
         today = utc_day(self.clock())
         try:

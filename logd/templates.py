@@ -26,6 +26,7 @@ _PROBE_NS: Final = 1_234_567_890_456_000_000  # 2009-02-13T23:31:30.456Z
 _PROBE_MSG: Final = '\x00logd probe "msg"\x00'  # JSON escapes it: raw and JSON forms differ
 _PROBE_JSON: Final = json.dumps(_PROBE_MSG, ensure_ascii=False)
 MAX_CONTEXTS: Final = 4096
+_MILLIS: Final = tuple(f",{ms:03d}" for ms in range(1000))
 
 # (kind, path, head, time as ISO (else as clock text)?, middle, message as JSON?, tail)
 _Piece = tuple[Kind, str, str, bool, str, bool, str]
@@ -49,6 +50,7 @@ class Templates:
         self.layout = layout
         self._clock = partial(clock_text, utc=layout.utc)
         self._cache: dict[_Key, Template | None] = {}
+        self._second, self._second_text = -1, ""
 
     def writes(self, record: Record, run_id: str) -> list[Write] | None:
         """The writes of `record`, exactly as `route()` gives them, or None when the record
@@ -77,7 +79,13 @@ class Templates:
     def render(self, template: Template, time_ns: int, msg: str) -> list[Write]:
         """The writes of a record of `template`'s context with this time and message."""
         pieces, wants_clock, wants_iso, wants_json = template
-        clock = self._clock(time_ns) if wants_clock else ""
+        clock = ""
+        if wants_clock:
+            # clock_text(), with the text of the last second kept: records come in bursts.
+            second, rest = divmod(time_ns, 1_000_000_000)
+            if second != self._second:
+                self._second, self._second_text = second, self._clock(second * 1_000_000_000)[:-4]
+            clock = self._second_text + _MILLIS[rest // 1_000_000]
         iso = iso_utc_ms(time_ns) if wants_iso else ""
         quoted = _dumps(msg) if wants_json else ""
         new = tuple.__new__  # Write's own __new__ is Python code; this is a C call

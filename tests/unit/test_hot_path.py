@@ -7,15 +7,21 @@ including the awkward ones.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+from logd_client import wire
 
 from logd.config import Layout
+from logd.engine import Engine
 from logd.eventline import iso_utc_ms
+from logd.jobs import Ingest
 from logd.records import Normalizer, Record, Unroutable, _general, normalize
 from logd.routing import clock_text, route
+from logd.states import Peer
 from logd.templates import MAX_CONTEXTS, Templates
+from tests.helpers import make_config
 
 T0 = 1_762_353_052_123_456_789
 RUN = "20251105_143052_a1b2c3d4"
@@ -184,31 +190,76 @@ def test_normalizer_repeats_only_what_normalize_would_give(
     change: dict[str, Any], repeat: bool, time_ns: int
 ) -> None:
     normalizer = Normalizer("cyc.web")
-    first, again = normalizer(T0, dict(CLIENT))
-    assert (first, again) == (normalize("cyc.web", T0, CLIENT), False)
+    assert not normalizer.repeats(T0, dict(CLIENT))  # nothing before it
+    assert normalizer(T0, dict(CLIENT)) == normalize("cyc.web", T0, CLIENT)
+    last = normalizer.last
+    assert last is not None
     follower = raw_of({}, **change)
     kept = dict(follower)
-    try:
-        expected: tuple[Record, bool] | str = (
-            normalize("cyc.web", time_ns, dict(follower)),
-            repeat,
-        )
-    except Unroutable as exc:
-        expected = str(exc)
-    try:
-        got: tuple[Record, bool] | str = normalizer(time_ns, follower)
-    except Unroutable as exc:
-        got = str(exc)
-    assert got == expected
+    assert normalizer.repeats(time_ns, follower) == (repeat and time_ns == T0 + 1)
     assert follower == kept  # the map is left as it came
+    if normalizer.repeats(time_ns, follower):
+        assert last.again(time_ns, follower["msg"]) == normalize("cyc.web", time_ns, follower)
 
 
 def test_normalizer_starts_over_after_a_record_that_is_not_plain() -> None:
     normalizer = Normalizer("cyc")
     normalizer(T0, dict(CLIENT))
-    assert normalizer(T0, raw_of({}, kv={"a": 1}))[1] is False
-    assert normalizer(T0, dict(CLIENT))[1] is False  # not a repeat of the kv record
-    assert normalizer(T0, dict(CLIENT))[1] is True
+    assert normalizer.repeats(T0, dict(CLIENT))
+    normalizer(T0, raw_of({}, kv={"a": 1}))
+    assert normalizer.last is None
+    assert not normalizer.repeats(T0, dict(CLIENT))  # not a repeat of the kv record
+    normalizer(T0, dict(CLIENT))
+    assert normalizer.repeats(T0, dict(CLIENT))
     with pytest.raises(Unroutable):
         normalizer(T0, raw_of({}, pid="x"))
-    assert normalizer(T0, dict(CLIENT))[1] is False
+    assert not normalizer.repeats(T0, dict(CLIENT))
+
+
+def _stream() -> list[tuple[int, dict[str, Any]]]:
+    """Records as a busy producer sends them: runs of repeats, sessions, a call, an event."""
+    entries = []
+    for i in range(60):
+        context: dict[str, Any] = {}
+        if 10 <= i < 30:
+            context["session_id"] = "s1" if i < 25 else "s2"
+        if i in (40, 41):
+            context["logger"] = "other"
+        if i == 45:
+            context["call_id"] = "c1"
+        if i == 50:
+            context["event_type"] = "llm:request"
+        if i == 55:
+            context["pid"] = True  # unroutable: its neighbours must not be taken for repeats
+        entries.append((T0 + i * 7_000_000, raw_of(context, msg=f"m{i}")))
+    return entries
+
+
+def _files(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): p.read_text(errors="replace")
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.suffix in (".log", ".jsonl") and "logd.log" not in p.name
+    }
+
+
+def test_engine_writes_the_same_with_and_without_repeats(tmp_path: Path) -> None:
+    results = []
+    for split in (False, True):
+        root = tmp_path / f"split-{split}"
+        engine = Engine(make_config(root, tmp_path), clock_ns=lambda: T0)
+        peer = Peer(conn_id=1, transport="unix", pid=4242, uid=0, gid=0)
+        entries = _stream()
+        # One message (repeats recognised) or one message per record (none can be).
+        groups = [[e] for e in entries] if split else [entries]
+        for n, group in enumerate(groups):
+            engine.process([Ingest(peer, wire.Entries("cyc", group, {"chunk": f"x:{n}"}, []))])
+        sessions = {key: s.records for key, s in engine.registry.sessions.items()}
+        runs = {key: (r.records, dict(r.counts)) for key, r in engine.registry.runs.items()}
+        engine.close()
+        results.append((_files(root), sessions, runs))
+    assert results[0] == results[1]
+    files, sessions, runs = results[0]
+    assert sessions == {("cyc", "s1"): 15, ("cyc", "s2"): 5}
+    assert runs == {("cyc", RUN): (59, {"INFO": 59})}
+    assert sum(text.count("\n") for path, text in files.items() if path.endswith("main.log")) == 58
