@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from . import context
 from .address import configured_address
+from .batch import RECORD_OVERHEAD_BYTES, value_bytes
 from .transport import Transport, forget_shared_transports, shared_transport, shared_transports
 
 LIFECYCLE_SOURCE: Final = "logd_client"
@@ -39,6 +40,13 @@ _RESERVED_KEYS: Final = frozenset(
     | {"event_type", "kv"}
 )
 _PLAIN_TYPES: Final = (str, int, float, bool, type(None), list, dict)
+# A handler record's estimated bytes beyond its message, logger name, call id, traceback
+# and extras: keys, level, app, run id, session id, pid, thread and its name.
+_RECORD_BYTES: Final = RECORD_OVERHEAD_BYTES + 64
+# The context's variables' own getters, bound once: `context.session_id_or_none()` and
+# `context.current_call()` wrap exactly these, and a Python call each costs every record.
+_session_id = context._session_var.get
+_current_call = context._call_var.get
 _formatter = logging.Formatter()
 
 
@@ -68,37 +76,64 @@ def build_record(record: logging.LogRecord, app: str, run_id: str | None) -> dic
         `session_id`, `call_id`, `bot_id`, `pid`, `thread`, `thread_name`, `exc` and the
         `extra=` fields (not a plain value: `str()` of it).
     """
+    return _build(record, app, run_id)[0]
+
+
+def _build(
+    record: logging.LogRecord, app: str, run_id: str | None
+) -> tuple[dict[str, Any], int, bool]:
+    """`build_record()`, plus the record's estimated size and whether it is plain.
+
+    Both come almost free here, where every value is at hand, rather than from a walk over
+    the finished map: the size counts against the transport's memory bounds, and a plain
+    record (no `extra=` fields: only str and int values) skips sanitising when encoded.
+    """
     try:
         msg = record.getMessage()
     except Exception as exc:  # a bad format string must still leave a trace
         msg = f"{record.msg!s} (logd_client: formatting failed: {exc!r}; args={record.args!r})"
-    out: dict[str, Any] = {
-        "msg": msg,
-        "level": record.levelname,
-        "logger": record.name,
-        "app": app,
-    }
-    if run_id is not None:
-        out["run_id"] = run_id
-    session_id = context.session_id_or_none()
+    name, process, thread = record.name, record.process, record.thread
+    out: dict[str, Any]
+    if run_id is not None and process is not None and thread is not None:
+        # The usual fields in one literal, which Python builds at the right size at once.
+        out = {
+            "msg": msg,
+            "level": record.levelname,
+            "logger": name,
+            "app": app,
+            "run_id": run_id,
+            "pid": process,
+            "thread": thread,
+            "thread_name": record.threadName,
+        }
+    else:
+        out = {"msg": msg, "level": record.levelname, "logger": name, "app": app}
+        if run_id is not None:
+            out["run_id"] = run_id
+        if process is not None:
+            out["pid"] = process
+        if thread is not None:
+            out["thread"] = thread
+            out["thread_name"] = record.threadName
+    size = _RECORD_BYTES + len(msg) + len(name)
+    session_id = _session_id()
     if session_id is not None:
         out["session_id"] = session_id
-    call = context.current_call()
+    call = _current_call()
     if call is not None:
         out["call_id"], out["bot_id"] = call
-    if record.process is not None:
-        out["pid"] = record.process
-    if record.thread is not None:
-        out["thread"] = record.thread
-        out["thread_name"] = record.threadName
+        size += len(call[0])
     if record.exc_info or record.exc_text or record.stack_info:
-        out["exc"] = _exception_text(record)
+        out["exc"] = exc_text = _exception_text(record)
+        size += len(exc_text)
     attrs = record.__dict__
     if len(attrs) > _STANDARD_COUNT:  # skip the set difference when there is no extra
-        for key in attrs.keys() - _STANDARD_ATTRS:
-            if key not in _RESERVED_KEYS:
-                _add_extra(out, key, attrs[key])
-    return out
+        extras = [key for key in attrs.keys() - _STANDARD_ATTRS if key not in _RESERVED_KEYS]
+        for key in extras:
+            _add_extra(out, key, attrs[key])
+            size += len(key) + value_bytes(out.get(key))
+        return out, size, not extras
+    return out, size, True
 
 
 def _add_extra(out: dict[str, Any], key: str, value: object) -> None:
@@ -379,14 +414,33 @@ class LogdHandler(logging.Handler):
         self.transport = shared_transport(configured_address(address))
         activate(app, self.transport)
 
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Filter and emit the record, without the handler lock `Handler.handle()` takes.
+
+        `emit()` is thread-safe by itself (the transport has its own lock) and never blocks,
+        so that lock would only cost every record a round trip. Filters work as in stdlib:
+        from Python 3.12 a filter may return a replacement record, and a passed record is
+        returned rather than True.
+        """
+        if self.filters:
+            rv = self.filter(record)
+            if not rv:
+                return rv
+            if sys.version_info >= (3, 12) and isinstance(rv, logging.LogRecord):
+                record = rv
+        elif sys.version_info >= (3, 12):
+            rv = record
+        else:
+            rv = True
+        self.emit(record)
+        return rv
+
     def emit(self, record: logging.LogRecord) -> None:
         """Queue the record for the daemon; never blocks, never raises."""
         try:
+            out, size, plain = _build(record, self.app, context.run_id())
             self.transport.enqueue(
-                self.app,
-                int(record.created * 1e9),
-                build_record(record, self.app, context.run_id()),
-                record.levelno,
+                self.app, int(record.created * 1e9), out, record.levelno, size, plain
             )
         except Exception:
             self.transport.count_failure()

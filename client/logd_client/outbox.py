@@ -15,41 +15,26 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Final
 
-from . import spool, wire
-from .spooler import Spooler, SpoolSource
+from . import spool
+from .batch import (
+    RECORD_OVERHEAD_BYTES,
+    Batch,
+    Item,
+    approx_bytes,
+    encode_items,
+    frame,
+    take_run,
+)
+from .spooler import Spooler
 
 _INFO: Final = 20
 _WARNING: Final = 30
-# Rough per-record msgpack overhead beyond its strings (keys, ids, pid, thread...): sizes
-# are estimated on the hot path without encoding.
-RECORD_OVERHEAD_BYTES: Final = 256
 DONT_SLEEP: Final = -1.0
 _SPOOL_RETRY_S: Final = 1.0
 # How far into the queue a WARNING+ record looks for a DEBUG/INFO one to replace.
 _EVICT_SCAN: Final = 64
-
-# (seq, tag, time_ns, record, levelno, bytes). A plain tuple: built once per log call.
-_Item = tuple[int, str, int, dict[str, Any], int, int]
-
-
-@dataclass(eq=False)
-class Batch:
-    """One Forward message, kept encoded until acked so a resend is byte-identical.
-
-    The same chunk id lets the daemon recognise a duplicate. `source` is the spool file
-    holding it, if any; an orphan's batch has `first_seq` sys.maxsize: flush() ignores it.
-    """
-
-    chunk: str
-    payload: bytes
-    first_seq: int
-    count: int
-    ack_deadline: float = 0.0
-    source: SpoolSource | None = None
-    offset: int = 0
 
 
 class _SpoolFull(Exception):
@@ -84,15 +69,20 @@ class Outbox:
         # this thread is inside put() must not deadlock.
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
+        self._acquire, self._release = self.lock.acquire, self.lock.release
         self.producer_id = producer_id
         self.spooler = spooler
         self._wake = wake
         self.max_records, self.max_bytes = max_records, max_bytes
+        # put()'s fast path: below both, a record is accepted and starts no spooling (the
+        # test of _high() for the record about to be added, with integers: 4h >= 3m).
+        self._calm_records = -(-3 * max_records // 4) - 1
+        self._calm_bytes = -(-3 * max_bytes // 4)
         self._max_batch_records = max_batch_records
         self._max_batch_bytes = max_batch_bytes
         self._max_message_bytes = max_message_bytes
         self._window = window
-        self.pending: deque[_Item] = deque()
+        self.pending: deque[Item] = deque()
         self.pending_bytes = 0
         self.inflight: deque[Batch] = deque()
         self.inflight_records = self._inflight_bytes = 0
@@ -108,50 +98,84 @@ class Outbox:
         self._warned: set[str] = set()
         self._flush_waiters = 0
         self.closed = False
-        self.sleeping = False  # the sender waits for put() to wake it
+        # The sender waits for put() to wake it; at first there is none, and waking starts it.
+        self.sleeping = True
         self._spool_wanted = False
         self._spool_retry_at = 0.0
 
     # ----------------------------------------------------------------- app side
 
-    def put(self, tag: str, time_ns: int, record: dict[str, Any], levelno: int) -> None:
-        """Queue a record, or drop one (see `Transport.enqueue()`)."""
-        size = _approx_bytes(record)
-        warn = False
-        with self.lock:
-            if self.closed:
+    def put(
+        self,
+        tag: str,
+        time_ns: int,
+        record: dict[str, Any],
+        levelno: int,
+        size: int = -1,
+        plain: bool = False,
+    ) -> None:
+        """Queue a record, or drop one (see `Transport.enqueue()`, also for the arguments)."""
+        if size < 0:
+            size = approx_bytes(record)
+        warn = accepted = False
+        # acquire/release rather than `with`: half the cost, paid by every record.
+        self._acquire()
+        try:
+            # Open and well below both bounds (counting the open drop report, which only
+            # sends borderline cases the long way), a record needs no more checks.
+            pending = self.pending
+            if (
+                not self.closed
+                and len(pending) + self.inflight_records + self._building_count < self._calm_records
+                and self.pending_bytes + self._inflight_bytes + self._building_bytes + size
+                < self._calm_bytes
+            ):
+                accepted = True
+            elif self.closed:
                 self.dropped += 1
-                return
-            held, held_bytes = self._held()
-            accepted = held < self.max_records and held_bytes + size <= self.max_bytes
-            if not accepted:
-                warn = "overflow" not in self._warned
-                self._warned.add("overflow")
-                accepted = self._make_room(tag, record, levelno, size)
+            else:
+                accepted, warn = self._admit(tag, record, levelno, size)
             if accepted:
-                self.seq += 1
-                self.pending.append((self.seq, tag, time_ns, record, levelno, size))
+                self.seq = seq = self.seq + 1
+                pending.append((seq, tag, time_ns, record, levelno, size, plain))
                 self.pending_bytes += size
                 self._last_tag = tag
-                wake = self.sleeping
-                if (
-                    not self._spool_wanted
-                    and self.spooler.enabled
-                    and (
-                        4 * (held + 1) >= 3 * self.max_records
-                        or 4 * (held_bytes + size) >= 3 * self.max_bytes
-                    )
-                ):
-                    self._spool_wanted = wake = True
-                if wake:
+                if self.sleeping:
                     self.sleeping = False
                     self._wake()
+        finally:
+            self._release()
         if warn:
             self.warn(
                 f"logd_client: {self.max_records} records or {self.max_bytes} bytes are "
                 "waiting for the daemon; dropping records from now on. The count is reported "
                 "as a logd:dropped event when the daemon is reachable."
             )
+
+    def _admit(
+        self, tag: str, record: dict[str, Any], levelno: int, size: int
+    ) -> tuple[bool, bool]:
+        # put() close to a bound: the drop policy and the spool trigger. Returns (accepted,
+        # warn about the first overflow).
+        warn = False
+        held, held_bytes = self._held()
+        accepted = held < self.max_records and held_bytes + size <= self.max_bytes
+        if not accepted:
+            warn = "overflow" not in self._warned
+            self._warned.add("overflow")
+            accepted = self._make_room(tag, record, levelno, size)
+        if (
+            accepted
+            and not self._spool_wanted
+            and self.spooler.enabled
+            and (
+                4 * (held + 1) >= 3 * self.max_records
+                or 4 * (held_bytes + size) >= 3 * self.max_bytes
+            )
+        ):
+            self._spool_wanted = True
+            self.sleeping = True  # put() wakes the sender, sleeping or not
+        return accepted, warn
 
     def count_failure(self) -> None:
         """Count a record the caller could not even build (it is lost)."""
@@ -221,7 +245,7 @@ class Outbox:
                 return False
             self._note_drop(victim[1], victim[3])
 
-    def _evict(self) -> _Item | None:
+    def _evict(self) -> Item | None:
         # The oldest DEBUG/INFO among the first few queued, else the oldest; never the
         # open drop report, which carries the count of everything dropped.
         choice: int | None = None
@@ -259,7 +283,7 @@ class Outbox:
                 if key in like:
                     report[key] = like[key]
             self.seq += 1
-            item = (self.seq, tag, time.time_ns(), report, _WARNING, RECORD_OVERHEAD_BYTES)
+            item = (self.seq, tag, time.time_ns(), report, _WARNING, RECORD_OVERHEAD_BYTES, False)
             self.pending.append(item)
             self.pending_bytes += RECORD_OVERHEAD_BYTES
             self._drop_report = report
@@ -380,37 +404,25 @@ class Outbox:
             Batch(frame.chunk, frame.message, first_seq, frame.count, 0.0, source, frame.offset)
         ]
 
-    def _take_batch(self) -> tuple[str, list[_Item]]:
-        pending = self.pending
-        tag = pending[0][1]
-        items: list[_Item] = []
-        size = 0
-        while (
-            pending
-            and len(items) < self._max_batch_records
-            and size < self._max_batch_bytes
-            and pending[0][1] == tag
-        ):
-            item = pending.popleft()
-            record = item[3]
-            if record is self._drop_report:
-                count = record["kv"]["count"]
-                record["msg"] = f"logd_client dropped {count} records: its queue was full"
-                self._drop_report = None
-            items.append(item)
-            size += item[5]
+    def _take_batch(self) -> tuple[str, list[Item]]:
+        items, size = take_run(self.pending, self._max_batch_records, self._max_batch_bytes)
+        report = self._drop_report
+        if report is not None and any(item[3] is report for item in items):
+            count = report["kv"]["count"]
+            report["msg"] = f"logd_client dropped {count} records: its queue was full"
+            self._drop_report = None
         self.pending_bytes -= size
         self._building_seq = items[0][0]
         # Still held in memory while encoding: counted against the bounds.
         self._building_count = len(items)
         self._building_bytes = size
-        return tag, items
+        return items[0][1], items
 
-    def _encode(self, tag: str, items: list[_Item]) -> list[Batch]:
+    def _encode(self, tag: str, items: list[Item]) -> list[Batch]:
         self._chunk_seq += 1
         chunk = f"{self.producer_id}:{self._chunk_seq}"
         try:
-            payload = wire.encode_forward(tag, [(it[2], it[3]) for it in items], chunk=chunk)
+            payload = encode_items(tag, items, chunk)
         except Exception:  # wire falls back on odd values; anything left is a lost record
             payload = None
         if payload is not None and len(payload) <= self._max_message_bytes:
@@ -470,7 +482,7 @@ class Outbox:
         try:
             room = self.spooler.room()
             if unspooled:
-                frames = [_frame(batch) for batch in unspooled]
+                frames = [frame(batch) for batch in unspooled]
                 room -= sum(map(len, frames))
                 if room < 0:
                     raise _SpoolFull
@@ -486,7 +498,7 @@ class Outbox:
                         break
                     tag, items = self._take_batch()
                 batches = self._encode(tag, items)
-                frames = [_frame(batch) for batch in batches]
+                frames = [frame(batch) for batch in batches]
                 try:
                     if sum(map(len, frames)) > room:
                         raise _SpoolFull
@@ -526,11 +538,11 @@ class Outbox:
         held, held_bytes = self._held()
         return 2 * held <= self.max_records and 2 * held_bytes <= self.max_bytes
 
-    def _put_back(self, items: list[_Item], batches: list[Batch]) -> None:
+    def _put_back(self, items: list[Item], batches: list[Batch]) -> None:
         # The spool could not take them: back to the front of the queue, in order (minus
         # any record _encode() dropped as unencodable).
         kept = {batch.first_seq: batch.count for batch in batches}
-        back: list[_Item] = []
+        back: list[Item] = []
         index = 0
         while index < len(items):
             count = kept.get(items[index][0], 0)
@@ -568,27 +580,5 @@ class Outbox:
             )
 
 
-def _frame(batch: Batch) -> bytes:
-    return spool.encode_frame(
-        batch.chunk, batch.payload, count=batch.count, first_seq=batch.first_seq
-    )
-
-
 def _earliest(a: float | None, b: float) -> float:
     return b if a is None else min(a, b)
-
-
-def _approx_bytes(record: dict[str, Any]) -> int:
-    # Strings dominate a log record's size; one level of nesting (kv) is looked into.
-    size = RECORD_OVERHEAD_BYTES
-    for value in record.values():
-        if isinstance(value, str):
-            size += len(value)
-        elif isinstance(value, dict):
-            size += 16 * len(value)
-            for inner in value.values():
-                if isinstance(inner, str):
-                    size += len(inner)
-        elif isinstance(value, list | bytes):
-            size += 16 * len(value)
-    return size

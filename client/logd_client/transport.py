@@ -141,8 +141,9 @@ class Transport:
         # Everything a forked child must not share with its parent.
         self.producer_id = secrets.token_hex(8)
         spooler = Spooler(self._spool_dir, self.producer_id, self._max_spool_bytes)
+        # The outbox starts out "sleeping": its first record calls _wake_or_start().
         self._outbox = Outbox(
-            producer_id=self.producer_id, spooler=spooler, wake=self._wake, **self._limits
+            producer_id=self.producer_id, spooler=spooler, wake=self._wake_or_start, **self._limits
         )
         self._lock = self._outbox.lock
         self._thread: threading.Thread | None = None
@@ -153,7 +154,15 @@ class Transport:
 
     # ----------------------------------------------------------------- app side
 
-    def enqueue(self, tag: str, time_ns: int, record: dict[str, Any], levelno: int) -> None:
+    def enqueue(
+        self,
+        tag: str,
+        time_ns: int,
+        record: dict[str, Any],
+        levelno: int,
+        size: int = -1,
+        plain: bool = False,
+    ) -> None:
         """Queue one record for delivery; never blocks on I/O.
 
         Args:
@@ -161,6 +170,11 @@ class Transport:
             time_ns: the record's time, in ns since the epoch.
             record: the record map; the transport owns it from now on.
             levelno: the logging level, used to choose what to drop when full.
+            size: the record's estimated size in bytes, counted against `max_queue_bytes`;
+                -1 (default) estimates it from the record's strings.
+            plain: the caller vouches the record needs no sanitising when encoded: a dict
+                with str keys and str, int, float, bool, None or bytes values (lists and
+                dicts of those too). Saves the sender a check per record.
 
         Error handling:
             Past either memory bound (while the spool cannot take the overflow) a DEBUG/INFO
@@ -168,11 +182,7 @@ class Transport:
             (else of the oldest). Drops are counted, warned about once on stderr and
             reported to the daemon as a `logd:dropped` event.
         """
-        self._outbox.put(tag, time_ns, record, levelno)
-        if self._thread is None:
-            with self._lock:
-                if self._thread is None and not self._outbox.closed:
-                    self._start()
+        self._outbox.put(tag, time_ns, record, levelno, size, plain)
 
     def count_failure(self) -> None:
         """Count a record the caller could not even build (it is lost)."""
@@ -259,8 +269,21 @@ class Transport:
 
     # ----------------------------------------------------------------- sender thread
 
+    def _wake_or_start(self) -> None:
+        # The outbox's wake-up, called under the lock when a record arrives for a sleeping
+        # sender: the first one starts the thread, so enqueue() itself checks nothing.
+        if self._thread is not None:
+            self._wake()
+        elif not self._outbox.closed:
+            self._start()
+            if self._thread is None:
+                self._outbox.sleeping = True  # not started: the next record tries again
+
     def _start(self) -> None:
-        wake_r, wake_w = os.pipe()
+        try:
+            wake_r, wake_w = os.pipe()
+        except OSError:  # out of descriptors: the records stay queued, a later one retries
+            return
         os.set_blocking(wake_r, False)
         os.set_blocking(wake_w, False)
         self._wake_r, self._wake_w = wake_r, wake_w

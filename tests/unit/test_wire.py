@@ -659,6 +659,37 @@ def test_fast_path_record_with_big_int_and_lone_surrogate() -> None:
     assert event.entries == [(T0, {"big": str(2**64), "odd": "?x", "esc": "?"})]
 
 
+def test_packed_batch_decodes_to_what_encode_forward_sends() -> None:
+    """The client's batches: same entries as Forward mode, plain or not, odd values included."""
+    marker = object()
+    entries: list[tuple[int, dict[Any, Any]]] = [
+        (T0, {"msg": "plain", "pid": 7, "f": 1.5, "none": None, "b": b"x", "big": 2**64}),
+        (T0 + 1, {"msg": "lone \ud800 surrogate", "esc": "\udcff", "kv": {"n": [1, "a"]}}),
+        (S0 * 1_000_000_000, {"obj": marker, "set": {3}, 5: "int key", "t": (1, 2)}),
+        (0, {"enum": Color.RED, "when": wire.EventTime(S0, NS0)}),
+    ]
+    plain = [True, True, False, False]
+    batch = [(t, r, p) for (t, r), p in zip(entries, plain, strict=True)]
+    data = wire.encode.encode_packed_batch("t", batch, chunk="c9")
+    expected = decode_one(wire.encode_forward("t", entries, chunk="c9"))
+    event = decode_one(data)
+    assert event.entries == expected.entries
+    assert event.option == expected.option == {"size": 4, "chunk": "c9"}
+    assert data == wire.encode_packed_forward("t", entries, chunk="c9")
+
+
+def test_packed_batch_checks_times_as_encode_forward_does() -> None:
+    class Ns(int):
+        pass
+
+    event = decode_one(wire.encode.encode_packed_batch("t", [(Ns(T0), {}, True)]))
+    assert event.entries == [(T0, {})]
+    for bad in (-1, 2**32 * 10**9, 1.5, True):
+        with pytest.raises(wire.LocalProtocolError) as info:
+            wire.encode.encode_packed_batch("t", [(T0, {}, True), (bad, {}, True)])  # type: ignore[list-item]
+        assert info.value.code == "bad-time"
+
+
 def test_too_deep_or_cyclic_values_are_local_errors() -> None:
     deep: list[Any] = []
     node = deep
