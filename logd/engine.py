@@ -11,7 +11,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -29,7 +29,7 @@ from logd.recovery import persisted_run, recover_open_runs
 from logd.registry import Registry, pid_alive
 from logd.routing import (
     Kind,
-    Write,
+    Lines,
     day_text,
     rejected_write,
     route,
@@ -65,7 +65,7 @@ class Totals:
 
 @dataclass(slots=True)
 class _Batch:
-    writes: list[Write] = field(default_factory=list)
+    lines: Lines = field(default_factory=Lines)
     rows: list[EventRow] = field(default_factory=list)
     run_dirs: dict[str, RunState] = field(default_factory=dict)
     new_runs: list[RunState] = field(default_factory=list)
@@ -151,7 +151,7 @@ class Engine:
             if self.registry.newest.get(run.app) is run:
                 point_current(self.root / safe_name(run.app) / "runs", safe_name(run.run_id))
         try:
-            written = self.sinks.write_many(batch.writes)
+            written = self.sinks.write_many(batch.lines)
             self.sinks.sync()
             for path, count in written.items():
                 owner = batch.run_dirs.get(path.rsplit("/", 1)[0])
@@ -210,12 +210,15 @@ class Engine:
         layout = self.layout
         templates = self._templates
         registry = self.registry
-        writes, rows = batch.writes, batch.rows
+        lines, rows = batch.lines, batch.rows
         run: RunState | None = None
         normalize = Normalizer(entries.tag)
-        template: Template | None = None  # of the previous record, when it was plain
+        # The previous record's template and the batch's lists of its files, when it was
+        # plain: a repeat of it only appends its lines there.
+        template: Template | None = None
+        targets: list[list[str]] = []
         last: Record | None = None
-        render, note_record = templates.render, registry.note_record
+        render, note_record = templates.render_into, registry.note_record
         follow = self.forward is not None or self.publish
         for time_ns, raw in entries.entries:
             if (
@@ -226,13 +229,12 @@ class Engine:
                 and normalize.repeats(time_ns, raw)
             ):
                 # The previous record again but for time and message: same run, same
-                # lines, same counts; only a session's registry row wants the record.
-                made = render(template, time_ns, raw["msg"])
-                writes += made
+                # files, same counts; only a session's registry row wants the record.
+                render(template, targets, time_ns, raw["msg"])
                 note_record(run, last)
                 if last.session_id is not None:
                     record = last.again(time_ns, raw["msg"])
-                    self._note_paths(record, run, None, made, batch, now)
+                    self._note_paths(record, run, None, template.paths, batch, now)
                 continue
             try:
                 record = normalize(time_ns, raw)
@@ -260,10 +262,13 @@ class Engine:
                 batch.calls[(call.app, call.call_id, call.day)] = call
             template = templates.find(record, run.run_id)
             if template is not None:
-                made = render(template, record.time_ns, record.msg)
+                targets = [lines.to(kind, path) for kind, path in template.paths]
+                render(template, targets, record.time_ns, record.msg)
+                paths = template.paths
             else:
                 routed = route(record, run.run_id, layout, call_day=call.day if call else None)
-                made = routed.writes
+                lines.add(routed.writes)
+                paths = tuple((write.kind, write.path) for write in routed.writes)
                 if routed.event is not None:
                     rows.append(routed.event)
             note_record(run, record)
@@ -271,32 +276,35 @@ class Engine:
                 batch.outbound.append((record, run.run_id, peer))
             if self.publish:
                 self.published.append(tail_item(record, run.run_id, layout))
-            writes += made
             if call is not None or record.session_id is not None:
-                self._note_paths(record, run, call, made, batch, now)
+                self._note_paths(record, run, call, paths, batch, now)
             if record.event_type is not None:
-                self._lifecycle_event(record.event_type, record, made, batch)
+                self._lifecycle_event(record.event_type, record, paths, batch)
 
     def _note_paths(
         self,
         record: Record,
         run: RunState,
         call: CallState | None,
-        writes: list[Write],
+        paths: Iterable[tuple[Kind, str]],
         batch: _Batch,
         now: int,
     ) -> None:
         """Remember where a call's or session's file is, for the registry and cleanup."""
-        for write in writes:
-            if write.kind is Kind.CALL and call is not None:
-                call.path = write.path
-            elif write.kind is Kind.SESSION and record.session_id is not None:
+        for kind, path in paths:
+            if kind is Kind.CALL and call is not None:
+                call.path = path
+            elif kind is Kind.SESSION and record.session_id is not None:
                 session = self.registry.note_session(record, run.run_id, now)
-                session.path = write.path
+                session.path = path
                 batch.sessions[(session.app, session.session_id)] = session
 
     def _lifecycle_event(
-        self, event_type: str | None, record: Record, writes: list[Write], batch: _Batch
+        self,
+        event_type: str | None,
+        record: Record,
+        paths: Iterable[tuple[Kind, str]],
+        batch: _Batch,
     ) -> None:
         if event_type == "logd:dropped":
             count = record.kv.get("count")
@@ -306,12 +314,12 @@ class Engine:
             call = self.registry.end_call(record.app, record.call_id, record.time_ns)
             if call is not None:
                 batch.calls[(call.app, call.call_id, call.day)] = call
-            batch.closing += [w.path for w in writes if w.kind is Kind.CALL]
+            batch.closing += [path for kind, path in paths if kind is Kind.CALL]
         elif event_type == "session:end" and record.session_id is not None:
             session = self.registry.end_session(record.app, record.session_id, "ended")
             if session is not None:
                 batch.sessions[(session.app, session.session_id)] = session
-            batch.closing += [w.path for w in writes if w.kind is Kind.SESSION]
+            batch.closing += [path for kind, path in paths if kind is Kind.SESSION]
 
     def _tick(self, batch: _Batch, now: int) -> None:
         batch.ended_runs += self.registry.tick(now)
@@ -324,7 +332,7 @@ class Engine:
         self, batch: _Batch, now: int, reason: str, tag: str, raw: object, peer: Peer
     ) -> None:
         self.totals.rejected += 1
-        batch.writes.append(rejected_write(now, reason, tag, raw, peer.as_dict()))
+        batch.lines.add((rejected_write(now, reason, tag, raw, peer.as_dict()),))
 
     def _write_metadata(self, run: RunState, now: int) -> dict[str, Any]:
         """Write `metadata.json` atomically; returns the registry row for the same state."""

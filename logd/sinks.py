@@ -27,7 +27,7 @@ from logd.policy import (
     rotation_due,
     utc_day,
 )
-from logd.routing import Kind, Write
+from logd.routing import Kind, Lines, Write
 
 log = logging.getLogger("logd.sinks")
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
@@ -63,7 +63,7 @@ class Sinks:
         self._made_dirs: set[str] = set()
         self._undo: list[tuple[str, int]] = []
 
-    def write_many(self, writes: Iterable[Write]) -> dict[str, int]:
+    def write_many(self, writes: Lines | Iterable[Write]) -> dict[str, int]:
         """Append each line to its file, one `write(2)` per file, in the given order.
 
         Lines for one file keep their order; whole lines go in one call on an O_APPEND
@@ -74,18 +74,14 @@ class Sinks:
             OSError: when the disk refuses (full, quota, file-size limit). The files are
                 already cut back, so the caller can retry the batch without duplicates.
         """
-        grouped: dict[str, list[str]] = {}
-        kinds: dict[str, Kind] = {}
-        for kind, path, line in writes:
-            lines = grouped.get(path)
-            if lines is None:
-                grouped[path] = lines = []
-                kinds[path] = kind
-            lines.append(line)
+        batch = writes if isinstance(writes, Lines) else Lines(writes)
+        grouped, kinds = batch.by_path, batch.kinds
         written: dict[str, int] = {}
         today = utc_day(self.clock())
         try:
             for path, lines in grouped.items():
+                if not lines:
+                    continue
                 data = _encode("".join(lines))
                 fd = self._fd(path)
                 self._kinds[path] = kinds[path]

@@ -12,9 +12,10 @@ the two to the same lines. Pure: no I/O, no clock.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
-from typing import Final
+from typing import Final, NamedTuple
 
 from logd.config import Layout
 from logd.eventline import iso_utc_ms
@@ -28,10 +29,22 @@ _PROBE_JSON: Final = json.dumps(_PROBE_MSG, ensure_ascii=False)
 MAX_CONTEXTS: Final = 4096
 _MILLIS: Final = tuple(f",{ms:03d}" for ms in range(1000))
 
-# (kind, path, head, time as ISO (else as clock text)?, middle, message as JSON?, tail)
-_Piece = tuple[Kind, str, str, bool, str, bool, str]
-# A context's pieces, and whether any of them wants the clock text, the ISO time, the JSON message.
-Template = tuple[tuple[_Piece, ...], bool, bool, bool]
+# One line's constant parts: (head, time as ISO (else as clock text)?, middle, message as
+# JSON?, tail).
+_Piece = tuple[str, bool, str, bool, str]
+
+
+class Template(NamedTuple):
+    """A context's pieces and their files; whether any piece wants the clock text, the
+    ISO time, the message as JSON."""
+
+    pieces: tuple[_Piece, ...]
+    paths: tuple[tuple[Kind, str], ...]
+    wants_clock: bool
+    wants_iso: bool
+    wants_json: bool
+
+
 _Key = tuple[str, str, str, str, str | None]
 
 
@@ -78,7 +91,20 @@ class Templates:
 
     def render(self, template: Template, time_ns: int, msg: str) -> list[Write]:
         """The writes of a record of `template`'s context with this time and message."""
-        pieces, wants_clock, wants_iso, wants_json = template
+        lines: list[list[str]] = [[] for _ in template.pieces]
+        self.render_into(template, lines, time_ns, msg)
+        new = tuple.__new__  # Write's own __new__ is Python code; this is a C call
+        return [
+            new(Write, (kind, path, line))
+            for (kind, path), (line,) in zip(template.paths, lines, strict=True)
+        ]
+
+    def render_into(
+        self, template: Template, targets: Sequence[list[str]], time_ns: int, msg: str
+    ) -> None:
+        """Append the record's line for each piece of `template` to the matching target
+        (the batch's lines of that piece's file): the writer's hot path."""
+        pieces, _, wants_clock, wants_iso, wants_json = template
         clock = ""
         if wants_clock:
             # clock_text(), with the text of the last second kept: records come in bursts.
@@ -88,30 +114,27 @@ class Templates:
             clock = self._second_text + _MILLIS[rest // 1_000_000]
         iso = iso_utc_ms(time_ns) if wants_iso else ""
         quoted = _dumps(msg) if wants_json else ""
-        new = tuple.__new__  # Write's own __new__ is Python code; this is a C call
-        writes = []
-        for kind, path, head, is_iso, mid, js, tail in pieces:
-            line = f"{head}{iso if is_iso else clock}{mid}{quoted if js else msg}{tail}"
-            writes.append(new(Write, (kind, path, line)))
-        return writes
+        for (head, is_iso, mid, js, tail), target in zip(pieces, targets, strict=True):
+            target.append(f"{head}{iso if is_iso else clock}{mid}{quoted if js else msg}{tail}")
 
     def _build(self, record: Record, run_id: str, key: _Key) -> Template | None:
         if len(self._cache) >= MAX_CONTEXTS:
             self._cache.clear()  # sessions come and go; a few rebuilds cost little
         probe = replace(record, time_ns=_PROBE_NS, msg=_PROBE_MSG, pid=None, thread=None)
         routed = route(probe, run_id, self.layout)
-        pieces: list[_Piece] = []
+        pieces: list[tuple[tuple[Kind, str], _Piece]] = []
         for write in routed.writes:
             piece = self._cut(write)
             if piece is None:
                 self._cache[key] = None
                 return None
-            pieces.append(piece)
-        result = (
-            tuple(pieces),
-            any(not piece[3] for piece in pieces),
-            any(piece[3] for piece in pieces),
-            any(piece[5] for piece in pieces),
+            pieces.append(((write.kind, write.path), piece))
+        result = Template(
+            tuple(piece for _, piece in pieces),
+            tuple(where for where, _ in pieces),
+            any(not piece[1] for _, piece in pieces),
+            any(piece[1] for _, piece in pieces),
+            any(piece[3] for _, piece in pieces),
         )
         self._cache[key] = result
         return result
@@ -142,4 +165,4 @@ class Templates:
         if msg_at < time_end:
             return None
         head, mid, tail = line[:time_at], line[time_end:msg_at], line[msg_at + len(text) :]
-        return (write.kind, write.path, head, is_iso, mid, js, tail)
+        return (head, is_iso, mid, js, tail)
