@@ -42,6 +42,8 @@ _HEAD: Final = struct.Struct(">BBBIBIBQBH")  # array, acked, crc, count, seq, ch
 _BIN: Final = struct.Struct(">BI")
 _ACKED_AT: Final = 1  # offset of the acked byte in a frame
 _CRC_END: Final = 7  # the crc covers the frame from here on
+# CPython's zlib releases the GIL for buffers above 5 KiB.
+_CRC_PIECE: Final = 4096
 _ARRAY6, _FALSE, _TRUE, _U32, _U64, _STR16, _BIN32 = 0x96, 0xC2, 0xC3, 0xCE, 0xCF, 0xDA, 0xC6
 _MAX_U32: Final = (1 << 32) - 1
 
@@ -129,8 +131,21 @@ def encode_frame(chunk: str, message: bytes, *, count: int, first_seq: int = 0) 
     frame += chunk_bytes
     frame += _BIN.pack(_BIN32, len(message))
     frame += message
-    struct.pack_into(">I", frame, 3, zlib.crc32(memoryview(frame)[_CRC_END:]))
+    struct.pack_into(">I", frame, 3, _crc32(memoryview(frame)[_CRC_END:]))
     return bytes(frame)
+
+
+def _crc32(data: memoryview) -> int:
+    """zlib.crc32 in pieces small enough that it keeps the GIL.
+
+    On a larger buffer crc32 releases the GIL, and the sender thread then waits up to a
+    switch interval (5 ms) to get it back from a busy app thread: twice per spooled
+    frame, that made spooling slower than a tight logging loop.
+    """
+    crc = 0
+    for start in range(0, len(data), _CRC_PIECE):
+        crc = zlib.crc32(data[start : start + _CRC_PIECE], crc)
+    return crc
 
 
 def read_frame(fd: int, offset: int) -> Frame | None:
