@@ -1,10 +1,8 @@
-"""Ingest connections: accepting them, and per connection a task that decodes messages,
-checks `shared_key` on TCP and hands every message to the writer, and one that acks each
-message once it is durable.
+"""Ingest connections: accepting them, and one task each that decodes messages, checks
+`shared_key` on TCP, hands every message to the writer and acks it once it is durable.
 
-Connection tasks never touch files. A connection has at most `PIPELINE` messages with
-the writer, so a slow disk slows the clients that wait for acks. `LogdServer` owns the
-`Connections` and the writer.
+Connection tasks never touch files: `submit` waits for the writer task, so a slow disk
+slows the clients that wait for acks. `LogdServer` owns the `Connections` and the writer.
 """
 
 from __future__ import annotations
@@ -24,7 +22,8 @@ import trio
 from logd_client import wire
 
 from logd.config import Config
-from logd.jobs import ConnClosed, Ingest, Job
+from logd.intake import Submit
+from logd.jobs import ConnClosed, Job
 from logd.states import Peer, Transport
 from logd.streams import next_event
 
@@ -34,18 +33,9 @@ __all__ = ["Conn", "Connections"]
 log = logging.getLogger("logd.server")
 
 DRAIN_READ_S = 0.2
-# Messages of one connection in the daemon at once: one being written, the next decoded.
-PIPELINE = 2
 _PEERCRED = struct.Struct("3i")
 
 Enqueue = Callable[[Job, trio.Event | None], Awaitable[None]]
-
-
-@dataclass(slots=True)
-class _Ending:
-    """How a connection ended: `by_daemon` when the daemon closed it."""
-
-    by_daemon: bool = False
 
 
 @dataclass(slots=True)
@@ -63,6 +53,7 @@ class Connections:
         config: the daemon's current config (reload replaces it).
         hostname: ours, sent in the PONG of the shared_key handshake.
         errors: the daemon's error counters (`LogdServer.errors`), counted into.
+        submit: hands one message to the writer; True once it is durable.
         enqueue: queues a job for the writer without waiting for it.
     """
 
@@ -72,11 +63,13 @@ class Connections:
         config: Callable[[], Config],
         hostname: str,
         errors: Counter[str],
+        submit: Submit,
         enqueue: Enqueue,
     ) -> None:
         self._config = config
         self._hostname = hostname
         self._errors = errors
+        self._submit = submit
         self._enqueue = enqueue
         self.conns: dict[int, Conn] = {}
         self.total = 0
@@ -116,7 +109,8 @@ class Connections:
         decoder = wire.ForwardDecoder(
             max_message_bytes=limits.max_message_bytes, max_records=limits.max_records
         )
-        ending = _Ending()
+        by_daemon = False
+        idle_deadline = trio.current_time() + limits.idle_timeout_s
         try:
             if transport == "tcp" and self._config().listen.shared_key:
                 authenticated = False
@@ -124,38 +118,6 @@ class Connections:
                     authenticated = await self._authenticate(stream, decoder, peer)
                 if not authenticated:
                     return
-            # The next message is read and decoded while the writer still works on this
-            # one; acks go out in order from a second task. The writer never writes a
-            # message of a connection after one of its messages failed (see the server),
-            # so the client's resend keeps the order.
-            to_ack, acks = trio.open_memory_channel[tuple[Ingest, trio.Event]](PIPELINE - 2)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._send_acks, stream, acks, ending, nursery.cancel_scope)
-                async with to_ack:
-                    await self._read(stream, decoder, conn, to_ack, ending)
-        except wire.RemoteProtocolError as exc:  # in the handshake
-            self._protocol_error(peer, exc)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._broken(peer, exc)
-        finally:
-            del self.conns[peer.conn_id]
-            with trio.CancelScope(shield=True):
-                await stream.aclose()
-                await self._enqueue(ConnClosed(peer, ending.by_daemon), None)
-
-    async def _read(
-        self,
-        stream: trio.SocketStream,
-        decoder: wire.ForwardDecoder,
-        conn: Conn,
-        to_ack: trio.MemorySendChannel[tuple[Ingest, trio.Event]],
-        ending: _Ending,
-    ) -> None:
-        """Decode messages and hand each to the writer, until EOF, an error or idleness."""
-        peer = conn.peer
-        limits = self._config().limits
-        idle_deadline = trio.current_time() + limits.idle_timeout_s
-        try:
             while True:
                 event = decoder.next_event()
                 if event is None:
@@ -167,7 +129,7 @@ class Connections:
                         data = await stream.receive_some(decoder.read_size)
                     conn.read_scope = None
                     if data is None:
-                        ending.by_daemon = True
+                        by_daemon = True
                         if not self.draining:
                             self._count("idle-timeout")
                             log.info(
@@ -176,7 +138,7 @@ class Connections:
                                 _peer_text(peer),
                                 limits.idle_timeout_s,
                             )
-                        return
+                        break
                     if data:
                         decoder.receive_data(data)
                     else:
@@ -184,67 +146,41 @@ class Connections:
                     continue
                 idle_deadline = trio.current_time() + limits.idle_timeout_s
                 if isinstance(event, wire.Closed):
-                    return
+                    break
                 if isinstance(event, wire.Entries):
-                    job, done = Ingest(peer, event), trio.Event()
-                    await self._enqueue(job, done)
-                    await to_ack.send((job, done))
+                    if not await self._submit(peer, event):
+                        by_daemon = True
+                        break
+                    if event.chunk is not None:
+                        with trio.move_on_after(limits.idle_timeout_s) as send_scope:
+                            await stream.send_all(wire.encode_ack(event.chunk))
+                        if send_scope.cancelled_caught:
+                            self._count("ack-not-read")
+                            by_daemon = True
+                            break
                 elif isinstance(event, wire.Ping):
                     self._count("unexpected-ping")
                     log.warning(
                         "conn %d: PING without shared_key configured; closing", peer.conn_id
                     )
-                    return
+                    break
         except wire.RemoteProtocolError as exc:
-            self._protocol_error(peer, exc)
+            self._count(exc.code)
+            log.warning(
+                "conn %d (%s): protocol error %s: %s; closing",
+                peer.conn_id,
+                _peer_text(peer),
+                exc.code,
+                exc,
+            )
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._broken(peer, exc)
-
-    def _protocol_error(self, peer: Peer, exc: wire.RemoteProtocolError) -> None:
-        self._count(exc.code)
-        log.warning(
-            "conn %d (%s): protocol error %s: %s; closing",
-            peer.conn_id,
-            _peer_text(peer),
-            exc.code,
-            exc,
-        )
-
-    def _broken(self, peer: Peer, exc: Exception) -> None:
-        self._count("connection-broken")
-        log.debug("conn %d: %r", peer.conn_id, exc)
-
-    async def _send_acks(
-        self,
-        stream: trio.SocketStream,
-        acks: trio.MemoryReceiveChannel[tuple[Ingest, trio.Event]],
-        ending: _Ending,
-        reading: trio.CancelScope,
-    ) -> None:
-        """Ack each message once durable, in order; a failed write ends the connection."""
-        idle_timeout_s = self._config().limits.idle_timeout_s
-        async with acks:
-            async for job, done in acks:
-                await done.wait()
-                if not job.ok:
-                    break
-                chunk = job.entries.chunk
-                if chunk is None:
-                    continue
-                try:
-                    with trio.move_on_after(idle_timeout_s) as send_scope:
-                        await stream.send_all(wire.encode_ack(chunk))
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    self._broken(job.peer, exc)
-                    break
-                if send_scope.cancelled_caught:
-                    self._count("ack-not-read")
-                    break
-            else:
-                return
-        # Not acknowledged: the client resends this message and every later one.
-        ending.by_daemon = True
-        reading.cancel()
+            self._count("connection-broken")
+            log.debug("conn %d: %r", peer.conn_id, exc)
+        finally:
+            del self.conns[peer.conn_id]
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+                await self._enqueue(ConnClosed(peer, by_daemon), None)
 
     async def _authenticate(
         self, stream: trio.SocketStream, decoder: wire.ForwardDecoder, peer: Peer

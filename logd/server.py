@@ -29,7 +29,7 @@ from logd.control_server import ControlServer
 from logd.engine import Engine, ensure_root
 from logd.forward.service import Forwarding
 from logd.intake import deliver_orphans
-from logd.jobs import ConnClosed, Ingest, Job, Maintain, Tick
+from logd.jobs import Ingest, Job, Maintain, Tick
 from logd.sockets import Listeners, Listening, StartupError, describe, refuse_if_in_use
 from logd.states import Peer
 from logd.systemd import Notifier, status_text
@@ -70,11 +70,11 @@ class LogdServer:
             config=lambda: self.config,
             hostname=self.hostname,
             errors=self.errors,
+            submit=self._submit,
             enqueue=self._enqueue,
         )
         self.forwarding: Forwarding | None = None
         self._last_failure_report = -FAILURE_REPORT_EVERY_S
-        self._failed_conns: set[int] = set()
         self._unreported_failures = 0
 
     # --- public --------------------------------------------------------------------
@@ -273,18 +273,12 @@ class LogdServer:
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
                 written_before = engine.totals.records_written
-                jobs = self._still_in_order([job for job, _ in batch])
                 try:
-                    await trio.to_thread.run_sync(engine.process, jobs)
+                    await trio.to_thread.run_sync(engine.process, [job for job, _ in batch])
                 except OSError as exc:
                     self._count("write-failed")
                     self._report_write_failure(exc)
                     engine.published.clear()
-                    self._failed_conns.update(
-                        job.peer.conn_id
-                        for job in jobs
-                        if isinstance(job, Ingest) and job.peer.transport != "spool"
-                    )
                 self.control.rate.add(time.time(), engine.totals.records_written - written_before)
                 if engine.published:
                     items, engine.published = engine.published, []
@@ -294,25 +288,6 @@ class LogdServer:
                 for _, done in batch:
                     if done is not None:
                         done.set()
-
-    def _still_in_order(self, jobs: list[Job]) -> list[Job]:
-        """The jobs to carry out: none of a connection that had a message fail.
-
-        That connection's later messages (it sends the next while one is written) would
-        overtake the failed one, which its client sends again, in order, on a new
-        connection. They stay unwritten and unacknowledged; the connection is closing.
-        """
-        failed = self._failed_conns
-        if not failed:
-            return jobs
-        kept: list[Job] = []
-        for job in jobs:
-            if isinstance(job, Ingest) and job.peer.conn_id in failed:
-                continue
-            if isinstance(job, ConnClosed):
-                failed.discard(job.peer.conn_id)
-            kept.append(job)
-        return kept
 
     def _report_write_failure(self, exc: OSError) -> None:
         # A full disk fails every batch; say so once per interval, not once per batch.

@@ -26,7 +26,7 @@ from logd.routing import Kind, Write, clock_text, route
 _PROBE_NS: Final = 1_234_567_890_456_000_000  # 2009-02-13T23:31:30.456Z
 _PROBE_MSG: Final = '\x00logd probe "msg"\x00'  # JSON escapes it: raw and JSON forms differ
 _PROBE_JSON: Final = json.dumps(_PROBE_MSG, ensure_ascii=False)
-MAX_CONTEXTS: Final = 4096
+MAX_CONTEXTS: Final = 1024
 _MILLIS: Final = tuple(f",{ms:03d}" for ms in range(1000))
 
 # One line's constant parts: (head, time as ISO (else as clock text)?, middle, message as

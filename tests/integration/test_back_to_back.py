@@ -1,5 +1,5 @@
-"""A connection's next message is decoded while the writer works on the one before: acks
-still go out in order, and a message that fails to be written is never overtaken."""
+"""Messages sent back to back on one connection: acks go out in order, and a message that
+fails to be written is never overtaken by the next (the client sends both again)."""
 
 from __future__ import annotations
 
@@ -83,7 +83,11 @@ async def test_a_failed_message_is_not_overtaken_by_the_next(config: Config) -> 
         await trio.sleep(0.1)  # the writer has taken A alone and is failing it
         await producer.send(b)
         with trio.fail_after(10):
-            assert await producer.receive() == wire.Closed()  # no ack for A, nor for B
+            try:
+                event = await producer.receive()
+            except trio.BrokenResourceError:  # closed with B still unread: a reset
+                event = wire.Closed()
+        assert event == wire.Closed()  # no ack for A, nor for B
         await producer.aclose()
         assert "after" not in lines_of(config.root)
         assert server.errors["write-failed"] == 1
