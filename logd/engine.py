@@ -12,15 +12,14 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from logd.cleanup import CleanupReport, run_cleanup
+from logd import maintenance
 from logd.config import Config, Layout
 from logd.dedup import ChunkKey, Dedup, chunk_key, highest
-from logd.eventline import iso_utc_ms
 from logd.events import EventRow
 from logd.jobs import ConnClosed, Ingest, Job, Maintain, Tick
 from logd.rebuild import open_or_rebuild
@@ -29,7 +28,6 @@ from logd.recovery import persisted_run, recover_open_runs
 from logd.registry import Registry, pid_alive
 from logd.routing import (
     Kind,
-    Lines,
     day_text,
     rejected_write,
     route,
@@ -37,7 +35,7 @@ from logd.routing import (
     safe_name,
     tail_item,
 )
-from logd.sinks import Sinks, point_current, write_json_atomic
+from logd.sinks import Lines, Sinks, point_current, write_json_atomic
 from logd.states import CallState, Peer, RunState, SessionState
 from logd.templates import Template, Templates
 
@@ -45,9 +43,6 @@ if TYPE_CHECKING:
     from logd.forward.hub import Hub
 
 log = logging.getLogger("logd.engine")
-# How long a producer's last written sequence is remembered: a client resends within
-# minutes, a spool may wait for days.
-PRODUCER_MARKS_KEPT_NS = 30 * 86_400 * 1_000_000_000
 
 
 @dataclass(slots=True)
@@ -348,63 +343,14 @@ class Engine:
     def _maintain(self, job: Maintain, now: int) -> None:
         job.done = True
         if job.action == "snapshot":
-            job.result = self.snapshot()
+            job.result = maintenance.snapshot(self)
         elif job.action == "cleanup":
-            job.result = self.cleanup(dry_run=job.dry_run, now_ns=now).as_dict()
+            job.result = maintenance.cleanup(self, dry_run=job.dry_run, now_ns=now).as_dict()
         elif job.action == "rotate":
             job.result = {"rotated": self.sinks.rotate_all()}
         elif job.action == "reload" and job.config is not None:
             self.reload(job.config)
             job.result = {"reloaded": True}
-
-    def snapshot(self) -> dict[str, Any]:
-        """What `logd-ctl status` needs from the writer's state, taken between batches."""
-        registry = self.registry
-        conn_runs: dict[int, list[tuple[str, str]]] = {}
-        for run in registry.runs.values():
-            for conn in run.conns:
-                conn_runs.setdefault(conn, []).append((run.app, run.run_id))
-        return {
-            "active": {
-                "runs": sum(1 for run in registry.runs.values() if run.active),
-                "sessions": len(registry.sessions),
-                "calls": len(registry.calls),
-            },
-            "conn_runs": conn_runs,
-            "open_files": self.sinks.open_count,
-            "newest": {app: run.run_id for app, run in registry.newest.items()},
-            "totals": asdict(self.totals),
-            "last_cleanup": self.last_cleanup,
-        }
-
-    def cleanup(self, *, dry_run: bool, now_ns: int | None = None) -> CleanupReport:
-        """Apply the retention policy now; registry rows and handles follow the files."""
-        now_ns = self.clock_ns() if now_ns is None else now_ns
-        registry = self.registry
-        report = run_cleanup(
-            self.root,
-            self.config.retention,
-            now_ns / 1e9,
-            active_runs={(r.app, r.run_id) for r in registry.runs.values() if r.active},
-            active_sessions=set(registry.sessions),
-            active_calls={(c.app, c.day, c.call_id) for c in registry.calls.values()},
-            utc=self.layout.utc,
-            dry_run=dry_run,
-        )
-        if not dry_run:
-            self.sinks.forget(report.deleted)
-            self.store.delete_paths(report.deleted)
-            cutoff = now_ns - int(self.config.retention.events_days * 86400e9)
-            self.index.delete_before(iso_utc_ms(max(cutoff, 0)))
-            self.store.forget_producers(now_ns - PRODUCER_MARKS_KEPT_NS)
-        self.last_cleanup = {
-            "time": iso_utc_ms(now_ns),
-            **report.as_dict(),
-            "errors": report.errors,
-        }
-        for error in report.errors:
-            log.warning("cleanup: %s", error)
-        return report
 
     def reload(self, config: Config) -> None:
         """Apply a new configuration, except `root` and `[listen]` (they need a restart)."""

@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
@@ -49,33 +49,6 @@ class Write(NamedTuple):
     kind: Kind
     path: str
     line: str
-
-
-class Lines:
-    """One batch's lines grouped per file, in arrival order, as `Sinks.write_many` takes them.
-
-    The writer appends to a file's list directly (`to()`), so no per-line object is made
-    and nothing is regrouped when the batch is written.
-    """
-
-    __slots__ = ("by_path", "kinds")
-
-    def __init__(self, writes: Iterable[Write] = ()) -> None:
-        self.by_path: dict[str, list[str]] = {}
-        self.kinds: dict[str, Kind] = {}
-        self.add(writes)
-
-    def to(self, kind: Kind, path: str) -> list[str]:
-        """The list of the file's lines in this batch, to append to."""
-        lines = self.by_path.get(path)
-        if lines is None:
-            self.by_path[path] = lines = []
-            self.kinds[path] = kind
-        return lines
-
-    def add(self, writes: Iterable[Write]) -> None:
-        for kind, path, line in writes:
-            self.to(kind, path).append(line)
 
 
 class Routed(NamedTuple):

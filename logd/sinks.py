@@ -27,11 +27,38 @@ from logd.policy import (
     rotation_due,
     utc_day,
 )
-from logd.routing import Kind, Lines, Write
+from logd.routing import Kind, Write
 
 log = logging.getLogger("logd.sinks")
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
 FsyncMode = Literal["none", "batch", "always"]
+
+
+class Lines:
+    """One batch's lines grouped per file, in arrival order, as `Sinks.write_many` takes them.
+
+    The writer appends to a file's list directly (`to()`), so no per-line object is made
+    and nothing is regrouped when the batch is written.
+    """
+
+    __slots__ = ("by_path", "kinds")
+
+    def __init__(self, writes: Iterable[Write] = ()) -> None:
+        self.by_path: dict[str, list[str]] = {}
+        self.kinds: dict[str, Kind] = {}
+        self.add(writes)
+
+    def to(self, kind: Kind, path: str) -> list[str]:
+        """The list of the file's lines in this batch, to append to."""
+        lines = self.by_path.get(path)
+        if lines is None:
+            self.by_path[path] = lines = []
+            self.kinds[path] = kind
+        return lines
+
+    def add(self, writes: Iterable[Write]) -> None:
+        for kind, path, line in writes:
+            self.to(kind, path).append(line)
 
 
 class Sinks:

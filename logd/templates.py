@@ -147,22 +147,23 @@ class Templates:
         record by record.
         """
         line = write.line
-        clock, iso = self._clock(_PROBE_NS), iso_utc_ms(_PROBE_NS)
-        if line.count(clock) == 1:
-            when, is_iso = clock, False
-        elif line.count(iso) == 1:
-            when, is_iso = iso, True
-        else:
+        time_form = _once(line, self._clock(_PROBE_NS), iso_utc_ms(_PROBE_NS))
+        msg_form = _once(line, _PROBE_MSG, _PROBE_JSON)
+        if time_form is None or msg_form is None:
             return None
-        if line.count(_PROBE_MSG) == 1:
-            text, js = _PROBE_MSG, False
-        elif line.count(_PROBE_JSON) == 1:
-            text, js = _PROBE_JSON, True
-        else:
-            return None
+        (when, is_iso), (text, js) = time_form, msg_form
         time_at, msg_at = line.index(when), line.index(text)
         time_end = time_at + len(when)
         if msg_at < time_end:
             return None
         head, mid, tail = line[:time_at], line[time_end:msg_at], line[msg_at + len(text) :]
         return (head, is_iso, mid, js, tail)
+
+
+def _once(line: str, first: str, second: str) -> tuple[str, bool] | None:
+    """The form found exactly once in `line`, `first` tried first, and whether it is `second`."""
+    if line.count(first) == 1:
+        return first, False
+    if line.count(second) == 1:
+        return second, True
+    return None
