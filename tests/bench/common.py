@@ -268,8 +268,14 @@ class Daemon(Server):
         super().__init__(folder, command, folder / "s")
 
     def start(self, timeout: float = 30.0) -> Daemon:
-        """Start, wait for the socket and, with `tcp`, read the port from stderr."""
+        """Start, wait for both sockets and, with `tcp`, read the port from stderr."""
         super().start(timeout)
+        deadline = time.monotonic() + timeout
+        while not connectable(self.folder / "c"):  # bound after the ingest socket
+            if self.proc is None or self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"logd opened no control socket:\n{self.stderr()}")
+            time.sleep(0.02)
         if self.tcp:
             deadline = time.monotonic() + timeout
             while (found := re.search(r"tcp://127\.0\.0\.1:(\d+)", self.stderr())) is None:
