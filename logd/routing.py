@@ -306,10 +306,9 @@ def route(record: Record, run_id: str, layout: Layout, *, call_day: str | None =
         call_day: the date folder of the record's call, fixed at the call's start; the
             record's own date when not given.
     """
+    event = event_of(record)
     event_line = event_row = None
-    if record.event_type is not None or (record.exc and record.levelno >= ERROR_LEVELNO):
-        event = event_of(record)
-        assert event is not None
+    if event is not None:
         event_type, source, text, fields = event
         event_line = format_event_line(record.time_ns, event_type, source, text, fields)
         event_row = EventRow(
