@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import logging.handlers
+import os
 import queue
 import subprocess
 import sys
@@ -139,6 +140,9 @@ def worker(args: argparse.Namespace) -> int:
 
 def measure(variant: str, calls: int, daemon: Daemon, folder: Path) -> dict[str, Any]:
     """Run one worker process and return its JSON result."""
+    # Dirty pages left by the variant before (the daemon writes every record twice) would
+    # throttle this one's write(2) calls while the kernel flushes them.
+    os.sync()
     argv = [sys.executable, "-m", "tests.bench.bench_caller", "--worker", variant]
     argv += ["--calls", str(calls), "--file", f"{folder}/{variant}.log"]
     argv += ["--address", daemon.address, "--fluent-port", str(daemon.tcp_port)]
