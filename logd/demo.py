@@ -47,7 +47,9 @@ def run_demo(*, keep: bool = False) -> int:
     """Run the demo; returns an exit code (0 when every step worked)."""
     folder = Path(tempfile.mkdtemp(prefix="logd-demo-"))
     root, sock = folder / "logs", folder / "logd.sock"
-    env = dict(os.environ, LOGD_ADDRESS=f"unix:{sock}")
+    # A spool folder of its own: the user's spool may hold records of real apps, which a
+    # daemon and a client deliver wherever they find them (here: a folder about to go).
+    env = dict(os.environ, LOGD_ADDRESS=f"unix:{sock}", LOGD_SPOOL_DIR=str(folder / "spool"))
     env.pop("LOGD_RUN_ID", None)
     print(f"starting logd: root {root}, socket {sock}")
     daemon = subprocess.Popen(

@@ -29,6 +29,10 @@ from .batch import (
 )
 from .spooler import Spooler
 
+# Why records were dropped, as the `logd:dropped` report's message says.
+QUEUE_FULL: Final = "its queue was full"
+DAMAGED_SPOOL: Final = "a spool file was damaged"
+UNENCODABLE: Final = "they could not be encoded, or were larger than a message may be"
 _INFO: Final = 20
 _WARNING: Final = 30
 DONT_SLEEP: Final = -1.0
@@ -94,6 +98,7 @@ class Outbox:
         self.spooled_records = self.spool_bytes = 0
         self._own_next_seq: int | None = None
         self._drop_report: dict[str, Any] | None = None
+        self._drop_reasons: dict[str, int] = {}  # what the open drop report counts
         self._last_tag = "logd"
         self._warned: set[str] = set()
         self._flush_waiters = 0
@@ -266,10 +271,13 @@ class Outbox:
             self.cond.notify_all()
         return victim
 
-    def _note_drop(self, tag: str, like: dict[str, Any], count: int = 1) -> None:
+    def _note_drop(
+        self, tag: str, like: dict[str, Any], count: int = 1, reason: str = QUEUE_FULL
+    ) -> None:
         # One report record collects the count until the sender takes it; it rides in
         # the queue (one over the bound at most), so flush() also waits for it.
         self.dropped += count
+        self._drop_reasons[reason] = self._drop_reasons.get(reason, 0) + count
         report = self._drop_report
         if report is None:
             report = {
@@ -390,7 +398,7 @@ class Outbox:
         if report.damaged_frames:
             lost = report.damaged_records or report.damaged_frames
             with self.lock:
-                self._note_drop(self._last_tag, {}, lost)
+                self._note_drop(self._last_tag, {}, lost, DAMAGED_SPOOL)
             self.warn_once(
                 "damaged",
                 f"logd_client: a spool file in {self.spooler.directory} was damaged; about "
@@ -408,9 +416,9 @@ class Outbox:
         items, size = take_run(self.pending, self._max_batch_records, self._max_batch_bytes)
         report = self._drop_report
         if report is not None and any(item[3] is report for item in items):
-            count = report["kv"]["count"]
-            report["msg"] = f"logd_client dropped {count} records: its queue was full"
+            report["msg"] = drop_message(report["kv"]["count"], self._drop_reasons)
             self._drop_report = None
+            self._drop_reasons = {}
         self.pending_bytes -= size
         self._building_seq = items[0][0]
         # Still held in memory while encoding: counted against the bounds.
@@ -430,7 +438,7 @@ class Outbox:
         if len(items) == 1:
             # Cannot be encoded, or too large even alone: the daemon would never take it.
             with self.lock:
-                self._note_drop(tag, items[0][3])
+                self._note_drop(tag, items[0][3], reason=UNENCODABLE)
             return []
         half = len(items) // 2
         return self._encode(tag, items[:half]) + self._encode(tag, items[half:])
@@ -582,3 +590,11 @@ class Outbox:
 
 def _earliest(a: float | None, b: float) -> float:
     return b if a is None else min(a, b)
+
+
+def drop_message(count: int, reasons: dict[str, int]) -> str:
+    """The text of a `logd:dropped` report: how many records, and why."""
+    if len(reasons) == 1:
+        return f"logd_client dropped {count} records: {next(iter(reasons))}"
+    why = "; ".join(f"{n} because {reason}" for reason, n in reasons.items())
+    return f"logd_client dropped {count} records: {why}"

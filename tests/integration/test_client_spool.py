@@ -269,6 +269,7 @@ def test_a_truncated_orphan_delivers_its_complete_frames_and_reports_the_rest(
     assert [r["msg"] for r in records if "event_type" not in r] == ["m0", "m1", "m2", "m3", "m100"]
     (report,) = [r for r in records if r.get("event_type") == "logd:dropped"]
     assert report["kv"] == {"count": 2}  # the cut frame's two records
+    assert report["msg"] == "logd_client dropped 2 records: a spool file was damaged"
     assert transport.statistics().dropped_records == 2
 
 

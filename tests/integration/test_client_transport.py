@@ -307,6 +307,7 @@ def test_queue_bound_drops_and_reports_the_count(
     (report,) = [r for r in records if r.get("event_type") == "logd:dropped"]
     assert report["kv"] == {"count": 6}
     assert report["logger"] == "logd_client"
+    assert report["msg"] == "logd_client dropped 6 records: its queue was full"
 
 
 def test_queue_byte_bound_drops_what_does_not_fit(

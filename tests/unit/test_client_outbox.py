@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from logd_client import handler
 from logd_client.batch import RECORD_OVERHEAD_BYTES, Item, approx_bytes, take_run
-from logd_client.outbox import Outbox
+from logd_client.outbox import DAMAGED_SPOOL, QUEUE_FULL, Outbox, drop_message
 from logd_client.spooler import Spooler
 
 
@@ -173,3 +173,13 @@ def test_a_filter_returning_a_record_behaves_as_in_stdlib(
         assert result is True
         assert original.getMessage() in msgs
         assert "replaced" not in msgs
+
+
+def test_a_drop_report_says_why_records_were_dropped() -> None:
+    one = drop_message(3, {QUEUE_FULL: 3})
+    assert one == "logd_client dropped 3 records: its queue was full"
+    both = drop_message(5, {QUEUE_FULL: 2, DAMAGED_SPOOL: 3})
+    assert both == (
+        "logd_client dropped 5 records: 2 because its queue was full; "
+        "3 because a spool file was damaged"
+    )
