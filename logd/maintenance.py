@@ -45,6 +45,7 @@ def snapshot(engine: Engine) -> dict[str, Any]:
 def cleanup(engine: Engine, *, dry_run: bool, now_ns: int) -> CleanupReport:
     """Apply the retention policy now; registry rows and handles follow the files."""
     registry = engine.registry
+    engine.sinks.settle()  # no rotated copy half compressed while the tree is scanned
     report = run_cleanup(
         engine.root,
         engine.config.retention,

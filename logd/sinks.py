@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from logd.cleanup import compress_file
+from logd.compressor import Compressor
 from logd.config import Rotation, RotationPolicy
 from logd.policy import (
     backup_renames,
@@ -89,6 +89,7 @@ class Sinks:
         self._dirty: set[str] = set()
         self._made_dirs: set[str] = set()
         self._undo: list[tuple[str, int]] = []
+        self.compressor = Compressor()
 
     def write_many(self, writes: Lines | Iterable[Write]) -> dict[str, int]:
         """Append each line to its file, one `write(2)` per file, in the given order.
@@ -159,6 +160,8 @@ class Sinks:
                 if fd is not None:
                     os.fsync(fd)
         self._dirty.clear()
+        if self.compressor.busy:
+            self.compressor.reap()
 
     def close_file(self, path: str) -> None:
         """Release one file's handle, e.g. when its call or session ends."""
@@ -172,10 +175,15 @@ class Sinks:
             self._dirty.discard(path)
             os.close(fd)
 
+    def settle(self) -> None:
+        """Wait until every rotated copy is compressed: before cleanup looks at the tree."""
+        self.compressor.settle()
+
     def close(self) -> None:
         self.sync()
         for path in list(self._fds):
             self.close_file(path)
+        self.compressor.close()
 
     @property
     def open_count(self) -> int:
@@ -227,12 +235,13 @@ class Sinks:
     def _rotate(self, path: str, kind: Kind, policy: RotationPolicy) -> None:
         """Move a full file aside (between batches' lines, never mid-line) and start anew.
 
-        Runs in the writer's thread, so compression of the rotated copy happens off the
-        event loop; it delays this batch's acks by the time it takes, which is rare.
+        The rotated copy is compressed in the background (`Compressor`); this waits only
+        if the same file's previous copy is still being compressed.
         """
         day = self._days[path]
         self.close_file(path)
         full = self.root / path
+        self.compressor.wait(full)
         folder, name = full.parent, full.name
         existing = set(os.listdir(folder))
         if kind is Kind.EVENTS:
@@ -248,7 +257,7 @@ class Sinks:
             rotated = folder / f"{name}.1" if policy.backups > 0 else None
         self.rotations += 1
         if rotated is not None and policy.compress:
-            compress_file(rotated)
+            self.compressor.submit(full, rotated)
 
     def rotate_all(self) -> int:
         """Rotate every open file that has content (`logd-ctl rotate`); returns how many."""

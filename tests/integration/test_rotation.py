@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import re
+import threading
 from functools import partial
 from pathlib import Path
 
+import pytest
 import trio
 
+from logd.cleanup import compress_file
 from logd.config import Config, RotationPolicy
 from logd.routing import Kind, Write
 from logd.server import LogdServer, serve_logd
@@ -120,3 +123,70 @@ def test_rollback_after_failure_leaves_no_partial_batch(tmp_path: Path) -> None:
     sinks.write_many([Write(Kind.RUN, "a/runs/r/main.log", "after\n")])
     sinks.close()
     assert (tmp_path / "a/runs/r/main.log").read_text() == "kept\nafter\n"
+
+
+def _call_sinks(tmp_path: Path, backups: int = 3) -> Sinks:
+    policy = RotationPolicy(max_bytes=100, backups=backups, compress=True)
+    rotation = make_config(tmp_path / "r", tmp_path).rotation
+    return Sinks(tmp_path, rotation=dataclasses.replace(rotation, call=policy))
+
+
+CALL = "a/calls/d/bot_1/call_x.log"
+
+
+def test_a_rotation_waits_for_the_previous_copy_of_its_file_to_be_compressed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = threading.Event()
+    started = threading.Event()
+
+    def slow_compress(path: Path) -> Path:
+        started.set()
+        gate.wait(10)
+        return compress_file(path)
+
+    monkeypatch.setattr("logd.compressor.compress_file", slow_compress)
+    sinks = _call_sinks(tmp_path)
+    for i in range(2):  # the second write rotates: call_x.log.1 is being compressed
+        sinks.write_many([Write(Kind.CALL, CALL, f"{i:059d}\n")])
+    assert started.wait(10)
+    # The writer went on meanwhile; the next rotation of the same file has to wait.
+    sinks.write_many([Write(Kind.CALL, "a/other.log", "another file\n")])
+    third = threading.Thread(
+        target=sinks.write_many, args=([Write(Kind.CALL, CALL, f"{2:059d}\n")],)
+    )
+    third.start()
+    third.join(0.3)
+    assert third.is_alive(), "rotated again while the last copy was being compressed"
+    gate.set()
+    third.join(10)
+    sinks.close()
+    folder = tmp_path / "a/calls/d/bot_1"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "call_x.log",
+        "call_x.log.1.gz",
+        "call_x.log.2.gz",
+    ]
+    assert read_family(folder, "call_x.log") == [f"{i:059d}" for i in range(3)]
+
+
+def test_a_copy_that_cannot_be_compressed_stays_and_writing_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(path: Path) -> Path:
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr("logd.compressor.compress_file", broken)
+    sinks = _call_sinks(tmp_path)
+    for i in range(3):
+        sinks.write_many([Write(Kind.CALL, CALL, f"{i:059d}\n")])
+        sinks.commit()
+    sinks.close()
+    folder = tmp_path / "a/calls/d/bot_1"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "call_x.log",
+        "call_x.log.1",
+        "call_x.log.2",
+    ]
+    assert read_family(folder, "call_x.log") == [f"{i:059d}" for i in range(3)]
+    assert "could not compress a rotated file" in caplog.text
