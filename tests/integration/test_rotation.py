@@ -134,6 +134,13 @@ def _call_sinks(tmp_path: Path, backups: int = 3) -> Sinks:
 CALL = "a/calls/d/bot_1/call_x.log"
 
 
+def assert_three_lines_in(root: Path, names: list[str]) -> None:
+    """The call file's family is these files and holds lines 0, 1, 2 in order."""
+    folder = root / "a/calls/d/bot_1"
+    assert sorted(p.name for p in folder.iterdir()) == names
+    assert read_family(folder, "call_x.log") == [f"{i:059d}" for i in range(3)]
+
+
 def test_a_rotation_waits_for_the_previous_copy_of_its_file_to_be_compressed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -161,13 +168,7 @@ def test_a_rotation_waits_for_the_previous_copy_of_its_file_to_be_compressed(
     gate.set()
     third.join(10)
     sinks.close()
-    folder = tmp_path / "a/calls/d/bot_1"
-    assert sorted(p.name for p in folder.iterdir()) == [
-        "call_x.log",
-        "call_x.log.1.gz",
-        "call_x.log.2.gz",
-    ]
-    assert read_family(folder, "call_x.log") == [f"{i:059d}" for i in range(3)]
+    assert_three_lines_in(tmp_path, ["call_x.log", "call_x.log.1.gz", "call_x.log.2.gz"])
 
 
 def test_a_copy_that_cannot_be_compressed_stays_and_writing_goes_on(
@@ -182,11 +183,5 @@ def test_a_copy_that_cannot_be_compressed_stays_and_writing_goes_on(
         sinks.write_many([Write(Kind.CALL, CALL, f"{i:059d}\n")])
         sinks.commit()
     sinks.close()
-    folder = tmp_path / "a/calls/d/bot_1"
-    assert sorted(p.name for p in folder.iterdir()) == [
-        "call_x.log",
-        "call_x.log.1",
-        "call_x.log.2",
-    ]
-    assert read_family(folder, "call_x.log") == [f"{i:059d}" for i in range(3)]
+    assert_three_lines_in(tmp_path, ["call_x.log", "call_x.log.1", "call_x.log.2"])
     assert "could not compress a rotated file" in caplog.text
