@@ -33,8 +33,8 @@ class Compressor:
         self._pending: dict[Path, Future[Path]] = {}
 
     def submit(self, family: Path, rotated: Path) -> None:
-        """Compress `rotated` (a copy of the live file `family`) in the background."""
-        self.wait(family)
+        """Compress `rotated` (a copy of the live file `family`) in the background; the
+        caller has waited for `family`'s previous copy before rotating."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logd-gzip")
         self._pending[family] = self._pool.submit(compress_file, rotated)

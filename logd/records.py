@@ -196,11 +196,14 @@ def normalize(tag: str, time_ns: int, raw: object) -> Record:
     Raises:
         Unroutable: with a one-line reason, for the `_rejected/` file.
     """
+    return _shortcut(tag, time_ns, raw) or _general(tag, time_ns, raw)
+
+
+def _shortcut(tag: str, time_ns: int, raw: object) -> Record | None:
+    """`_plain()`'s record when `raw` is made of logd_client's keys only, else None."""
     if isinstance(raw, dict) and raw.__class__ is dict and raw.keys() <= _PLAIN_KEYS:
-        record = _plain(tag, time_ns, raw)
-        if record is not None:
-            return record
-    return _general(tag, time_ns, raw)
+        return _plain(tag, time_ns, raw)
+    return None
 
 
 class Normalizer:
@@ -246,9 +249,7 @@ class Normalizer:
         Raises:
             Unroutable: as `normalize()` does.
         """
-        record = None
-        if isinstance(raw, dict) and raw.__class__ is dict and raw.keys() <= _PLAIN_KEYS:
-            record = _plain(self.tag, time_ns, raw)
+        record = _shortcut(self.tag, time_ns, raw)
         if record is None or not isinstance(raw, dict) or "msg" not in raw:
             self._last_raw = self.last = None
             return _general(self.tag, time_ns, raw)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
+from itertools import product
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
@@ -216,10 +217,6 @@ class Shape(NamedTuple):
     event: bool  # is a canonical event (its own, or an error:runtime)
     component: bool  # component files are on and its logger's file is not main.log
 
-    @classmethod
-    def from_mask(cls, mask: int) -> Shape:
-        return cls(*(bool(mask & (1 << bit)) for bit in range(4)))
-
 
 def _is_run_scoped(s: Shape) -> bool:
     return not s.call
@@ -266,8 +263,9 @@ def plan(shape: Shape) -> tuple[Rule, ...]:
     return tuple(rule for rule in RULES if rule.applies(shape))
 
 
-# Indexed by the shape's bits (call 1, session 2, event 4, component 8), as route() builds them.
-_PLANS: tuple[tuple[Rule, ...], ...] = tuple(plan(Shape.from_mask(mask)) for mask in range(16))
+_PLANS: dict[Shape, tuple[Rule, ...]] = {
+    shape: plan(shape) for shape in (Shape(*bits) for bits in product((False, True), repeat=4))
+}
 
 
 @lru_cache(maxsize=4096)
@@ -325,22 +323,18 @@ def route(record: Record, run_id: str, layout: Layout, *, call_day: str | None =
         )
     texts = _Texts(record, run_id, layout, event_line)
     day = ""
-    mask = 0
     if record.call_id is not None:
         day = call_day or day_text(record.time_ns, layout.utc)
-        mask = 1
-    if record.session_id is not None:
-        mask |= 2
-    if event_line is not None:
-        mask |= 4
-    if layout.component_files and _has_own_file(record.logger):
-        mask |= 8
-    new = tuple.__new__  # skips NamedTuple's Python-level __new__: several per record
+    shape = Shape(
+        call=record.call_id is not None,
+        session=record.session_id is not None,
+        event=event_line is not None,
+        component=layout.component_files and _has_own_file(record.logger),
+    )
     writes = [
-        new(Write, (rule.kind, rule.path(record, run_id, day), rule.line(texts)))
-        for rule in _PLANS[mask]
+        Write(rule.kind, rule.path(record, run_id, day), rule.line(texts)) for rule in _PLANS[shape]
     ]
-    return new(Routed, (writes, event_row))
+    return Routed(writes, event_row)
 
 
 def tail_item(record: Record, run_id: str, layout: Layout) -> dict[str, Any]:

@@ -70,7 +70,14 @@ class Templates:
         is not plain (or its context has no template): then use `route()`.
         """
         template = self.find(record, run_id)
-        return None if template is None else self.render(template, record.time_ns, record.msg)
+        if template is None:
+            return None
+        lines: list[list[str]] = [[] for _ in template.pieces]
+        self.render_into(template, lines, record.time_ns, record.msg)
+        return [
+            Write(kind, path, line)
+            for (kind, path), (line,) in zip(template.paths, lines, strict=True)
+        ]
 
     def find(self, record: Record, run_id: str) -> Template | None:
         """The template of `record`'s context, None when the record is not plain."""
@@ -88,16 +95,6 @@ class Templates:
             return self._cache[key]
         except KeyError:
             return self._build(record, run_id, key)
-
-    def render(self, template: Template, time_ns: int, msg: str) -> list[Write]:
-        """The writes of a record of `template`'s context with this time and message."""
-        lines: list[list[str]] = [[] for _ in template.pieces]
-        self.render_into(template, lines, time_ns, msg)
-        new = tuple.__new__  # Write's own __new__ is Python code; this is a C call
-        return [
-            new(Write, (kind, path, line))
-            for (kind, path), (line,) in zip(template.paths, lines, strict=True)
-        ]
 
     def render_into(
         self, template: Template, targets: Sequence[list[str]], time_ns: int, msg: str

@@ -165,6 +165,8 @@ def test_a_rotation_waits_for_the_previous_copy_of_its_file_to_be_compressed(
     third.start()
     third.join(0.3)
     assert third.is_alive(), "rotated again while the last copy was being compressed"
+    folder = tmp_path / "a/calls/d/bot_1"
+    assert sorted(p.name for p in folder.iterdir()) == ["call_x.log", "call_x.log.1"]
     gate.set()
     third.join(10)
     sinks.close()
