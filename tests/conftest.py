@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from logd_client import handler
+from logd_client import runtime
 
 from logd.config import Config
 from tests.helpers import make_config
@@ -34,7 +34,7 @@ def clean_runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
-    handler.reset_runtime()
+    runtime.reset_runtime()
 
 
 @pytest.fixture

@@ -24,10 +24,12 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast
 
 from . import context as _context
-from . import handler as _handler
+from . import recordmap as _recordmap
+from . import runtime as _runtime
 from .address import configured_address
 from .context import check_id, current_session, run_id, session
-from .handler import LIFECYCLE_SOURCE, LogdHandler
+from .handler import LogdHandler
+from .runtime import LIFECYCLE_SOURCE
 from .transport import shared_transport
 
 __all__ = [
@@ -92,7 +94,7 @@ def install(
         if any(isinstance(h, LogdHandler) for h in root.handlers):
             return
         transport = shared_transport(configured_address(address))
-        _handler.activate(app, transport, exit_flush_timeout_s=exit_flush_timeout_s)
+        _runtime.activate(app, transport, exit_flush_timeout_s=exit_flush_timeout_s)
         root.addHandler(LogdHandler(app=app, address=address))
         # NOTSET on the root means "everything": already as loose as it gets.
         if root.level != logging.NOTSET and root.level > level:
@@ -132,7 +134,7 @@ def event(event_type: str, source: str, message: str = "", **kv: Any) -> None:
     _check_source(source)
     if not isinstance(message, str):
         raise TypeError(f"message must be a str, not {type(message).__name__}")
-    _handler.send_event(event_type, source, message, kv)
+    _runtime.send_event(event_type, source, message, kv)
 
 
 def error(source: str, exc: BaseException, context: str = "") -> None:
@@ -152,14 +154,14 @@ def error(source: str, exc: BaseException, context: str = "") -> None:
         raise TypeError(f"exc must be an exception, not {type(exc).__name__}")
     if not isinstance(context, str):
         raise TypeError(f"context must be a str, not {type(context).__name__}")
-    _handler.send_event(
+    _runtime.send_event(
         "error:runtime",
         source,
-        _handler.describe_exception(exc, context),
+        _recordmap.describe_exception(exc, context),
         {},
         level="ERROR",
         levelno=logging.ERROR,
-        exc=_handler.format_exception(exc),
+        exc=_recordmap.format_exception(exc),
     )
 
 
@@ -174,7 +176,7 @@ def end_session(session_id: str) -> None:
         ValueError: `session_id` is empty.
     """
     check_id("session_id", session_id)
-    _handler.send_event("session:end", LIFECYCLE_SOURCE, "", {}, session_id=session_id)
+    _runtime.send_event("session:end", LIFECYCLE_SOURCE, "", {}, session_id=session_id)
 
 
 class call:  # lower case: used as `with logd.call(id):`, like a function
@@ -203,7 +205,7 @@ class call:  # lower case: used as `with logd.call(id):`, like a function
     def __enter__(self) -> str:
         token = _context.push_call(self._call_id, self._bot_id)
         self._tokens.append((token, time.perf_counter()))
-        _handler.send_event("call:start", LIFECYCLE_SOURCE, "", {})
+        _runtime.send_event("call:start", LIFECYCLE_SOURCE, "", {})
         return self._call_id
 
     def __exit__(
@@ -216,8 +218,8 @@ class call:  # lower case: used as `with logd.call(id):`, like a function
         try:
             kv: dict[str, Any] = {"duration_ms": round((time.perf_counter() - started) * 1000, 3)}
             if exc is not None:
-                kv["error"] = _handler.describe_exception(exc)
-            _handler.send_event("call:end", LIFECYCLE_SOURCE, "", kv)
+                kv["error"] = _recordmap.describe_exception(exc)
+            _runtime.send_event("call:end", LIFECYCLE_SOURCE, "", kv)
         finally:
             _context.pop_call(token)
 
@@ -276,4 +278,4 @@ def flush(timeout: float = 5.0) -> bool:
         True iff every record queued before the call was acknowledged (also when
         nothing was ever queued).
     """
-    return _handler.flush_all(timeout)
+    return _runtime.flush_all(timeout)

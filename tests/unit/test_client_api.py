@@ -20,7 +20,7 @@ from typing import Any
 
 import logd_client as logd
 import pytest
-from logd_client import context, handler, transport
+from logd_client import context, recordmap, transport
 
 ABSENT = "unix:/nonexistent-logd-test-dir/logd.sock"
 RUN_ID = re.compile(r"\d{8}_\d{6}_[0-9a-f]{8}")
@@ -125,7 +125,7 @@ def test_sessions_are_separate_per_asyncio_task() -> None:
             for _ in range(3):
                 await turn.wait()
                 turn.clear()
-                got.append(handler.build_record(log_record, "a", None)["session_id"])
+                got.append(recordmap.build_record(log_record, "a", None)["session_id"])
                 other.set()  # hand over while still inside the session
         return got
 
@@ -324,7 +324,7 @@ def test_import_leaves_trio_and_logd_unloaded() -> None:
     out = run_python(
         """
         import sys
-        import logd_client, logd_client.handler, logd_client.transport
+        import logd_client, logd_client.handler, logd_client.runtime, logd_client.transport
         heavy = ("trio", "logd")
         print(sorted(m for m in sys.modules if m.split(".")[0] in heavy))
         """

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from logd_client import handler
+from logd_client import handler, recordmap
 from logd_client.batch import RECORD_OVERHEAD_BYTES, Item, approx_bytes, take_run
 from logd_client.outbox import DAMAGED_SPOOL, QUEUE_FULL, Outbox, drop_message
 from logd_client.spooler import Spooler
@@ -122,12 +122,14 @@ def make_record(extra: dict[str, Any] | None = None) -> logging.LogRecord:
 
 
 def test_handler_estimate_and_plain_flag() -> None:
-    out, size, plain = handler._build(make_record(), "app", "20250101_000000_0123abcd")
+    out, size, plain = recordmap.build_sized(make_record(), "app", "20250101_000000_0123abcd")
     assert plain
-    assert out == handler.build_record(make_record(), "app", "20250101_000000_0123abcd")
+    assert out == recordmap.build_record(make_record(), "app", "20250101_000000_0123abcd")
     # At least what the general estimate gives: the bounds hold as before.
     assert size >= approx_bytes(out)
-    out, size, plain = handler._build(make_record({"user": "x" * 1000, "n": [1, 2]}), "app", None)
+    out, size, plain = recordmap.build_sized(
+        make_record({"user": "x" * 1000, "n": [1, 2]}), "app", None
+    )
     assert not plain
     assert size >= RECORD_OVERHEAD_BYTES + 1000 + len(out["msg"])
 

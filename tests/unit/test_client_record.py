@@ -10,7 +10,7 @@ from typing import Any
 import logd_client as logd
 import pytest
 from logd_client import context
-from logd_client.handler import build_event, build_record, describe_exception, format_exception
+from logd_client.recordmap import build_event, build_record, describe_exception, format_exception
 
 
 def make_record(
