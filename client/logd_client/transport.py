@@ -1,30 +1,29 @@
-"""Delivery of records to the daemon: the sender thread, reconnects, the public Transport.
+"""The public Transport: records in, delivered to the daemon by a thread of its own.
 
 `Transport.enqueue()` is the only part on the app's hot path: it appends to a deque under
-a lock and never does I/O. One daemon thread per transport connects with backoff, feeds the
-connection from the `outbox` (spooled messages, orphans of exited processes included, before
-newer records), retires what the daemon acks and resends the rest in order after a
-reconnect. Nothing here raises into the app; failures are counted and warned about once.
+a lock and never does I/O. The first record starts the sender thread (`sender`), which
+connects with backoff, feeds the connection from the `outbox` (spooled messages, orphans of
+exited processes included, before newer records), retires what the daemon acks and resends
+the rest in order after a reconnect. Also here: closing at exit, a clean slate after
+`fork()`, and the process's shared transports. Nothing raises into the app; failures are
+counted and warned about once.
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
 import secrets
-import select
 import threading
-import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import spool
-from .address import Address, default_address
-from .connection import Broken, Connection
-from .outbox import DONT_SLEEP, Outbox
+from .address import Address
+from .outbox import Outbox
+from .sender import Sender
 from .spooler import Spooler
 
 _all_transports: weakref.WeakSet[Transport] = weakref.WeakSet()
@@ -146,11 +145,9 @@ class Transport:
             producer_id=self.producer_id, spooler=spooler, wake=self._wake_or_start, **self._limits
         )
         self._lock = self._outbox.lock
+        self._sender: Sender | None = None
         self._thread: threading.Thread | None = None
-        self._closing = self._discard = False
-        self._wake_r = self._wake_w = -1
-        self._conn: Connection | None = None
-        self._connections = 0
+        self._closing = False
 
     # ----------------------------------------------------------------- app side
 
@@ -215,24 +212,19 @@ class Transport:
             if self._closing:
                 return
             self._closing = True
-            self._discard = not spool
             self._outbox.closed = True
-            thread = self._thread
-            if thread is not None:
-                self._wake()
+            sender, thread = self._sender, self._thread
+            if sender is not None:
+                sender.stop(discard=not spool)
             self._outbox.cond.notify_all()
-        if thread is None:
-            self._outbox.shut_down(discard=self._discard)  # nothing else uses the state
-        else:
-            thread.join(timeout)
-            if thread.is_alive():
-                # Stuck in connect() or on a slow disk: it is a daemon thread and spools at
-                # its next step, unless the interpreter exits first.
-                return
-        for fd in (self._wake_r, self._wake_w):
-            if fd >= 0:
-                os.close(fd)
-        self._wake_r = self._wake_w = -1
+        if sender is None or thread is None:
+            self._outbox.shut_down(discard=not spool)  # nothing else uses the state
+            return
+        thread.join(timeout)
+        if not thread.is_alive():
+            # Else stuck in connect() or on a slow disk: it is a daemon thread and spools
+            # at its next step, unless the interpreter exits first.
+            sender.close_pipe()
 
     @property
     def closed(self) -> bool:
@@ -241,12 +233,12 @@ class Transport:
 
     def statistics(self) -> TransportStatistics:
         """Return a consistent snapshot of the counters."""
-        box = self._outbox
+        box, sender = self._outbox, self._sender
         with self._lock:
             return TransportStatistics(
                 producer_id=self.producer_id,
-                connected=self._conn is not None,
-                connections=self._connections,
+                connected=sender is not None and sender.conn is not None,
+                connections=sender.connections if sender is not None else 0,
                 enqueued_records=box.seq,
                 queued_records=len(box.pending),
                 queued_bytes=box.pending_bytes,
@@ -272,139 +264,36 @@ class Transport:
     def _wake_or_start(self) -> None:
         # The outbox's wake-up, called under the lock when a record arrives for a sleeping
         # sender: the first one starts the thread, so enqueue() itself checks nothing.
-        if self._thread is not None:
-            self._wake()
+        if self._sender is not None:
+            self._sender.wake()
         elif not self._outbox.closed:
             self._start()
-            if self._thread is None:
+            if self._sender is None:
                 self._outbox.sleeping = True  # not started: the next record tries again
 
     def _start(self) -> None:
         try:
-            wake_r, wake_w = os.pipe()
+            sender = Sender(
+                self._outbox,
+                self.address,
+                ack_timeout_s=self._ack_timeout_s,
+                backoff_initial_s=self._backoff_initial_s,
+                backoff_max_s=self._backoff_max_s,
+                connect_timeout_s=self._connect_timeout_s,
+            )
         except OSError:  # out of descriptors: the records stay queued, a later one retries
             return
-        os.set_blocking(wake_r, False)
-        os.set_blocking(wake_w, False)
-        self._wake_r, self._wake_w = wake_r, wake_w
         thread = threading.Thread(
-            target=self._run, name=f"logd-sender-{self.producer_id}", daemon=True
+            target=sender.run, name=f"logd-sender-{self.producer_id}", daemon=True
         )
         try:
             thread.start()
         except RuntimeError:
             # "can't create new thread at interpreter shutdown": the records stay queued,
             # and close() spools them from the caller's thread.
-            os.close(wake_r)
-            os.close(wake_w)
-            self._wake_r = self._wake_w = -1
+            sender.close_pipe()
             return
-        self._thread = thread
-
-    def _wake(self) -> None:
-        # A full pipe already means "wake up"; no pipe yet means no thread to wake.
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"\0")
-
-    def _run(self) -> None:
-        box = self._outbox
-        backoff = self._backoff_initial_s
-        next_connect_at = 0.0
-        while not self._closing:
-            conn = self._conn
-            try:
-                now = time.monotonic()
-                spool_due, has_work = box.next_step(now)
-                if spool_due:
-                    box.spool_some()
-                    continue
-                if conn is None and has_work and now >= next_connect_at:
-                    try:
-                        conn = self._connect(now)
-                    except OSError:
-                        next_connect_at = now + backoff
-                        backoff = min(backoff * 2, self._backoff_max_s)
-                if conn is not None:
-                    box.fill_window(conn.queue, self._ack_timeout_s)
-                    if box.ack_overdue(now):
-                        self._disconnect()
-                        next_connect_at = now + backoff
-                        backoff = min(backoff * 2, self._backoff_max_s)
-                        continue
-                timeout = box.sleep_for(conn is not None, has_work, now, next_connect_at)
-                if timeout == DONT_SLEEP:
-                    continue
-                poller = select.poll()
-                poller.register(self._wake_r, select.POLLIN)
-                if conn is not None:
-                    mask = select.POLLIN | (select.POLLOUT if conn.wants_write else 0)
-                    poller.register(conn.sock, mask)
-                ready = poller.poll(None if timeout is None else int(timeout * 1000) + 1)
-                for fd, mask in ready:
-                    if fd == self._wake_r:
-                        self._drain_wake()
-                    elif conn is not None:
-                        acked = self._service(conn, mask)
-                        if acked:
-                            # The daemon is making progress: a failure retries quickly.
-                            backoff = self._backoff_initial_s
-                        elif acked is None:
-                            self._disconnect()
-                            next_connect_at = time.monotonic() + backoff
-                            backoff = min(backoff * 2, self._backoff_max_s)
-            except Exception as exc:
-                # A bug must not kill delivery for the rest of the process, nor spin.
-                box.warn_once("sender", f"logd_client: sender error: {exc!r}; reconnecting")
-                self._disconnect()
-                next_connect_at = time.monotonic() + backoff
-                backoff = min(backoff * 2, self._backoff_max_s)
-        self._disconnect()
-        box.shut_down(discard=self._discard)
-
-    def _connect(self, now: float) -> Connection:
-        conn = Connection.open(self.address or default_address(), self._connect_timeout_s)
-        # Everything sent on the old connection and not acknowledged goes first, in its
-        # original order.
-        for payload in self._outbox.resend(now, self._ack_timeout_s):
-            conn.queue(payload)
-        with self._lock:
-            self._conn = conn
-            self._connections += 1
-        self._outbox.spooler.scan_due = True  # a client that connects delivers orphans
-        return conn
-
-    def _disconnect(self) -> None:
-        with self._lock:
-            conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-
-    def _drain_wake(self) -> None:
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except OSError:
-            pass
-
-    def _service(self, conn: Connection, mask: int) -> int | None:
-        # Handle one poll result: how many records were acked, None when the connection
-        # must be dropped.
-        acked = 0
-        try:
-            if mask & (select.POLLIN | select.POLLHUP | select.POLLERR):
-                acked = self._outbox.acked(conn.receive_acks())
-            if mask & select.POLLOUT:
-                conn.send_some()
-        except Broken as exc:
-            self._outbox.acked(exc.acks)
-            if exc.reason == "helo":
-                self._outbox.warn_once(
-                    "helo",
-                    "logd_client: the daemon asks for shared-key authentication, "
-                    "which logd_client does not support; use the Unix socket",
-                )
-            return None
-        return acked
+        self._sender, self._thread = sender, thread
 
     # ----------------------------------------------------------------- fork
 
@@ -413,12 +302,8 @@ class Transport:
         # the child's copies are discarded (never resent) and their descriptors closed,
         # never unlocked (a flock lock is shared with the parent). The lock may have been
         # held by the parent's sender at fork time, so a new one comes with the new state.
-        for fd in (self._wake_r, self._wake_w):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        if self._conn is not None:
-            self._conn.close()
+        if self._sender is not None:
+            self._sender.abandon()
         self._outbox.spooler.abandon()
         closing = self._closing
         self._init_state()
