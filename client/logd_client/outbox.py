@@ -1,51 +1,34 @@
 """The ordered store of everything a transport has not had acknowledged yet.
 
 Oldest first: messages in flight, spooled messages not sent yet (`spooler`), records queued in
-memory. Owns the memory bounds, the drop policy, the `logd:dropped` report, batching and
-encoding, moving records to the spool, and what `flush()` waits for. No sockets and no
-thread of its own: app threads call `put()`, the transport's sender thread the rest.
+memory (`intake`, where app threads put them). Here: batching and encoding, the window of
+messages in flight, acks, moving records to the spool, and what `flush()` waits for. No
+sockets and no thread of its own: the transport's sender thread calls these.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
 from . import spool
-from .batch import (
-    RECORD_OVERHEAD_BYTES,
-    Batch,
-    Item,
-    approx_bytes,
-    encode_items,
-    frame,
-    take_run,
-)
+from .batch import Batch, Item, encode_items, frame, take_run
+from .intake import DAMAGED_SPOOL, UNENCODABLE, Intake
 from .spooler import Spooler
 
-# Why records were dropped, as the `logd:dropped` report's message says.
-QUEUE_FULL: Final = "its queue was full"
-DAMAGED_SPOOL: Final = "a spool file was damaged"
-UNENCODABLE: Final = "they could not be encoded, or were larger than a message may be"
-_INFO: Final = 20
-_WARNING: Final = 30
 DONT_SLEEP: Final = -1.0
 _SPOOL_RETRY_S: Final = 1.0
-# How far into the queue a WARNING+ record looks for a DEBUG/INFO one to replace.
-_EVICT_SCAN: Final = 64
 
 
 class _SpoolFull(Exception):
     pass
 
 
-class Outbox:
+class Outbox(Intake):
     """Records and messages waiting for the daemon's ack, with bounds and a spool.
 
     Args:
@@ -69,123 +52,19 @@ class Outbox:
         max_message_bytes: int,
         window: int,
     ) -> None:
-        # Reentrant, as logging's own handler locks are: a signal handler that logs while
-        # this thread is inside put() must not deadlock.
-        self.lock = threading.RLock()
-        self.cond = threading.Condition(self.lock)
-        self._acquire, self._release = self.lock.acquire, self.lock.release
+        super().__init__(spooler=spooler, wake=wake, max_records=max_records, max_bytes=max_bytes)
         self.producer_id = producer_id
-        self.spooler = spooler
-        self._wake = wake
-        self.max_records, self.max_bytes = max_records, max_bytes
-        # put()'s fast path: below both, a record is accepted and starts no spooling (the
-        # test of _high() for the record about to be added, with integers: 4h >= 3m).
-        self._calm_records = -(-3 * max_records // 4) - 1
-        self._calm_bytes = -(-3 * max_bytes // 4)
         self._max_batch_records = max_batch_records
         self._max_batch_bytes = max_batch_bytes
         self._max_message_bytes = max_message_bytes
         self._window = window
-        self.pending: deque[Item] = deque()
-        self.pending_bytes = 0
         self.inflight: deque[Batch] = deque()
-        self.inflight_records = self._inflight_bytes = 0
-        # Records taken from `pending` and being encoded or spooled, outside the lock.
         self._building_seq: int | None = None
-        self._building_count = self._building_bytes = 0
-        self.seq = self._chunk_seq = 0
-        self.acked_records = self.orphan_records = self.dropped = 0
+        self._chunk_seq = 0
+        self.acked_records = self.orphan_records = 0
         self.spooled_records = self.spool_bytes = 0
         self._own_next_seq: int | None = None
-        self._drop_report: dict[str, Any] | None = None
-        self._drop_reasons: dict[str, int] = {}  # what the open drop report counts
-        self._last_tag = "logd"
-        self._warned: set[str] = set()
-        self._flush_waiters = 0
-        self.closed = False
-        # The sender waits for put() to wake it; at first there is none, and waking starts it.
-        self.sleeping = True
-        self._spool_wanted = False
         self._spool_retry_at = 0.0
-
-    # ----------------------------------------------------------------- app side
-
-    def put(
-        self,
-        tag: str,
-        time_ns: int,
-        record: dict[str, Any],
-        levelno: int,
-        size: int = -1,
-        plain: bool = False,
-    ) -> None:
-        """Queue a record, or drop one (see `Transport.enqueue()`, also for the arguments)."""
-        if size < 0:
-            size = approx_bytes(record)
-        warn = accepted = False
-        # acquire/release rather than `with`: half the cost, paid by every record.
-        self._acquire()
-        try:
-            # Open and well below both bounds (counting the open drop report, which only
-            # sends borderline cases the long way), a record needs no more checks.
-            pending = self.pending
-            if (
-                not self.closed
-                and len(pending) + self.inflight_records + self._building_count < self._calm_records
-                and self.pending_bytes + self._inflight_bytes + self._building_bytes + size
-                < self._calm_bytes
-            ):
-                accepted = True
-            elif self.closed:
-                self.dropped += 1
-            else:
-                accepted, warn = self._admit(tag, record, levelno, size)
-            if accepted:
-                self.seq = seq = self.seq + 1
-                pending.append((seq, tag, time_ns, record, levelno, size, plain))
-                self.pending_bytes += size
-                self._last_tag = tag
-                if self.sleeping:
-                    self.sleeping = False
-                    self._wake()
-        finally:
-            self._release()
-        if warn:
-            self.warn(
-                f"logd_client: {self.max_records} records or {self.max_bytes} bytes are "
-                "waiting for the daemon; dropping records from now on. The count is reported "
-                "as a logd:dropped event when the daemon is reachable."
-            )
-
-    def _admit(
-        self, tag: str, record: dict[str, Any], levelno: int, size: int
-    ) -> tuple[bool, bool]:
-        # put() close to a bound: the drop policy and the spool trigger. Returns (accepted,
-        # warn about the first overflow).
-        warn = False
-        held, held_bytes = self._held()
-        accepted = held < self.max_records and held_bytes + size <= self.max_bytes
-        if not accepted:
-            warn = "overflow" not in self._warned
-            self._warned.add("overflow")
-            accepted = self._make_room(tag, record, levelno, size)
-        if (
-            accepted
-            and not self._spool_wanted
-            and self.spooler.enabled
-            and (
-                4 * (held + 1) >= 3 * self.max_records
-                or 4 * (held_bytes + size) >= 3 * self.max_bytes
-            )
-        ):
-            self._spool_wanted = True
-            self.sleeping = True  # put() wakes the sender, sleeping or not
-        return accepted, warn
-
-    def count_failure(self) -> None:
-        """Count a record the caller could not even build (it is lost)."""
-        with self.lock:
-            self.dropped += 1
 
     def wait_acked(self, timeout: float) -> bool:
         """Wait until everything put before the call is acknowledged (`Transport.flush()`)."""
@@ -202,103 +81,6 @@ class Outbox:
                 return True
             finally:
                 self._flush_waiters -= 1
-
-    @staticmethod
-    def warn(text: str) -> None:
-        """Write one line to stderr, if there is anywhere left to write it."""
-        try:
-            sys.stderr.write(text + "\n")
-            sys.stderr.flush()
-        except Exception:  # stderr closed or broken: nowhere left to say it
-            pass
-
-    def warn_once(self, key: str, text: str) -> None:
-        """`warn()`, the first time only for `key`."""
-        with self.lock:
-            if key in self._warned:
-                return
-            self._warned.add(key)
-        self.warn(text)
-
-    # ----------------------------------------------------------------- under the lock
-
-    def _held(self) -> tuple[int, int]:
-        # The open drop report rides over the bound: it must not cost a record its place.
-        records = len(self.pending) + self.inflight_records + self._building_count
-        records -= self._drop_report is not None
-        return records, self.pending_bytes + self._inflight_bytes + self._building_bytes
-
-    def _high(self) -> bool:
-        # Spooling starts here; put() inlines the same test.
-        held, held_bytes = self._held()
-        return 4 * held >= 3 * self.max_records or 4 * held_bytes >= 3 * self.max_bytes
-
-    def _make_room(self, tag: str, record: dict[str, Any], levelno: int, size: int) -> bool:
-        # Only queued records can make room: not what is in flight or being encoded.
-        fixed = self.inflight_records + self._building_count + 1
-        fixed_bytes = self._inflight_bytes + self._building_bytes + size
-        if levelno <= _INFO or fixed >= self.max_records or fixed_bytes > self.max_bytes:
-            self._note_drop(tag, record)
-            return False
-        while True:
-            held, held_bytes = self._held()
-            if held < self.max_records and held_bytes + size <= self.max_bytes:
-                return True
-            victim = self._evict()
-            if victim is None:
-                self._note_drop(tag, record)
-                return False
-            self._note_drop(victim[1], victim[3])
-
-    def _evict(self) -> Item | None:
-        # The oldest DEBUG/INFO among the first few queued, else the oldest; never the
-        # open drop report, which carries the count of everything dropped.
-        choice: int | None = None
-        for index, item in enumerate(itertools.islice(self.pending, _EVICT_SCAN)):
-            if item[3] is self._drop_report:
-                continue
-            if choice is None:
-                choice = index
-            if item[4] <= _INFO:
-                choice = index
-                break
-        if choice is None:
-            return None
-        victim = self.pending[choice]
-        del self.pending[choice]
-        self.pending_bytes -= victim[5]
-        if self._flush_waiters:
-            self.cond.notify_all()
-        return victim
-
-    def _note_drop(
-        self, tag: str, like: dict[str, Any], count: int = 1, reason: str = QUEUE_FULL
-    ) -> None:
-        # One report record collects the count until the sender takes it; it rides in
-        # the queue (one over the bound at most), so flush() also waits for it.
-        self.dropped += count
-        self._drop_reasons[reason] = self._drop_reasons.get(reason, 0) + count
-        report = self._drop_report
-        if report is None:
-            report = {
-                "msg": "",
-                "level": "WARNING",
-                "logger": "logd_client",
-                "event_type": "logd:dropped",
-                "kv": {"count": 0},
-            }
-            for key in ("app", "run_id", "pid"):
-                if key in like:
-                    report[key] = like[key]
-            self.seq += 1
-            item = (self.seq, tag, time.time_ns(), report, _WARNING, RECORD_OVERHEAD_BYTES, False)
-            self.pending.append(item)
-            self.pending_bytes += RECORD_OVERHEAD_BYTES
-            self._drop_report = report
-            if self.sleeping:
-                self.sleeping = False
-                self._wake()
-        report["kv"]["count"] += count
 
     def _oldest_outstanding(self) -> int:
         oldest = sys.maxsize
@@ -414,11 +196,7 @@ class Outbox:
 
     def _take_batch(self) -> tuple[str, list[Item]]:
         items, size = take_run(self.pending, self._max_batch_records, self._max_batch_bytes)
-        report = self._drop_report
-        if report is not None and any(item[3] is report for item in items):
-            report["msg"] = drop_message(report["kv"]["count"], self._drop_reasons)
-            self._drop_report = None
-            self._drop_reasons = {}
+        self._seal_report(items)
         self.pending_bytes -= size
         self._building_seq = items[0][0]
         # Still held in memory while encoding: counted against the bounds.
@@ -590,11 +368,3 @@ class Outbox:
 
 def _earliest(a: float | None, b: float) -> float:
     return b if a is None else min(a, b)
-
-
-def drop_message(count: int, reasons: dict[str, int]) -> str:
-    """The text of a `logd:dropped` report: how many records, and why."""
-    if len(reasons) == 1:
-        return f"logd_client dropped {count} records: {next(iter(reasons))}"
-    why = "; ".join(f"{n} because {reason}" for reason, n in reasons.items())
-    return f"logd_client dropped {count} records: {why}"

@@ -18,7 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from logd_client import handler, recordmap
 from logd_client.batch import RECORD_OVERHEAD_BYTES, Item, approx_bytes, take_run
-from logd_client.outbox import DAMAGED_SPOOL, QUEUE_FULL, Outbox, drop_message
+from logd_client.intake import DAMAGED_SPOOL, QUEUE_FULL, drop_message
+from logd_client.outbox import Outbox
 from logd_client.spooler import Spooler
 
 
