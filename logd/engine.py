@@ -215,6 +215,9 @@ class Engine:
         last: Record | None = None
         render, note_record = templates.render_into, registry.note_record
         follow = self.forward is not None or self.publish
+        # Repeats of `last` not written yet: their times and messages.
+        times: list[int] = []
+        msgs: list[str] = []
         for time_ns, raw in entries.entries:
             if (
                 template is not None
@@ -225,12 +228,15 @@ class Engine:
             ):
                 # The previous record again but for time and message: same run, same
                 # files, same counts; only a session's registry row wants the record.
-                render(template, targets, time_ns, raw["msg"])
-                note_record(run, last)
+                times.append(time_ns)
+                msgs.append(raw["msg"])
                 if last.session_id is not None:
                     record = last.again(time_ns, raw["msg"])
                     self._note_paths(record, run, None, template.paths, batch, now)
                 continue
+            if times:
+                self._write_repeats(template, targets, run, last, times, msgs)
+                times, msgs = [], []
             try:
                 record = normalize(time_ns, raw)
             except Unroutable as exc:
@@ -275,6 +281,24 @@ class Engine:
                 self._note_paths(record, run, call, paths, batch, now)
             if record.event_type is not None:
                 self._lifecycle_event(record.event_type, record, paths, batch)
+        if times:
+            self._write_repeats(template, targets, run, last, times, msgs)
+
+    def _write_repeats(
+        self,
+        template: Template | None,
+        targets: list[list[str]],
+        run: RunState | None,
+        last: Record | None,
+        times: list[int],
+        msgs: list[str],
+    ) -> None:
+        """Write the repeats of `last` gathered by `_ingest()`, and count them."""
+        assert template is not None
+        assert run is not None
+        assert last is not None
+        self._templates.render_many(template, targets, times, msgs)
+        self.registry.note_repeats(run, last, len(times))
 
     def _note_paths(
         self,

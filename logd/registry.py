@@ -87,6 +87,12 @@ class Registry:
             run.dirty = True
         return run, created
 
+    def note_repeats(self, run: RunState, record: Record, count: int) -> None:
+        """`note_record()` for `count` plain records like `record` (no event, same pid)."""
+        run.records += count
+        run.counts[record.level] = run.counts.get(record.level, 0) + count
+        run.dirty = True
+
     def note_record(self, run: RunState, record: Record) -> None:
         run.records += 1
         run.counts[record.level] = run.counts.get(record.level, 0) + 1
