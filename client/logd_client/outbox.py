@@ -58,6 +58,10 @@ class Outbox(Intake):
         self._max_batch_bytes = max_batch_bytes
         self._max_message_bytes = max_message_bytes
         self._window = window
+        # Below these, queued records wait for the messages in flight to be acked rather
+        # than go out as a message of their own: see _sendable().
+        self._eager_records = max(1, max_batch_records // 4)
+        self._eager_bytes = max(1, max_batch_bytes // 4)
         self.inflight: deque[Batch] = deque()
         self._building_seq: int | None = None
         self._chunk_seq = 0
@@ -130,10 +134,22 @@ class Outbox(Intake):
             if self.inflight:
                 timeout = _earliest(timeout, max(0.0, self.inflight[0].ack_deadline - now))
             if len(self.inflight) < self._window:
-                if self.pending or self.spooler.unread():
+                if self._sendable() or self.spooler.unread():
                     return DONT_SLEEP
-                self.sleeping = True
+                # Records held back wait for an ack, which wakes the sender anyway.
+                self.sleeping = not self.pending
             return timeout
+
+    def _sendable(self) -> bool:
+        # Nagle's rule for messages: a few records go out only when nothing is in flight,
+        # so a steady trickle travels as one message per round trip instead of queueing
+        # behind a window of tiny ones (each written and fsynced by itself). A batch's
+        # worth goes out at once: a busy producer keeps the window full.
+        return bool(self.pending) and (
+            not self.inflight
+            or len(self.pending) >= self._eager_records
+            or self.pending_bytes >= self._eager_bytes
+        )
 
     def resend(self, now: float, ack_timeout_s: float) -> list[bytes]:
         """Restart the clock of every message in flight and return them, oldest first."""
@@ -158,7 +174,7 @@ class Outbox(Intake):
             batches = self._next_spooled()
             if not batches:
                 with self.lock:
-                    if not self.pending:
+                    if not self._sendable():
                         return
                     tag, items = self._take_batch()
                 batches = self._encode(tag, items)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from logd_client import handler, recordmap
 from logd_client.batch import RECORD_OVERHEAD_BYTES, Item, approx_bytes, take_run
 from logd_client.intake import DAMAGED_SPOOL, QUEUE_FULL, drop_message
-from logd_client.outbox import Outbox
+from logd_client.outbox import DONT_SLEEP, Outbox
 from logd_client.spooler import Spooler
 
 
@@ -115,6 +115,74 @@ def test_put_drops_when_closed(tmp_path: Path) -> None:
     box.put("a", 1, {"msg": "x"}, 20, 10, True)
     assert not box.pending
     assert box.dropped == 1
+
+
+def sender_box(tmp_path: Path) -> Outbox:
+    """An outbox whose batches hold 12 records or 4,000 bytes: 3 records or 1,000 bytes go
+    out while a message is in flight."""
+    return Outbox(
+        producer_id="p",
+        spooler=Spooler(tmp_path, "p", 1 << 20),
+        wake=Woken(),
+        max_records=100,
+        max_bytes=1 << 20,
+        max_batch_records=12,
+        max_batch_bytes=4000,
+        max_message_bytes=1 << 20,
+        window=8,
+    )
+
+
+def put(box: Outbox, count: int, size: int = 100) -> None:
+    for _ in range(count):
+        box.put("a", 1, {"msg": "x"}, 20, size, True)
+
+
+def test_a_trickle_waits_for_the_message_in_flight(tmp_path: Path) -> None:
+    box, sent = sender_box(tmp_path), []
+    put(box, 1)
+    box.fill_window(sent.append, 10.0)
+    assert [b.count for b in box.inflight] == [1]  # nothing in flight: out at once
+    put(box, 2)
+    box.fill_window(sent.append, 10.0)
+    assert len(sent) == 1
+    # Held back: the sender sleeps until the ack (or its deadline), and put() does not
+    # wake it for every record meanwhile.
+    timeout = box.sleep_for(True, True, 0.0, 0.0)
+    assert timeout is not None
+    assert timeout > 0
+    assert not box.sleeping
+    assert box.acked(["p:1"]) == 1
+    box.fill_window(sent.append, 10.0)
+    assert [b.count for b in box.inflight] == [2]  # the two as one message
+    assert len(sent) == 2
+
+
+@pytest.mark.parametrize(("count", "size"), [(3, 100), (1, 1000)], ids=["records", "bytes"])
+def test_a_quarter_batch_goes_out_beside_the_message_in_flight(
+    tmp_path: Path, count: int, size: int
+) -> None:
+    box, sent = sender_box(tmp_path), []
+    put(box, 1)
+    box.fill_window(sent.append, 10.0)
+    put(box, count, size)
+    assert box.sleep_for(True, True, 0.0, 0.0) == DONT_SLEEP
+    box.fill_window(sent.append, 10.0)
+    assert [b.count for b in box.inflight] == [1, count]
+
+
+def test_flush_gets_held_back_records_acknowledged(tmp_path: Path) -> None:
+    box, sent = sender_box(tmp_path), []
+    put(box, 1)
+    box.fill_window(sent.append, 10.0)
+    put(box, 1)
+    box.fill_window(sent.append, 10.0)
+    assert not box.wait_acked(0.0)
+    box.acked(["p:1"])
+    box.fill_window(sent.append, 10.0)
+    box.acked(["p:2"])
+    assert box.wait_acked(0.0)
+    assert len(sent) == 2
 
 
 def make_record(extra: dict[str, Any] | None = None) -> logging.LogRecord:
