@@ -81,7 +81,9 @@ class Transport:
         max_batch_bytes: approximate encoded size per Forward message at most.
         max_message_bytes: a message that encodes larger is split, and a single record
             that alone is larger is dropped, since the daemon would refuse it forever.
-        window: unacknowledged messages allowed in flight.
+        window: unacknowledged messages allowed in flight. While one is, fewer than a
+            quarter of `max_batch_records` (and of `max_batch_bytes`) queued records wait
+            for its ack and then go out as one message.
         ack_timeout_s: a message unacknowledged this long counts as a broken connection.
         backoff_initial_s: first reconnect delay; it doubles after each failure.
         backoff_max_s: longest reconnect delay.
