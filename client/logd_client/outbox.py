@@ -3,7 +3,8 @@
 Oldest first: messages in flight, spooled messages not sent yet (`spooler`), records queued in
 memory (`intake`, where app threads put them). Here: batching and encoding, the window of
 messages in flight, acks, moving records to the spool, and what `flush()` waits for. No
-sockets and no thread of its own: the transport's sender thread calls these.
+sockets and no thread of its own: the sender thread calls these, and an app thread in
+`Transport.flush()` waits in `wait_acked()`.
 """
 
 from __future__ import annotations
