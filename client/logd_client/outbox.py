@@ -119,7 +119,8 @@ class Outbox(Intake):
         """Seconds the sender may sleep, None for "until woken", or DONT_SLEEP.
 
         Asks put() for a wake-up only when a new record could be sent at once: not while
-        backing off (until `until`, when not `connected`), not while the window is full.
+        backing off (until `until`, when not `connected`), not while the window is full,
+        not while queued records wait for an ack (`_sendable()`).
         """
         with self.lock:
             timeout: float | None = None
