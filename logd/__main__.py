@@ -17,8 +17,8 @@ import trio
 
 from logd import __version__
 from logd.config import Config, ConfigError, load_config
+from logd.ingest.listeners import StartupError
 from logd.server import LogdServer, serve_logd
-from logd.sockets import StartupError
 from logd.systemd import Notifier, listen_fds, status_text
 
 log = logging.getLogger("logd")

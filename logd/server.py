@@ -1,9 +1,9 @@
 """The daemon's trio core: startup and shutdown, the writer task, ticker and housekeeping.
 
-Connection tasks (`connections`) decode bytes and wait for the writer; they never touch
+Connection tasks (`ingest.connections`) decode bytes and wait for the writer; they never touch
 files. The writer task owns the `Engine` and runs each batch in a worker thread, so a
 slow disk slows the clients that wait for acks rather than the event loop. Sockets are
-opened and closed by `sockets.Listeners`.
+opened and closed by `ingest.listeners.Listeners`.
 """
 
 from __future__ import annotations
@@ -24,15 +24,15 @@ from logd_client import spool, wire
 
 from logd import __version__
 from logd.config import Config
-from logd.connections import Connections
-from logd.control_server import ControlServer
-from logd.engine import Engine, ensure_root
+from logd.control.server import ControlServer
 from logd.forward.service import Forwarding
-from logd.intake import deliver_orphans
-from logd.jobs import Ingest, Job, Maintain, Tick
-from logd.sockets import Listeners, Listening, StartupError, describe, refuse_if_in_use
-from logd.states import Peer
+from logd.index.states import Peer
+from logd.ingest.connections import Connections
+from logd.ingest.listeners import Listeners, Listening, StartupError, describe, refuse_if_in_use
+from logd.ingest.orphans import deliver_orphans
 from logd.systemd import Notifier, status_text
+from logd.write.engine import Engine, ensure_root
+from logd.write.jobs import Ingest, Job, Maintain, Tick
 
 log = logging.getLogger("logd.server")
 

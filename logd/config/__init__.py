@@ -1,9 +1,10 @@
-"""Configuration: the frozen dataclasses, and how one is built from its sources.
+"""Configuration: the frozen dataclasses, and how one is built from its sources. Every
+other stage reads a `Config`; nothing here opens a socket or touches the log tree.
 
 :func:`parse_config` is pure (a parsed TOML mapping over a base config).
 :func:`default_config` and :func:`load_config` add the environment, platformdirs and
-the file system (``locations.py``), in the precedence of SPEC §10. Single values are
-checked in ``config_values.py``, ``[[forward]]`` in ``config_forward.py``.
+the file system (`locations`), in the precedence of SPEC §10. Single values are
+checked in `values`, ``[[forward]]`` in `forward`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from typing import Any, Literal, cast
 
 import platformdirs
 
-from logd.config_forward import Forward, parse_forward
-from logd.config_values import (
+from logd.config.forward import Forward, parse_forward
+from logd.config.locations import APP_NAME, find_config_file, first_dir, read_toml, user_runtime_dir
+from logd.config.units import MiB, is_loopback_host
+from logd.config.values import (
     BadValue,
     ConfigError,
     Converters,
@@ -35,8 +38,6 @@ from logd.config_values import (
     to_number,
     to_path,
 )
-from logd.locations import APP_NAME, find_config_file, first_dir, read_toml, user_runtime_dir
-from logd.units import MiB, is_loopback_host
 
 __all__ = [
     "Config",

@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from logd.config_values import (
+from logd.config.units import MiB
+from logd.config.values import (
     BadValue,
     ConfigError,
     Converters,
@@ -26,8 +27,7 @@ from logd.config_values import (
     to_name,
     to_number,
 )
-from logd.records import LEVELS
-from logd.units import MiB
+from logd.write.records import LEVELS
 
 __all__ = [
     "SYSLOG_FACILITIES",

@@ -15,7 +15,7 @@ from typing import Any
 
 import platformdirs
 
-from logd.config_values import ConfigError
+from logd.config.values import ConfigError
 
 __all__ = [
     "APP_NAME",

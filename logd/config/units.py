@@ -1,6 +1,6 @@
 """Human strings to numbers: sizes (``"10 MiB"``), durations (``"12h"``), ``HOST:PORT``.
 
-Pure: no I/O. The config's converters (``config_values.py``) call these and turn a
+Pure: no I/O. The config's converters (``config.values``) call these and turn a
 ``ValueError`` into a ``ConfigError`` naming file, key and value.
 """
 

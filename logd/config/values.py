@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from logd.units import parse_duration_s, parse_hostport, parse_size
+from logd.config.units import parse_duration_s, parse_hostport, parse_size
 
 __all__ = [
     "BadValue",

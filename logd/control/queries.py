@@ -12,11 +12,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from logd import control
-from logd.control import ControlError, Request
-from logd.events import EventIndex
-from logd.routing import safe_name
-from logd.store import RegistryStore
+from logd.control import requests as control
+from logd.control.requests import ControlError, Request
+from logd.index.events import EventIndex
+from logd.index.store import RegistryStore
+from logd.write.routing import safe_name
 
 __all__ = ["disk_bytes", "query"]
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from logd.eventline import iso_utc_ms
+from logd.index.eventline import iso_utc_ms
 
 COMMANDS = (
     "status",

@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 import trio
 from logd_client import wire
 
-from logd import control, queries
-from logd.control import ControlError, Request, TailFilter
-from logd.jobs import Maintain
-from logd.streams import next_event
+from logd.control import queries
+from logd.control import requests as control
+from logd.control.requests import ControlError, Request, TailFilter
+from logd.ingest.streams import next_event
+from logd.write.jobs import Maintain
 
 if TYPE_CHECKING:
     from logd.server import LogdServer

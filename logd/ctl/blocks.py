@@ -1,7 +1,7 @@
 """What `logd-ctl` prints for one result: the status block, a run's metadata, a cleanup.
 
 Pure: results in, lines out. No I/O, no clock (`now` is an argument); cells and tables
-come from `ctl_format`.
+come from `format`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from logd.ctl_format import (
+from logd.ctl.format import (
     ELLIPSIS,
     Column,
     count_text,

@@ -1,8 +1,8 @@
 """`logd-ctl`: the operator's command, a blocking client of the daemon's control socket.
 
 Parses arguments into one request map (`build_request`, no I/O), sends it over the
-control socket (`ctl_connection`) and prints the reply through `ctl_format` and
-`ctl_blocks`. Stdlib + msgpack only (no trio), so it starts fast. Exit codes: 0 ok,
+control socket (`connection`) and prints the reply through `format` and
+`blocks`. Stdlib + msgpack only (no trio), so it starts fast. Exit codes: 0 ok,
 1 the daemon said no, 2 usage, 3 no daemon.
 """
 
@@ -22,10 +22,10 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from typing import Any, TextIO
 
-from logd import ctl_blocks as blocks
-from logd import ctl_format as fmt
-from logd.control import MAX_LIMIT, request
-from logd.ctl_connection import (
+from logd.control.requests import MAX_LIMIT, request
+from logd.ctl import blocks
+from logd.ctl import format as fmt
+from logd.ctl.connection import (
     REPLY_TIMEOUT_S,
     ControlConnection,
     DaemonError,

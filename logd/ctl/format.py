@@ -3,7 +3,7 @@ listings as aligned tables, run-log lines in colour.
 
 Pure: results in, lines out. No I/O, no clock (`now` is an argument), no terminal
 queries; the caller decides the width and whether colour is on. The one-result blocks
-(status, run, cleanup) are in `ctl_blocks`.
+(status, run, cleanup) are in `blocks`.
 """
 
 from __future__ import annotations

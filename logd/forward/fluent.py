@@ -3,7 +3,7 @@
 Each buffered batch is one Forward (or gzip CompressedPackedForward) message whose
 chunk id is `<buffer producer id>:<batch seq>`. The id is stable across restarts of
 both sides, so a logd aggregator recognises a resent batch it already wrote
-(`logd.dedup`) and acks it without writing it twice. With `shared_key` the connection
+(`logd.write.dedup`) and acks it without writing it twice. With `shared_key` the connection
 first does the HELO / PING / PONG handshake and checks the server's PONG digest too.
 """
 
@@ -18,7 +18,7 @@ import trio
 from logd_client import wire
 
 from logd.forward.sender import IDLE_CHECK_S, Sender, UpstreamError, peer_closed
-from logd.streams import next_event
+from logd.ingest.streams import next_event
 
 # Batches sent before waiting for the oldest ack: hides the round trip.
 WINDOW = 8

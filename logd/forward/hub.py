@@ -18,13 +18,13 @@ from typing import Any
 import platformdirs
 
 from logd.config import Config
-from logd.config_forward import Forward
+from logd.config.forward import Forward
+from logd.config.locations import APP_NAME
 from logd.forward.buffer import DiskBuffer
 from logd.forward.frames import Entry
 from logd.forward.match import matches
-from logd.locations import APP_NAME
-from logd.records import Record
-from logd.states import Peer
+from logd.index.states import Peer
+from logd.write.records import Record
 
 log = logging.getLogger("logd.forward")
 

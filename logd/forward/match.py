@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from logd.config_forward import ForwardMatch
-from logd.records import Record
+from logd.config.forward import ForwardMatch
+from logd.write.records import Record
 
 
 def matches(match: ForwardMatch, record: Record) -> bool:

@@ -11,8 +11,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from logd.eventline import format_event_line
-from logd.records import LEVELS
+from logd.index.eventline import format_event_line
+from logd.write.records import LEVELS
 
 SD_ID = "logd@32473"
 NILVALUE = "-"

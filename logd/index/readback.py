@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from logd.eventline import ParsedEvent, parse_event_line
-from logd.events import EventIndex, EventRow
-from logd.routing import safe_name
-from logd.tables import CallRow, SessionRow, iso_to_ns
-from logd.tree_files import file_groups, list_entries, list_files, mtime_ns, read_lines
+from logd.index.eventline import ParsedEvent, parse_event_line
+from logd.index.events import EventIndex, EventRow
+from logd.index.tables import CallRow, SessionRow, iso_to_ns
+from logd.index.tree_files import file_groups, list_entries, list_files, mtime_ns, read_lines
+from logd.write.routing import safe_name
 
 __all__ = ["Tally", "app_dirs", "decode_name", "read_app"]
 

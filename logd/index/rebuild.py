@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from logd.events import EventIndex
-from logd.readback import Tally, app_dirs, read_app
-from logd.store import RegistryStore
+from logd.index.events import EventIndex
+from logd.index.readback import Tally, app_dirs, read_app
+from logd.index.store import RegistryStore
 
 __all__ = ["INDEX_NAME", "RebuildReport", "open_or_rebuild", "rebuild"]
 

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from logd.registry import Registry
-from logd.states import RunState
-from logd.store import RegistryStore
+from logd.index.registry import Registry
+from logd.index.states import RunState
+from logd.index.store import RegistryStore
 
 __all__ = ["persisted_run", "read_metadata", "recover_open_runs"]
 

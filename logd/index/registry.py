@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from logd.records import Record
-from logd.states import CallState, EndReason, Peer, RunState, SessionState, new_run_id
-from logd.tables import SessionEnd
+from logd.index.states import CallState, EndReason, Peer, RunState, SessionState, new_run_id
+from logd.index.tables import SessionEnd
+from logd.write.records import Record
 
 TCP_GRACE_NS = 60 * 1_000_000_000
 METADATA_EVERY_NS = 10 * 1_000_000_000

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from logd.tables import CallRow, SessionEnd, SessionRow, iso_to_ns
+from logd.index.tables import CallRow, SessionEnd, SessionRow, iso_to_ns
 
 __all__ = [
     "CallState",

@@ -14,7 +14,7 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from logd.tables import (
+from logd.index.tables import (
     SCHEMA,
     UPSERT_CALL,
     UPSERT_PRODUCER,
@@ -38,7 +38,7 @@ BUSY_TIMEOUT_MS = 5000
 class RegistryStore:
     """Runs, sessions and calls tables in ``index.sqlite3`` (WAL).
 
-    Opens its own connection to the file the :class:`~logd.events.EventIndex` uses, so
+    Opens its own connection to the file the :class:`~logd.index.events.EventIndex` uses, so
     the two are independent objects that share one database; each commits on its own.
     Synchronous, one thread at a time (``check_same_thread=False`` because that thread
     may be a worker thread, not the one that opened it). A reader in another thread

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from logd.eventline import iso_utc_ms
+from logd.index.eventline import iso_utc_ms
 
 if TYPE_CHECKING:
     import sqlite3
@@ -303,7 +303,7 @@ def limit_clause(limit: int | None, params: list[Any]) -> str:
 
 
 # The highest chunk sequence written per producer: survives a crash, so a message resent
-# after one is recognised (logd.dedup). MAX keeps it from going back.
+# after one is recognised (logd.write.dedup). MAX keeps it from going back.
 UPSERT_PRODUCER = (
     "INSERT INTO producers (producer, seq, seen_ns) VALUES (?, ?, ?) "
     "ON CONFLICT (producer) DO UPDATE SET seq = MAX(seq, excluded.seq), "

@@ -22,10 +22,10 @@ import trio
 from logd_client import wire
 
 from logd.config import Config
-from logd.intake import Submit
-from logd.jobs import ConnClosed, Job
-from logd.states import Peer, Transport
-from logd.streams import next_event
+from logd.index.states import Peer, Transport
+from logd.ingest.orphans import Submit
+from logd.ingest.streams import next_event
+from logd.write.jobs import ConnClosed, Job
 
 __all__ = ["Conn", "Connections"]
 

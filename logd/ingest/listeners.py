@@ -19,8 +19,8 @@ from typing import Any
 import trio
 
 from logd.config import MAX_SOCKET_PATH_BYTES, Config
-from logd.states import Transport
-from logd.units import is_loopback_host
+from logd.config.units import is_loopback_host
+from logd.index.states import Transport
 
 # These lines came from the server before `Listeners` moved here; they keep its name.
 log = logging.getLogger("logd.server")

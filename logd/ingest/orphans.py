@@ -15,7 +15,7 @@ from pathlib import Path
 import trio
 from logd_client import spool, wire
 
-from logd.states import Peer
+from logd.index.states import Peer
 
 log = logging.getLogger("logd.intake")
 SPOOL_PEER = Peer(conn_id=0, transport="spool", address="spool")

@@ -19,8 +19,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from logd.config import Retention
-from logd.policy import Deletion, UnitKind, decide_cleanup
-from logd.scan import REJECTED_DIR, scan
+from logd.retention.policy import Deletion, UnitKind, decide_cleanup
+from logd.retention.scan import REJECTED_DIR, scan
 
 __all__ = ["CleanupReport", "apply", "compress_file", "run_cleanup"]
 

@@ -9,11 +9,11 @@ import logging
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from logd.cleanup import CleanupReport, run_cleanup
-from logd.eventline import iso_utc_ms
+from logd.index.eventline import iso_utc_ms
+from logd.retention.cleanup import CleanupReport, run_cleanup
 
 if TYPE_CHECKING:
-    from logd.engine import Engine
+    from logd.write.engine import Engine
 
 log = logging.getLogger("logd.engine")
 # How long a producer's last written sequence is remembered: a client resends within

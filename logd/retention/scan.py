@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from logd.policy import (
+from logd.retention.policy import (
     Archive,
     CallDay,
     Listing,
@@ -25,7 +25,7 @@ from logd.policy import (
     SessionEntry,
     utc_day_end,
 )
-from logd.routing import safe_name
+from logd.write.routing import safe_name
 
 __all__ = ["REJECTED_DIR", "day_end", "scan"]
 

@@ -28,8 +28,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from logd import control
-from logd.control import MAX_LIMIT, ControlError
+from logd.control import requests as control
+from logd.control.requests import MAX_LIMIT, ControlError
 from logd.web import WebSettings, pages, query_pages, views
 from logd.web.data import MAX_ID_CHARS, BadRequest, NotFound, WebError
 from logd.web.live import TailEvents, ask

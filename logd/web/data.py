@@ -19,9 +19,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
-from logd.events import EventIndex
-from logd.routing import safe_name
-from logd.store import RegistryStore
+from logd.index.events import EventIndex
+from logd.index.store import RegistryStore
+from logd.write.routing import safe_name
 
 __all__ = [
     "MAX_ID_CHARS",

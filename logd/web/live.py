@@ -18,8 +18,8 @@ from logd_client import wire
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from logd import control
-from logd.streams import next_event
+from logd.control import requests as control
+from logd.ingest.streams import next_event
 from logd.web.data import BadRequest, NotFound, WebError
 
 __all__ = ["ControlUnavailable", "TailEvents", "ask"]

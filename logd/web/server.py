@@ -19,8 +19,8 @@ from typing import cast
 import trio
 
 from logd.config import ConfigError, load_config
-from logd.ctl import control_path
-from logd.units import is_loopback_host, parse_hostport
+from logd.config.units import is_loopback_host, parse_hostport
+from logd.ctl.cli import control_path
 from logd.web import WebSettings
 
 __all__ = ["DEFAULT_LISTEN", "INSTALL_HINT", "TOKEN_ENV", "run_web", "serve_web"]

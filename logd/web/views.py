@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from logd.control import event_filters
+from logd.control.requests import event_filters
 from logd.web.data import (
     BadRequest,
     NotFound,

@@ -12,7 +12,7 @@ import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from logd.cleanup import compress_file
+from logd.retention.cleanup import compress_file
 
 log = logging.getLogger("logd.sinks")
 

@@ -17,16 +17,17 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from logd import maintenance
 from logd.config import Config, Layout
-from logd.dedup import ChunkKey, Dedup, chunk_key, highest
-from logd.events import EventRow
-from logd.jobs import ConnClosed, Ingest, Job, Maintain, Tick
-from logd.rebuild import open_or_rebuild
-from logd.records import Normalizer, Record, Unroutable
-from logd.recovery import persisted_run, recover_open_runs
-from logd.registry import Registry, pid_alive
-from logd.routing import (
+from logd.index.events import EventRow
+from logd.index.rebuild import open_or_rebuild
+from logd.index.recovery import persisted_run, recover_open_runs
+from logd.index.registry import Registry, pid_alive
+from logd.index.states import CallState, Peer, RunState, SessionState
+from logd.retention import maintenance
+from logd.write.dedup import ChunkKey, Dedup, chunk_key, highest
+from logd.write.jobs import ConnClosed, Ingest, Job, Maintain, Tick
+from logd.write.records import Normalizer, Record, Unroutable
+from logd.write.routing import (
     Kind,
     day_text,
     rejected_write,
@@ -35,9 +36,8 @@ from logd.routing import (
     safe_name,
     tail_item,
 )
-from logd.sinks import Lines, Sinks, point_current, write_json_atomic
-from logd.states import CallState, Peer, RunState, SessionState
-from logd.templates import Template, Templates
+from logd.write.sinks import Lines, Sinks, point_current, write_json_atomic
+from logd.write.templates import Template, Templates
 
 if TYPE_CHECKING:
     from logd.forward.hub import Hub

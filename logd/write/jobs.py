@@ -13,7 +13,7 @@ from typing import Any
 from logd_client import wire
 
 from logd.config import Config
-from logd.states import Peer
+from logd.index.states import Peer
 
 __all__ = ["ConnClosed", "Ingest", "Job", "Maintain", "Tick"]
 

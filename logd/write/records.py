@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from logd.eventline import EVENT_TYPE_RE
+from logd.index.eventline import EVENT_TYPE_RE
 
 LEVELS: dict[str, int] = {
     "TRACE": 5,

@@ -19,9 +19,9 @@ from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from logd.config import Layout
-from logd.eventline import format_event_line, iso_utc_ms
-from logd.events import EventRow
-from logd.records import ERROR_LEVELNO, Record, exception_summary
+from logd.index.eventline import format_event_line, iso_utc_ms
+from logd.index.events import EventRow
+from logd.write.records import ERROR_LEVELNO, Record, exception_summary
 
 NO_SESSION = "in-progress"
 UNKNOWN_BOT = "unknown"

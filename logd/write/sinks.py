@@ -18,16 +18,16 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from logd.compressor import Compressor
 from logd.config import Rotation, RotationPolicy
-from logd.policy import (
+from logd.retention.policy import (
     backup_renames,
     events_archive_name,
     events_rotation_due,
     rotation_due,
     utc_day,
 )
-from logd.routing import Kind, Write
+from logd.write.compressor import Compressor
+from logd.write.routing import Kind, Write
 
 log = logging.getLogger("logd.sinks")
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW

@@ -18,9 +18,9 @@ from functools import partial
 from typing import Final, NamedTuple
 
 from logd.config import Layout
-from logd.eventline import iso_utc_ms
-from logd.records import Record
-from logd.routing import Kind, Write, clock_text, route
+from logd.index.eventline import iso_utc_ms
+from logd.write.records import Record
+from logd.write.routing import Kind, Write, clock_text, route
 
 # Any fixed moment serves; this one has a distinct digit in every position of its text.
 _PROBE_NS: Final = 1_234_567_890_456_000_000  # 2009-02-13T23:31:30.456Z

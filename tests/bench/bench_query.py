@@ -17,11 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-from logd.control import parse_time
-from logd.ctl import build_parser, build_request
-from logd.ctl_connection import ControlConnection
-from logd.eventline import format_event_line, iso_utc_ms
-from logd.events import EventIndex, EventRow
+from logd.control.requests import parse_time
+from logd.ctl.cli import build_parser, build_request
+from logd.ctl.connection import ControlConnection
+from logd.index.eventline import format_event_line, iso_utc_ms
+from logd.index.events import EventIndex, EventRow
 from tests.bench import common
 
 TYPES = ("llm:request", "llm:response", "app:start", "http:request", "db:query", "cache:hit")

@@ -12,8 +12,8 @@ import cProfile
 import sys
 from typing import Any
 
-from logd import engine
 from logd.__main__ import main as logd_main
+from logd.write import engine
 
 
 def main() -> int:

@@ -20,7 +20,7 @@ from typing import IO, Any
 import pytest
 from logd_client import wire
 
-from logd.control import request
+from logd.control.requests import request
 from tests.e2e.procs import DaemonProcess, start_daemon, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_client_spool import write_orphan
+from tests.integration.client.test_spool import write_orphan
 
 pytestmark = pytest.mark.e2e
 

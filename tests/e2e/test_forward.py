@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 from logd_client import wire
 
-from logd.control import request
-from logd.ctl_connection import ControlConnection
+from logd.control.requests import request
+from logd.ctl.connection import ControlConnection
 from logd.forward.buffer import DiskBuffer
 from tests.e2e.procs import DaemonProcess, start_daemon, wait_for
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from logd.store import RegistryStore
+from logd.index.store import RegistryStore
 from tests.e2e.procs import DaemonProcess, start_daemon, wait_for
 from tests.helpers import read_lines
 

@@ -13,9 +13,9 @@ import trio
 from logd_client import wire
 
 from logd.config import Config
-from logd.engine import Engine
-from logd.jobs import Ingest, Job
 from logd.server import LogdServer, serve_logd
+from logd.write.engine import Engine
+from logd.write.jobs import Ingest, Job
 from tests.helpers import read_lines
 from tests.integration.test_server import RUN, Producer, rec
 

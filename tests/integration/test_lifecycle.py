@@ -11,9 +11,9 @@ import pytest
 import trio
 
 from logd.config import Config
-from logd.jobs import Maintain
+from logd.index.store import RegistryStore
 from logd.server import LogdServer, serve_logd
-from logd.store import RegistryStore
+from logd.write.jobs import Maintain
 from tests.helpers import make_config, read_lines
 from tests.integration.test_server import RUN, Producer, rec
 

@@ -18,8 +18,8 @@ import trio
 from logd_client import wire
 
 from logd.config import Config
+from logd.ingest.listeners import Listening
 from logd.server import LogdServer, serve_logd
-from logd.sockets import Listening
 from tests.helpers import make_config, read_lines, tree
 
 RUN = "20251105_143052_a1b2c3d4"
@@ -309,7 +309,7 @@ async def test_tcp_listener(log_root: Path, socket_dir: Path) -> None:
 
 
 async def test_second_daemon_on_the_same_socket_refuses(daemon: Daemon, log_root: Path) -> None:
-    from logd.sockets import StartupError
+    from logd.ingest.listeners import StartupError
 
     other = dataclasses.replace(daemon.config, root=log_root.parent / "other")
     with pytest.raises(StartupError, match="already listening"):

@@ -15,8 +15,8 @@ from logd_client import spool, wire
 from logd_client.address import UnixAddress
 from logd_client.transport import Transport
 
-from tests.integration import test_client_transport as transport_tests
-from tests.integration.test_client_transport import (
+from tests.integration.client import test_transport as transport_tests
+from tests.integration.client.test_transport import (
     WAIT_S,
     ForwardServer,
     enqueue_many,

@@ -14,7 +14,7 @@ import trio
 from logd_client import wire
 
 from logd.config import Config
-from logd.control import request
+from logd.control.requests import request
 from logd.server import LogdServer, serve_logd
 from tests.integration.test_server import RUN, Producer, rec
 

@@ -15,14 +15,14 @@ import trio
 from logd_client import wire
 
 from logd.config import Config
-from logd.config_forward import Forward
+from logd.config.forward import Forward
 from logd.forward.buffer import DiskBuffer
 from logd.forward.fluent import FluentSender
 from logd.forward.hub import OutputBuffer
 from logd.forward.sender import Sender
 from logd.forward.syslog_output import SyslogSender
+from logd.ingest.listeners import StartupError
 from logd.server import LogdServer
-from logd.sockets import StartupError
 
 Handler = Callable[[trio.SocketStream], Awaitable[None]]
 

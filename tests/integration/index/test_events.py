@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from logd.eventline import format_event_line
-from logd.events import EventIndex, EventRow, _build_query
+from logd.index.eventline import format_event_line
+from logd.index.events import EventIndex, EventRow, _build_query
 
 T0_NS = 1_734_618_721_000_000_000  # 2024-12-19T14:32:01.000Z
 

@@ -11,17 +11,17 @@ from typing import Any, cast
 
 import pytest
 
-from logd import tables
 from logd.config import Layout
-from logd.eventline import format_event_line, iso_utc_ms
-from logd.events import EventIndex
-from logd.readback import decode_name
-from logd.rebuild import open_or_rebuild, rebuild
-from logd.records import normalize
-from logd.routing import day_text, route, run_dir, safe_name
-from logd.states import Peer, RunState
-from logd.store import RegistryStore
-from logd.tables import CallRow, SessionRow
+from logd.index import tables
+from logd.index.eventline import format_event_line, iso_utc_ms
+from logd.index.events import EventIndex
+from logd.index.readback import decode_name
+from logd.index.rebuild import open_or_rebuild, rebuild
+from logd.index.states import Peer, RunState
+from logd.index.store import RegistryStore
+from logd.index.tables import CallRow, SessionRow
+from logd.write.records import normalize
+from logd.write.routing import day_text, route, run_dir, safe_name
 
 S = 1_000_000_000
 T0 = 1_735_732_800 * S  # 2025-01-01T12:00:00Z

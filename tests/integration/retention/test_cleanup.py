@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from logd.cleanup import CleanupReport, apply, compress_file, run_cleanup
 from logd.config import Retention
-from logd.policy import Deletion, Listing, Reason, UnitKind
-from logd.scan import scan
+from logd.retention.cleanup import CleanupReport, apply, compress_file, run_cleanup
+from logd.retention.policy import Deletion, Listing, Reason, UnitKind
+from logd.retention.scan import scan
 from tests.helpers import tree
 
 DAY = 86400.0

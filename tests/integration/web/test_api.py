@@ -24,7 +24,7 @@ from logd.config import Config
 from logd.server import LogdServer, serve_logd
 from logd.web import WebSettings
 from logd.web.server import serve_web
-from tests.integration.test_control import Ctl
+from tests.integration.control.test_control import Ctl
 from tests.integration.test_server import RUN, Producer, rec
 
 pytest.importorskip("starlette", reason="logd web needs the web extra")

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from logd.cleanup import compress_file
 from logd.config import Config, RotationPolicy
-from logd.routing import Kind, Write
+from logd.retention.cleanup import compress_file
 from logd.server import LogdServer, serve_logd
-from logd.sinks import Sinks
+from logd.write.routing import Kind, Write
+from logd.write.sinks import Sinks
 from tests.helpers import make_config
 from tests.integration.test_server import RUN, Producer, rec
 
@@ -152,7 +152,7 @@ def test_a_rotation_waits_for_the_previous_copy_of_its_file_to_be_compressed(
         gate.wait(10)
         return compress_file(path)
 
-    monkeypatch.setattr("logd.compressor.compress_file", slow_compress)
+    monkeypatch.setattr("logd.write.compressor.compress_file", slow_compress)
     sinks = _call_sinks(tmp_path)
     for i in range(2):  # the second write rotates: call_x.log.1 is being compressed
         sinks.write_many([Write(Kind.CALL, CALL, f"{i:059d}\n")])
@@ -179,7 +179,7 @@ def test_a_copy_that_cannot_be_compressed_stays_and_writing_goes_on(
     def broken(path: Path) -> Path:
         raise OSError(28, "No space left on device", str(path))
 
-    monkeypatch.setattr("logd.compressor.compress_file", broken)
+    monkeypatch.setattr("logd.write.compressor.compress_file", broken)
     sinks = _call_sinks(tmp_path)
     for i in range(3):
         sinks.write_many([Write(Kind.CALL, CALL, f"{i:059d}\n")])

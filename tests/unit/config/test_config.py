@@ -24,10 +24,10 @@ from logd.config import (
     load_config,
     parse_config,
 )
-from logd.locations import config_search_path, find_config_file
-from logd.units import is_loopback_host, parse_duration_s, parse_hostport, parse_size
+from logd.config.locations import config_search_path, find_config_file
+from logd.config.units import is_loopback_host, parse_duration_s, parse_hostport, parse_size
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "systemd" / "logd.toml.example"
+EXAMPLE = Path(__file__).resolve().parents[3] / "systemd" / "logd.toml.example"
 SRC = "/etc/logd/logd.toml"
 SYSTEMD_ENV = {"LOGS_DIRECTORY": "/var/log/logd", "RUNTIME_DIRECTORY": "/run/logd"}
 

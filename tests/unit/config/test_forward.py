@@ -17,9 +17,9 @@ from logd.config import (
     load_config,
     parse_config,
 )
-from logd.config_forward import Forward, ForwardMatch
+from logd.config.forward import Forward, ForwardMatch
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "systemd" / "logd.toml.example"
+EXAMPLE = Path(__file__).resolve().parents[3] / "systemd" / "logd.toml.example"
 SRC = "/etc/logd/logd.toml"
 
 

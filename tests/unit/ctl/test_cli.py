@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from logd import ctl_blocks as blocks
-from logd import ctl_format as fmt
-from logd.ctl import (
+from logd.ctl import blocks
+from logd.ctl import format as fmt
+from logd.ctl.cli import (
     SYSTEM_CONTROL,
     Printer,
     build_parser,
@@ -104,7 +104,7 @@ def test_every_command_builds_its_request(argv: list[str], expected: dict[str, A
 
 
 def test_requests_pass_the_daemons_validation() -> None:
-    from logd.control import parse_request
+    from logd.control.requests import parse_request
 
     for argv in (["tail", "-f"], ["events", "--since", "1h"], ["cleanup"], ["run", "x"]):
         parse_request(req(argv))
@@ -662,7 +662,7 @@ def test_cleanup_errors_go_to_stderr_and_exit_1(capsys: pytest.CaptureFixture[st
 
 def test_importing_ctl_loads_no_trio() -> None:
     """`logd-ctl` should start fast: no trio, no daemon modules."""
-    code = "import sys, logd.ctl; print(sorted(m for m in sys.modules if m.startswith('trio')))"
+    code = "import sys, logd.ctl.cli; print(sorted(m for m in sys.modules if m.startswith('trio')))"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from logd.config_forward import ForwardMatch
+from logd.config.forward import ForwardMatch
 from logd.forward.hub import outbound, tag_for
 from logd.forward.match import matches
-from logd.records import normalize
-from logd.states import Peer
+from logd.index.states import Peer
+from logd.write.records import normalize
 
 T = 1_762_353_052_000_000_000
 

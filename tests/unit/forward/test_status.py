@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from logd import ctl_blocks as blocks
+from logd.ctl import blocks
 from logd.forward.sender import backoff_s
 
 ERROR_TIME = datetime(2025, 11, 5, 14, 30, 52, tzinfo=UTC).timestamp()

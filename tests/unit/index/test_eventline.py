@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from logd.eventline import (
+from logd.index.eventline import (
     EVENT_TYPE_RE,
     ParsedEvent,
     format_event_line,

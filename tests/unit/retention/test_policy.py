@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from logd.config import Retention, RotationPolicy
-from logd.policy import (
+from logd.retention.policy import (
     Archive,
     CallDay,
     Deletion,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from logd.dedup import Dedup, chunk_key
+from logd.write.dedup import Dedup, chunk_key
 
 
 @pytest.mark.parametrize(
@@ -46,7 +46,7 @@ def test_producers_are_bounded_oldest_first() -> None:
 
 
 def test_highest_per_producer() -> None:
-    from logd.dedup import highest
+    from logd.write.dedup import highest
 
     keys = [("aaaaaaaa", 3), ("bbbbbbbb", 1), ("aaaaaaaa", 9), ("aaaaaaaa", 4)]
     assert highest(keys) == {"aaaaaaaa": 9, "bbbbbbbb": 1}

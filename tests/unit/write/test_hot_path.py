@@ -14,13 +14,13 @@ import pytest
 from logd_client import wire
 
 from logd.config import Layout
-from logd.engine import Engine
-from logd.eventline import iso_utc_ms
-from logd.jobs import Ingest
-from logd.records import Normalizer, Record, Unroutable, _general, normalize
-from logd.routing import clock_text, route
-from logd.states import Peer
-from logd.templates import MAX_CONTEXTS, Templates
+from logd.index.eventline import iso_utc_ms
+from logd.index.states import Peer
+from logd.write.engine import Engine
+from logd.write.jobs import Ingest
+from logd.write.records import Normalizer, Record, Unroutable, _general, normalize
+from logd.write.routing import clock_text, route
+from logd.write.templates import MAX_CONTEXTS, Templates
 from tests.helpers import make_config
 
 T0 = 1_762_353_052_123_456_789
