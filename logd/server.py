@@ -211,6 +211,10 @@ class LogdServer:
             "dropped_by_clients": totals.dropped_by_clients if totals else 0,
         }
 
+    def peers(self) -> list[tuple[int, Peer]]:
+        """The connected clients by connection id, for `logd-ctl status`."""
+        return [(conn_id, conn.peer) for conn_id, conn in sorted(self.connections.conns.items())]
+
     def outputs_status(self) -> list[dict[str, Any]]:
         """Each `[[forward]]` output for `logd-ctl status`."""
         return self.forwarding.status() if self.forwarding is not None else []

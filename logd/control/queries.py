@@ -15,8 +15,8 @@ from typing import Any
 from logd.control import requests as control
 from logd.control.requests import ControlError, Request
 from logd.index.events import EventIndex
+from logd.index.names import safe_name
 from logd.index.store import RegistryStore
-from logd.write.routing import safe_name
 
 __all__ = ["disk_bytes", "query"]
 

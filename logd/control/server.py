@@ -14,21 +14,20 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
 from logd_client import wire
 
+from logd.config import Config, ConfigError
 from logd.control import queries
 from logd.control import requests as control
 from logd.control.requests import ControlError, Request, TailFilter
+from logd.index.states import Peer
 from logd.ingest.streams import next_event
 from logd.write.jobs import Maintain
-
-if TYPE_CHECKING:
-    from logd.server import LogdServer
 
 log = logging.getLogger("logd.control")
 
@@ -64,10 +63,34 @@ class RateMeter:
         return [counts.get(s, 0) for s in range(second - 59, second + 1)]
 
 
-class ControlServer:
-    """Answers `logd-ctl`; owned by `LogdServer`, which feeds it live records."""
+class Daemon(Protocol):
+    """What the control server needs from the daemon that owns it (`LogdServer`).
 
-    def __init__(self, server: LogdServer) -> None:
+    Passed in rather than imported, so the daemon's core and its control side do not
+    import each other.
+    """
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def read_config(self) -> Callable[[], Config] | None: ...
+    @property
+    def listener_names(self) -> Sequence[str]: ...
+    @property
+    def errors(self) -> Mapping[str, int]: ...
+
+    def peers(self) -> list[tuple[int, Peer]]: ...
+    async def maintain(self, job: Maintain) -> dict[str, Any]: ...
+    async def reload(self, config: Config) -> None: ...
+    def statistics(self) -> dict[str, Any]: ...
+    def outputs_status(self) -> list[dict[str, Any]]: ...
+    def set_publishing(self, on: bool) -> None: ...
+
+
+class ControlServer:
+    """Answers `logd-ctl`; owned by the daemon (`Daemon`), which feeds it live records."""
+
+    def __init__(self, server: Daemon) -> None:
         self.server = server
         self.subscribers: set[_Subscriber] = set()
         self.rate = RateMeter()
@@ -151,8 +174,6 @@ class ControlServer:
     async def _maintenance(self, req: Request) -> Any:
         server = self.server
         if req.command == "reload":
-            from logd.config import ConfigError
-
             reader = server.read_config
             if reader is None:
                 raise ControlError("unsupported", "this daemon was started without a config reader")
@@ -169,11 +190,11 @@ class ControlServer:
         snapshot = await server.maintain(Maintain("snapshot"))
         conn_runs: dict[int, list[tuple[str, str]]] = snapshot["conn_runs"]
         clients = []
-        for conn_id, conn in sorted(server.connections.conns.items()):
+        for conn_id, peer in server.peers():
             runs = conn_runs.get(conn_id, [])
             clients.append(
                 {
-                    **{k: v for k, v in conn.peer.as_dict().items()},
+                    **peer.as_dict(),
                     "apps": sorted({app for app, _ in runs}),
                     "runs": sorted({run for _, run in runs}),
                 }
@@ -186,7 +207,7 @@ class ControlServer:
             "version": server.statistics()["version"],
             "pid": os.getpid(),
             "uptime_s": round(now - self.started, 3),
-            "listeners": server.listener_names,
+            "listeners": list(server.listener_names),
             "root": str(server.config.root),
             "clients": clients,
             "totals": {
