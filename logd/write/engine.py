@@ -12,13 +12,14 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from logd.config import Config, Layout
-from logd.index.events import EventRow
+from logd.index.eventline import EventRow
+from logd.index.names import safe_name
 from logd.index.rebuild import open_or_rebuild
 from logd.index.recovery import persisted_run, recover_open_runs
 from logd.index.registry import Registry, pid_alive
@@ -33,7 +34,6 @@ from logd.write.routing import (
     rejected_write,
     route,
     run_dir,
-    safe_name,
     tail_item,
 )
 from logd.write.sinks import Lines, Sinks, point_current, write_json_atomic
@@ -367,9 +367,25 @@ class Engine:
     def _maintain(self, job: Maintain, now: int) -> None:
         job.done = True
         if job.action == "snapshot":
-            job.result = maintenance.snapshot(self)
+            job.result = maintenance.snapshot(
+                self.registry,
+                open_files=self.sinks.open_count,
+                totals=asdict(self.totals),
+                last_cleanup=self.last_cleanup,
+            )
         elif job.action == "cleanup":
-            job.result = maintenance.cleanup(self, dry_run=job.dry_run, now_ns=now).as_dict()
+            report, self.last_cleanup = maintenance.cleanup(
+                self.root,
+                self.config.retention,
+                registry=self.registry,
+                handles=self.sinks,
+                store=self.store,
+                index=self.index,
+                utc=self.layout.utc,
+                dry_run=job.dry_run,
+                now_ns=now,
+            )
+            job.result = report.as_dict()
         elif job.action == "rotate":
             job.result = {"rotated": self.sinks.rotate_all()}
         elif job.action == "reload" and job.config is not None:
