@@ -1,7 +1,8 @@
 """The canonical event line (SPEC §7): ``{ts}|{event_type}|{source}|{message}``.
 
 Formats a line and parses one back (:func:`format_event_line`, :func:`parse_event_line`,
-:func:`iso_utc_ms`). Pure: no I/O, no clock; the SQLite index is ``events.py``.
+:func:`iso_utc_ms`), and names the row the index keeps for it (:class:`EventRow`).
+Pure: no I/O, no clock; the SQLite index is ``events.py``.
 """
 
 from __future__ import annotations
@@ -15,11 +16,29 @@ from typing import Any
 
 __all__ = [
     "EVENT_TYPE_RE",
+    "EventRow",
     "ParsedEvent",
     "format_event_line",
     "iso_utc_ms",
     "parse_event_line",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """One row of the ``events`` table, built by routing next to its line."""
+
+    ts: str
+    event_type: str
+    source: str
+    message: str
+    app: str
+    run_id: str | None
+    session_id: str | None
+    call_id: str | None
+    kv_json: str | None
+    raw_line: str
+
 
 EVENT_TYPE_RE: re.Pattern[str] = re.compile(r"[a-z0-9_]+:[a-z0-9_.:-]+")
 """What an ``event_type`` must fullmatch: ``category:action``."""

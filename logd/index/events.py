@@ -10,28 +10,13 @@ import json
 import re
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from logd.index.eventline import EventRow
+
 __all__ = ["EventIndex", "EventRow"]
-
-
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    """One row of the ``events`` table, built by routing next to its line."""
-
-    ts: str
-    event_type: str
-    source: str
-    message: str
-    app: str
-    run_id: str | None
-    session_id: str | None
-    call_id: str | None
-    kv_json: str | None
-    raw_line: str
 
 
 _COLUMNS = (

@@ -21,9 +21,9 @@ from urllib.parse import unquote
 
 from logd.index.eventline import ParsedEvent, parse_event_line
 from logd.index.events import EventIndex, EventRow
+from logd.index.names import safe_name
 from logd.index.tables import CallRow, SessionRow, iso_to_ns
 from logd.index.tree_files import file_groups, list_entries, list_files, mtime_ns, read_lines
-from logd.write.routing import safe_name
 
 __all__ = ["Tally", "app_dirs", "decode_name", "read_app"]
 
@@ -70,7 +70,7 @@ class _CallSeen:
 
 
 def decode_name(name: str, known: Mapping[str, str] | None = None) -> str:
-    """The id a file name stands for: the inverse of ``routing.safe_name`` where it has one.
+    """The id a file name stands for: the inverse of ``names.safe_name`` where it has one.
 
     ``known`` maps names to ids seen inside the files, which also recovers ids whose
     names were cut and hashed (``~<hash>``); otherwise such a name is kept as the id.

@@ -16,6 +16,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from logd.index.names import safe_name
 from logd.retention.policy import (
     Archive,
     CallDay,
@@ -25,7 +26,6 @@ from logd.retention.policy import (
     SessionEntry,
     utc_day_end,
 )
-from logd.write.routing import safe_name
 
 __all__ = ["REJECTED_DIR", "day_end", "scan"]
 

@@ -20,8 +20,8 @@ from typing import Any
 from urllib.parse import quote
 
 from logd.index.events import EventIndex
+from logd.index.names import safe_name
 from logd.index.store import RegistryStore
-from logd.write.routing import safe_name
 
 __all__ = [
     "MAX_ID_CHARS",
@@ -42,7 +42,7 @@ __all__ = [
 
 MAX_ID_CHARS = 1024
 BUSY_TIMEOUT_S = 5.0
-# What `routing.safe_name` can produce, joined by the layout's fixed prefixes
+# What `names.safe_name` can produce, joined by the layout's fixed prefixes
 # (`session_`, `bot_`, `call_`): no separator, no leading dot, no NUL.
 _PATH_PART_RE = re.compile(r"[A-Za-z0-9_%~:-][A-Za-z0-9._%~:-]*")
 

@@ -6,9 +6,7 @@ so changing where records land means editing rows, not branches.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,18 +14,14 @@ from enum import StrEnum
 from functools import lru_cache
 from itertools import product
 from typing import Any, NamedTuple
-from urllib.parse import quote
 
 from logd.config import Layout
-from logd.index.eventline import format_event_line, iso_utc_ms
-from logd.index.events import EventRow
+from logd.index.eventline import EventRow, format_event_line, iso_utc_ms
+from logd.index.names import safe_name
 from logd.write.records import ERROR_LEVELNO, Record, exception_summary
 
 NO_SESSION = "in-progress"
 UNKNOWN_BOT = "unknown"
-MAX_NAME_CHARS = 128
-_SAFE_NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._:-]*")
-_QUOTE_SAFE = "_-.:"
 
 
 class Kind(StrEnum):
@@ -57,26 +51,6 @@ class Routed(NamedTuple):
 
     writes: list[Write]
     event: EventRow | None
-
-
-@lru_cache(maxsize=4096)
-def safe_name(ident: str) -> str:
-    """A file-name form of an id that cannot leave its folder and keeps ids distinct.
-
-    Safe ids are used as they are. Others are percent-encoded (a safe id never contains
-    `%`); one still longer than 128 characters is cut and suffixed with `~` and a hash of
-    the whole id (`~` never appears otherwise, since it is encoded too).
-    """
-    if len(ident) <= MAX_NAME_CHARS and _SAFE_NAME_RE.fullmatch(ident):
-        return ident
-    encoded = quote(ident, safe=_QUOTE_SAFE)
-    if encoded.startswith("."):
-        encoded = "%2E" + encoded[1:]
-    encoded = encoded.replace("~", "%7E") or "%"
-    if len(encoded) > MAX_NAME_CHARS:
-        digest = hashlib.sha256(ident.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-        encoded = encoded[: MAX_NAME_CHARS - 17] + "~" + digest
-    return encoded
 
 
 @lru_cache(maxsize=256)

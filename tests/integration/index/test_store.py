@@ -15,13 +15,14 @@ from logd.config import Layout
 from logd.index import tables
 from logd.index.eventline import format_event_line, iso_utc_ms
 from logd.index.events import EventIndex
+from logd.index.names import safe_name
 from logd.index.readback import decode_name
 from logd.index.rebuild import open_or_rebuild, rebuild
 from logd.index.states import Peer, RunState
 from logd.index.store import RegistryStore
 from logd.index.tables import CallRow, SessionRow
 from logd.write.records import normalize
-from logd.write.routing import day_text, route, run_dir, safe_name
+from logd.write.routing import day_text, route, run_dir
 
 S = 1_000_000_000
 T0 = 1_735_732_800 * S  # 2025-01-01T12:00:00Z
