@@ -53,6 +53,20 @@ def rotation_due(size_bytes: int, incoming_bytes: int, policy: RotationPolicy) -
     return size_bytes > 0 and size_bytes + incoming_bytes > policy.max_bytes
 
 
+def rotation_cuts(size_bytes: int, line_bytes: Sequence[int], max_bytes: int) -> list[int]:
+    """Where to rotate within a batch of lines bound for one file: before each index
+    returned. The rule is `rotation_due`'s, applied line by line, so no file passes
+    `max_bytes` unless one line alone is larger than it."""
+    cuts = []
+    size = size_bytes
+    for index, count in enumerate(line_bytes):
+        if size > 0 and size + count > max_bytes:
+            cuts.append(index)
+            size = 0
+        size += count
+    return cuts
+
+
 def _backup_variants(path: str, index: int, existing: Collection[str]) -> list[str]:
     return [name for name in (f"{path}.{index}", f"{path}.{index}.gz") if name in existing]
 

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import posixpath
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -23,6 +24,7 @@ from logd.retention.policy import (
     backup_renames,
     events_archive_name,
     events_rotation_due,
+    rotation_cuts,
     rotation_due,
     utc_day,
 )
@@ -89,6 +91,9 @@ class Sinks:
         self._dirty: set[str] = set()
         self._made_dirs: set[str] = set()
         self._undo: list[tuple[str, int]] = []
+        # Copies rotated in the current batch, compressed once it is committed or cut
+        # back: until then `rollback()` may still have to shorten them.
+        self._rotated: list[tuple[Path, Path]] = []
         self.compressor = Compressor()
 
     def write_many(self, writes: Lines | Iterable[Write]) -> dict[str, int]:
@@ -111,32 +116,61 @@ class Sinks:
                 if not lines:
                     continue
                 data = _encode("".join(lines))
-                fd = self._fd(path)
-                self._kinds[path] = kinds[path]
-                policy = self._policy(kinds[path])
-                if policy is not None and self._rotation_due(path, len(data), policy, today):
-                    self._rotate(path, kinds[path], policy)
-                    fd = self._fd(path)
-                self._undo.append((path, self._sizes[path]))
-                view = memoryview(data)
-                while view:
-                    count = os.write(fd, view)
-                    view = view[count:]
-                    self._sizes[path] += count
-                self._days[path] = today
-                written[path] = len(data)
-                if self.fsync == "always":
-                    os.fsync(fd)
+                self._fd(path)
+                kind = self._kinds[path] = kinds[path]
+                policy = self._policy(kind)
+                if policy is None:
+                    self._append(path, data, today)
+                elif len(lines) > 1 and self._sizes[path] + len(data) > policy.max_bytes:
+                    self._append_cut(path, kind, lines, policy, today)
                 else:
-                    self._dirty.add(path)
+                    if self._rotation_due(path, len(data), policy, today):
+                        self._rotate(path, kind, policy)
+                    self._append(path, data, today)
+                written[path] = written.get(path, 0) + len(data)
         except OSError:
             self.rollback()
             raise
         return written
 
+    def _append(self, path: str, data: bytes, today: str) -> None:
+        """One `write(2)` loop of whole lines, remembered so `rollback()` can undo it."""
+        fd = self._fd(path)
+        self._undo.append((path, self._sizes[path]))
+        view = memoryview(data)
+        while view:
+            count = os.write(fd, view)
+            view = view[count:]
+            self._sizes[path] += count
+        self._days[path] = today
+        if self.fsync == "always":
+            os.fsync(fd)
+        else:
+            self._dirty.add(path)
+
+    def _append_cut(
+        self, path: str, kind: Kind, lines: list[str], policy: RotationPolicy, today: str
+    ) -> None:
+        """A batch's lines that would take the file past `max_bytes`: rotate between lines,
+        wherever the next line would not fit, so no file outgrows the limit (a single line
+        larger than it lands alone in a fresh file)."""
+        pieces = [_encode(line) for line in lines]
+        if path.endswith("/events.log") and self._rotation_due(path, 0, policy, today):
+            self._rotate(path, kind, policy)  # the UTC day changed since its last line
+            self._fd(path)
+        start = 0
+        for cut in rotation_cuts(self._sizes[path], [len(p) for p in pieces], policy.max_bytes):
+            if cut > start:
+                self._append(path, b"".join(pieces[start:cut]), today)
+            self._rotate(path, kind, policy)
+            self._fd(path)
+            start = cut
+        self._append(path, b"".join(pieces[start:]), today)
+
     def commit(self) -> None:
-        """The batch is acknowledged: forget how to undo it."""
+        """The batch is acknowledged: forget how to undo it, compress what it rotated."""
         self._undo.clear()
+        self._compress_rotated()
 
     def rollback(self) -> None:
         """Cut every file written since the last commit back to its length before it.
@@ -151,6 +185,13 @@ class Sinks:
                     self._sizes[path] = length
             except OSError as exc:
                 log.error("could not cut %s back to %d bytes: %s", path, length, exc)
+        # Copies rotated during the batch now hold only what they held before it.
+        for _family, rotated in self._rotated:
+            with contextlib.suppress(OSError):
+                if rotated.stat().st_size == 0:
+                    rotated.unlink()
+        self._rotated = [(f, r) for f, r in self._rotated if r.exists()]
+        self._compress_rotated()
 
     def sync(self) -> None:
         """Make written data durable per the fsync mode, before acknowledging it."""
@@ -180,6 +221,7 @@ class Sinks:
         self.compressor.settle()
 
     def close(self) -> None:
+        self._compress_rotated()
         self.sync()
         for path in list(self._fds):
             self.close_file(path)
@@ -243,21 +285,42 @@ class Sinks:
         full = self.root / path
         self.compressor.wait(full)
         folder, name = full.parent, full.name
+        relative = os.path.dirname(path)
         existing = set(os.listdir(folder))
+        rotated: Path | None
         if kind is Kind.EVENTS:
-            archive = folder / events_archive_name(day, existing, base=name)
-            os.replace(full, archive)
-            rotated: Path | None = archive
+            archive = events_archive_name(day, existing, base=name)
+            os.replace(full, folder / archive)
+            self._moved(path, posixpath.join(relative, archive))
+            rotated = folder / archive
         else:
             for source, target in backup_renames(name, existing, policy):
                 if target is None:
                     os.unlink(folder / source)
                 else:
                     os.replace(folder / source, folder / target)
+                self._moved(
+                    posixpath.join(relative, source), target and posixpath.join(relative, target)
+                )
             rotated = folder / f"{name}.1" if policy.backups > 0 else None
         self.rotations += 1
         if rotated is not None and policy.compress:
-            self.compressor.submit(full, rotated)
+            self._rotated.append((full, rotated))
+
+    def _moved(self, source: str, target: str | None) -> None:
+        """A rotation renamed (or, with None, deleted) a file: undo and compress it there."""
+        if target is None:
+            self._undo = [(path, length) for path, length in self._undo if path != source]
+            self._rotated = [(f, r) for f, r in self._rotated if r != self.root / source]
+            return
+        self._undo = [(target if p == source else p, length) for p, length in self._undo]
+        old, new = self.root / source, self.root / target
+        self._rotated = [(f, new if r == old else r) for f, r in self._rotated]
+
+    def _compress_rotated(self) -> None:
+        rotated, self._rotated = self._rotated, []
+        for family, copy in rotated:
+            self.compressor.submit(family, copy)
 
     def rotate_all(self) -> int:
         """Rotate every open file that has content (`logd-ctl rotate`); returns how many."""
@@ -268,6 +331,7 @@ class Sinks:
             if policy is not None and self._sizes.get(path, 0) > 0:
                 self._rotate(path, kind, policy)
                 count += 1
+        self._compress_rotated()
         return count
 
     def forget(self, deleted: Iterable[str]) -> None:

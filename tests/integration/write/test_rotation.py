@@ -154,8 +154,9 @@ def test_a_rotation_waits_for_the_previous_copy_of_its_file_to_be_compressed(
 
     monkeypatch.setattr("logd.write.compressor.compress_file", slow_compress)
     sinks = _call_sinks(tmp_path)
-    for i in range(2):  # the second write rotates: call_x.log.1 is being compressed
+    for i in range(2):  # the second batch rotates: call_x.log.1 is being compressed
         sinks.write_many([Write(Kind.CALL, CALL, f"{i:059d}\n")])
+        sinks.commit()  # a rotated copy is compressed once its batch is committed
     assert started.wait(10)
     # The writer went on meanwhile; the next rotation of the same file has to wait.
     sinks.write_many([Write(Kind.CALL, "a/other.log", "another file\n")])
@@ -187,3 +188,91 @@ def test_a_copy_that_cannot_be_compressed_stays_and_writing_goes_on(
     sinks.close()
     assert_three_lines_in(tmp_path, ["call_x.log", "call_x.log.1", "call_x.log.2"])
     assert "could not compress a rotated file" in caplog.text
+
+
+def family_sizes(folder: Path, name: str) -> dict[str, int]:
+    """Each file of a family with its (uncompressed) size."""
+    return {
+        path.name: len(gzip.decompress(path.read_bytes()))
+        if path.suffix == ".gz"
+        else path.stat().st_size
+        for path in folder.iterdir()
+        if path.name == name or path.name.startswith(name + ".")
+    }
+
+
+async def test_a_batch_larger_than_max_bytes_is_rotated_between_its_lines(
+    log_root: Path, socket_dir: Path
+) -> None:
+    """A message of 500 records (about 55 KB) against max_bytes = 20000: every file of the
+    run log, its component log and its session file stays under the limit, and holds
+    whole records, each once, in order."""
+    config = make_config(log_root, socket_dir)
+    policy = dataclasses.replace(config.rotation.run, max_bytes=20000, backups=50)
+    config = dataclasses.replace(
+        config,
+        rotation=dataclasses.replace(config.rotation, run=policy, session=policy),
+    )
+    async with trio.open_nursery() as nursery:
+        server = LogdServer(config)
+        await nursery.start(partial(serve_logd, config, server=server))
+        producer = await Producer.unix(config.listen.socket)
+        for batch in range(2):
+            records = [
+                rec(f"record {batch * 500 + i:05d} " + "x" * 40, session_id="s1")
+                for i in range(500)
+            ]
+            await producer.log(records, chunk=f"{batch:08x}:{batch}")
+        await producer.aclose()
+        server.request_stop()
+    run_dir = log_root / "cyc" / "runs" / RUN
+    sessions = log_root / "cyc" / "sessions"
+    for folder, name in (
+        (run_dir, "main.log"),
+        (run_dir, "agent.log"),
+        (sessions, "session_s1.jsonl"),
+    ):
+        sizes = family_sizes(folder, name)
+        assert len(sizes) >= 5, f"{name} was rotated within each batch: {sorted(sizes)}"
+        assert max(sizes.values()) <= 20000, f"{name}: {sizes}"
+        lines = read_family(folder, name)
+        numbers = [int(m[1]) for line in lines if (m := re.search(r"record (\d{5}) x{40}", line))]
+        assert numbers == list(range(1000)), f"{name}: each record once, in order"
+
+
+def test_a_failed_batch_that_rotated_midway_is_cut_back_exactly(tmp_path: Path) -> None:
+    """The disk refuses a later file of a batch after the batch rotated a file in the
+    middle: the rotated copy is cut back to what it held before, the live file emptied,
+    and writing the batch again leaves every line once and no file over the limit."""
+    import resource
+    import signal
+
+    policy = RotationPolicy(max_bytes=1000, backups=10, compress=True)
+    rotation = make_config(tmp_path / "r", tmp_path).rotation
+    sinks = Sinks(tmp_path, rotation=dataclasses.replace(rotation, call=policy))
+    big = "b/calls/d/bot_1/call_big.log"  # no rotation policy for REJECTED: it grows
+    sinks.write_many([Write(Kind.CALL, CALL, f"old {i:02d} " + "o" * 80 + "\n") for i in range(8)])
+    sinks.write_many([Write(Kind.REJECTED, big, "z" * 5000 + "\n")])
+    sinks.commit()
+    batch = [Write(Kind.CALL, CALL, f"new {i:02d} " + "n" * 80 + "\n") for i in range(25)]
+    batch.append(Write(Kind.REJECTED, big, "z" * 5000 + "\n"))
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (8000, limits[1]))
+    try:
+        with pytest.raises(OSError):
+            sinks.write_many(batch)  # call_x.log rotates twice, then the big file fails
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, previous)
+    folder = tmp_path / "a/calls/d/bot_1"
+    assert read_family(folder, "call_x.log") == [f"old {i:02d} " + "o" * 80 for i in range(8)]
+    sinks.write_many(batch)
+    sinks.commit()
+    sinks.close()
+    lines = read_family(folder, "call_x.log")
+    assert lines == [f"old {i:02d} " + "o" * 80 for i in range(8)] + [
+        f"new {i:02d} " + "n" * 80 for i in range(25)
+    ]
+    assert max(family_sizes(folder, "call_x.log").values()) <= 1000
+    assert not list(folder.glob("*.1")), "rotated copies are compressed after the commit"

@@ -23,6 +23,7 @@ from logd.retention.policy import (
     decide_cleanup,
     events_archive_name,
     events_rotation_due,
+    rotation_cuts,
     rotation_due,
     utc_day,
     utc_day_end,
@@ -327,6 +328,32 @@ P = RotationPolicy(max_bytes=100, backups=3, compress=True)
 )
 def test_rotation_due(size: int, incoming: int, due: bool) -> None:
     assert rotation_due(size, incoming, P) is due
+
+
+@pytest.mark.parametrize(
+    ("size", "lines", "cuts"),
+    [
+        pytest.param(0, [40, 40], [], id="fits"),
+        pytest.param(0, [40, 40, 40], [2], id="third-line-starts-a-new-file"),
+        pytest.param(90, [40, 40, 40], [0, 2], id="full-file-rotates-before-the-first"),
+        pytest.param(0, [60, 40, 60, 40, 60], [2, 4], id="exactly-full-stays"),
+        pytest.param(0, [500, 10, 500], [1, 2], id="huge-lines-alone"),
+        pytest.param(0, [100] * 5, [1, 2, 3, 4], id="one-line-per-file"),
+    ],
+)
+def test_rotation_cuts(size: int, lines: list[int], cuts: list[int]) -> None:
+    """A batch bound for one file is cut wherever the next line would pass max_bytes."""
+    assert P.max_bytes == 100
+    assert rotation_cuts(size, lines, P.max_bytes) == cuts
+    # Replaying the cuts never leaves a file over the limit but for a lone huge line.
+    files, current = [], size
+    for index, count in enumerate(lines):
+        if index in cuts:
+            files.append(current)
+            current = 0
+        current += count
+    files.append(current)
+    assert all(f <= P.max_bytes or f in lines for f in files)
 
 
 @pytest.mark.parametrize(
