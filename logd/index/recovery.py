@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from logd.index.registry import Registry
-from logd.index.states import RunState
+from logd.index.states import RunState, SessionState
 from logd.index.store import RegistryStore
 
-__all__ = ["persisted_run", "read_metadata", "recover_open_runs"]
+__all__ = ["persisted_run", "persisted_session", "read_metadata", "recover_open_runs"]
 
 # These lines came from the engine before this module existed; they keep its logger name.
 log = logging.getLogger("logd.engine")
@@ -45,6 +45,20 @@ def persisted_run(store: RegistryStore, root: Path, app: str, run_id: str) -> Ru
     try:
         return RunState.from_metadata(read_metadata(root / str(row["path"]) / "metadata.json"))
     except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def persisted_session(
+    store: RegistryStore, app: str, session_id: str, now: int
+) -> SessionState | None:
+    """A session this daemon does not hold in memory, from its registry row."""
+    row = store.get_session(app, session_id)
+    if row is None:
+        return None
+    try:
+        return SessionState.from_row(row, now)
+    except (KeyError, ValueError, TypeError):
+        log.warning("session %s/%s: unreadable registry row; counted anew", app, session_id)
         return None
 
 
@@ -77,7 +91,8 @@ def recover_open_runs(
         if run.pids and any(registry.pid_alive(pid) for pid in run.pids):
             registry.adopt(run)
             continue
-        run.end_ns, run.end_reason = now, "lost"
+        # The last record's own time: when the run was last known alive.
+        run.end_ns, run.end_reason = max(run.last_ns, run.start_ns) or now, "lost"
         rows.append(write_metadata(run, now))
     if rows:
         store.write(runs=rows)

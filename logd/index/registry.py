@@ -27,10 +27,14 @@ class Registry:
         utc: bool,
         pid_alive: Callable[[int], bool],
         lookup: Callable[[str, str], RunState | None] = lambda app, run_id: None,
+        lookup_session: Callable[[str, str, int], SessionState | None] = (
+            lambda app, session_id, now_ns: None
+        ),
     ) -> None:
         self.utc = utc
         self.pid_alive = pid_alive
         self.lookup = lookup
+        self.lookup_session = lookup_session
         self.runs: dict[tuple[str, str], RunState] = {}
         self.newest: dict[str, RunState] = {}
         self._foreign: dict[tuple[str, object], str] = {}
@@ -42,6 +46,11 @@ class Registry:
 
         Records without a `run_id` (plain Fluent clients) share a run per (app, peer
         process) on Unix sockets and per (app, connection) on TCP.
+
+        A connection joins the run (its pid, its place in `logd-ctl status`) only when it
+        speaks for itself: a record whose `pid` is another process's was relayed, e.g. a
+        live client delivering the spool of one that exited, and the relay must not keep
+        that run open or be shown as its producer.
         """
         run_id = record.run_id
         if run_id is None:
@@ -78,7 +87,10 @@ class Registry:
             # a spool delivered after the fact. It ends again when its processes are gone.
             run.end_ns = run.end_reason = None
             run.shutdown_seen = False
-        if peer.transport != "spool" and peer.conn_id not in run.conns:
+        relayed = peer.transport == "spool" or (
+            peer.pid is not None and record.pid is not None and record.pid != peer.pid
+        )
+        if not relayed and peer.conn_id not in run.conns:
             run.conns.add(peer.conn_id)
             run.idle_since_ns = None
             if peer.pid is not None:
@@ -87,14 +99,22 @@ class Registry:
             run.dirty = True
         return run, created
 
-    def note_repeats(self, run: RunState, record: Record, count: int) -> None:
-        """`note_record()` for `count` plain records like `record` (no event, same pid)."""
+    def note_repeats(self, run: RunState, record: Record, count: int, last_ns: int) -> None:
+        """`note_record()` for `count` plain records like `record` (no event, same pid);
+        `last_ns` is the newest of their times."""
         run.records += count
+        if last_ns > run.last_ns:
+            run.last_ns = last_ns
         run.counts[record.level] = run.counts.get(record.level, 0) + count
         run.dirty = True
 
     def note_record(self, run: RunState, record: Record) -> None:
         run.records += 1
+        time_ns = record.time_ns
+        if time_ns > run.last_ns:
+            run.last_ns = time_ns
+        if time_ns < run.start_ns:
+            run.start_ns = time_ns
         run.counts[record.level] = run.counts.get(record.level, 0) + 1
         if record.pid is not None and record.pid not in run.pids:
             run.pids.add(record.pid)
@@ -113,6 +133,7 @@ class Registry:
         elif event_type == "app:shutdown":
             if run.opener_pid is None or record.pid in (None, run.opener_pid):
                 run.shutdown_seen = True
+                run.shutdown_ns = time_ns
         elif event_type == "logd:dropped":
             count = record.kv.get("count")
             if isinstance(count, int) and count > 0:
@@ -147,9 +168,15 @@ class Registry:
         key = (record.app, record.session_id)
         session = self.sessions.get(key)
         if session is None:
-            session = self.sessions[key] = SessionState(
-                record.app, record.session_id, record.time_ns, record.time_ns, now_ns
-            )
+            # Known from before a restart, or ended and now used again: the same session,
+            # whose records, runs and first time carry on.
+            session = self.lookup_session(record.app, record.session_id, now_ns)
+            if session is None:
+                session = SessionState(
+                    record.app, record.session_id, record.time_ns, record.time_ns, now_ns
+                )
+            session.end_ns = session.end_reason = None
+            self.sessions[key] = session
         session.first_ns = min(session.first_ns, record.time_ns)
         session.last_ns = max(session.last_ns, record.time_ns)
         session.seen_ns = now_ns
@@ -228,7 +255,12 @@ class Registry:
             reason = "disconnected"
         else:
             return False
-        run.end_ns = now_ns
+        # The producer's clock, not the moment the daemon noticed: a run replayed from a
+        # spool long after it ran keeps its real length.
+        if reason == "shutdown" and run.shutdown_ns is not None:
+            run.end_ns = max(run.shutdown_ns, run.last_ns)
+        else:
+            run.end_ns = run.last_ns or now_ns
         run.end_reason = reason
         run.dirty = True
         return True

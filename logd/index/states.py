@@ -89,6 +89,10 @@ class RunState:
     conns: set[int] = field(default_factory=set)
     tcp: bool = False
     shutdown_seen: bool = False
+    # The producer's own clock: the newest record's time, and the `app:shutdown`'s.
+    # Ends come from these, so a run replayed from a spool keeps its real length.
+    last_ns: int = 0
+    shutdown_ns: int | None = None
     idle_since_ns: int | None = None
     dirty: bool = True
     written_ns: int = 0
@@ -124,6 +128,8 @@ class RunState:
         )
         run.opener_pid = meta.get("opener_pid")
         run.tcp = not run.pids
+        last = meta.get("last_record_time")
+        run.last_ns = iso_to_ns(last) if last else run.start_ns
         return run
 
     def metadata(self, utc: bool) -> dict[str, Any]:
@@ -134,6 +140,7 @@ class RunState:
             "start_time": iso_local(self.start_ns, utc),
             "end_time": iso_local(self.end_ns, utc) if self.end_ns is not None else None,
             "end_reason": self.end_reason,
+            "last_record_time": iso_local(self.last_ns, utc) if self.last_ns else None,
             "pids": sorted(self.pids),
             "opener_pid": self.opener_pid,
             "host": self.host,
@@ -193,6 +200,28 @@ class SessionState:
     records: int = 0
     end_ns: int | None = None
     end_reason: SessionEnd | None = None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any], seen_ns: int) -> SessionState:
+        """Carry on a session the registry already holds (an earlier daemon's, or one
+        that ended and is used again), so its counts and runs accumulate.
+
+        Raises:
+            KeyError, ValueError, TypeError: the row is not a sessions row.
+        """
+        end = row.get("end_ts")
+        return cls(
+            app=str(row["app"]),
+            session_id=str(row["session_id"]),
+            first_ns=iso_to_ns(row["first_ts"]),
+            last_ns=iso_to_ns(row["last_ts"]),
+            seen_ns=seen_ns,
+            runs=[str(r) for r in row.get("runs") or ()],
+            path=str(row.get("path") or ""),
+            records=int(row.get("records") or 0),
+            end_ns=iso_to_ns(end) if end else None,
+            end_reason=row.get("end_reason"),
+        )
 
     def row(self) -> SessionRow:
         return SessionRow(

@@ -21,7 +21,7 @@ from logd.config import Config, Layout
 from logd.index.eventline import EventRow
 from logd.index.names import safe_name
 from logd.index.rebuild import open_or_rebuild
-from logd.index.recovery import persisted_run, recover_open_runs
+from logd.index.recovery import persisted_run, persisted_session, recover_open_runs
 from logd.index.registry import Registry, pid_alive
 from logd.index.states import CallState, Peer, RunState, SessionState
 from logd.retention import maintenance
@@ -104,6 +104,7 @@ class Engine:
             utc=config.layout.utc,
             pid_alive=pid_alive,
             lookup=partial(persisted_run, self.store, self.root),
+            lookup_session=partial(persisted_session, self.store),
         )
         self.totals = Totals()
         self._templates = Templates(config.layout)
@@ -298,7 +299,7 @@ class Engine:
         assert run is not None
         assert last is not None
         self._templates.render_many(template, targets, times, msgs)
-        self.registry.note_repeats(run, last, len(times))
+        self.registry.note_repeats(run, last, len(times), max(times))
 
     def _note_paths(
         self,

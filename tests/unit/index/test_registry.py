@@ -1,0 +1,80 @@
+"""Lifecycle rules of the registry, with a made-up clock and process table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from logd.index.registry import Registry
+from logd.index.states import Peer, SessionState
+from logd.write.records import Record
+
+S = 1_000_000_000
+RUN = "20251105_143052_a1b2c3d4"
+X, Y = 4001, 4002  # pids
+
+
+def rec(t: float, *, pid: int | None = X, **fields: Any) -> Record:
+    return Record(int(t * S), "app", "agent", "INFO", 20, "m", run_id=RUN, pid=pid, **fields)
+
+
+def unix(conn: int, pid: int) -> Peer:
+    return Peer(conn, "unix", pid=pid)
+
+
+def registry(alive: set[int], **kw: Any) -> Registry:
+    return Registry(utc=True, pid_alive=lambda pid: pid in alive, **kw)
+
+
+@pytest.mark.parametrize(
+    ("peer", "joins"),
+    [
+        pytest.param(unix(1, X), True, id="own-records"),
+        pytest.param(unix(1, Y), False, id="relayed-by-another-process"),
+        pytest.param(Peer(1, "spool"), False, id="daemon-delivered-spool"),
+        pytest.param(Peer(1, "tcp", address="127.0.0.1:5"), True, id="tcp-has-no-pid"),
+    ],
+)
+def test_a_connection_joins_a_run_only_when_it_speaks_for_itself(peer: Peer, joins: bool) -> None:
+    reg = registry({X, Y})
+    run, _ = reg.run_for(rec(10), peer, 100 * S)
+    assert (peer.conn_id in run.conns) is joins
+    assert (Y in run.pids) is False
+    assert bool(run.peers) is joins
+
+
+@pytest.mark.parametrize(
+    ("events", "reason", "end"),
+    [
+        pytest.param(["app:start", None, "app:shutdown"], "shutdown", 12, id="clean"),
+        pytest.param(["app:start", None, None], "disconnected", 12, id="crashed"),
+    ],
+)
+def test_a_run_ends_at_its_records_own_times(
+    events: list[str | None], reason: str, end: float
+) -> None:
+    """Records written long after they were made (a spool replay at t=100) end the run
+    at the producer's times, not at the moment the daemon noticed."""
+    reg = registry(set())
+    peer = Peer(7, "spool")
+    for offset, event in enumerate(events):
+        record = rec(10 + offset, event_type=event)
+        run, _ = reg.run_for(record, peer, 100 * S)
+        reg.note_record(run, record)
+    (ended,) = reg.tick(101 * S)
+    assert ended.end_reason == reason
+    assert ended.start_ns == 10 * S
+    assert ended.end_ns == end * S
+
+
+def test_a_session_carries_on_from_its_stored_row() -> None:
+    stored = SessionState("app", "s1", 5 * S, 6 * S, 6 * S, runs=["r0"], records=4)
+    stored.end_ns, stored.end_reason = 6 * S, "ended"
+    reg = registry(set(), lookup_session=lambda app, sid, now: stored if sid == "s1" else None)
+    session = reg.note_session(rec(50, session_id="s1"), RUN, 60 * S)
+    assert (session.records, session.runs, session.first_ns) == (5, ["r0", RUN], 5 * S)
+    assert session.end_ns is None
+    assert session.end_reason is None
+    fresh = reg.note_session(rec(50, session_id="s2"), RUN, 60 * S)
+    assert (fresh.records, fresh.runs, fresh.first_ns) == (1, [RUN], 50 * S)
