@@ -53,7 +53,8 @@ def start_daemon(
     preexec_fn: Callable[[], None] | None = None,
     args: tuple[str, ...] = (),
 ) -> DaemonProcess:
-    """`python -m logd serve` in its own process; returns once its socket accepts."""
+    """`python -m logd serve` in its own process; returns once both its ingest and its
+    control socket accept (they are bound one after the other)."""
     sock = socket_dir / "logd.sock"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOGD_")}
     env["LOGD_ADDRESS"] = f"unix:{sock}"
@@ -67,7 +68,7 @@ def start_daemon(
         proc = subprocess.Popen(command, env=env, stderr=stderr, text=True, preexec_fn=preexec_fn)
     daemon = DaemonProcess(proc, root, sock, env, stderr_path)
     deadline = time.monotonic() + 20
-    while not _connectable(sock):
+    while not (_connectable(sock) and _connectable(socket_dir / "ctl.sock")):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             proc.wait()
