@@ -91,6 +91,12 @@ def recover_open_runs(
         if run.pids and any(registry.pid_alive(pid) for pid in run.pids):
             registry.adopt(run)
             continue
+        if run.tcp:
+            # A TCP peer has no pid to ask about: it gets the grace period to reconnect
+            # and carry on, as after an idle close, and ends as disconnected without.
+            run.idle_since_ns = now
+            registry.adopt(run)
+            continue
         # The last record's own time: when the run was last known alive.
         run.end_ns, run.end_reason = max(run.last_ns, run.start_ns) or now, "lost"
         rows.append(write_metadata(run, now))

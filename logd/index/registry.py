@@ -37,7 +37,7 @@ class Registry:
         self.lookup_session = lookup_session
         self.runs: dict[tuple[str, str], RunState] = {}
         self.newest: dict[str, RunState] = {}
-        self._foreign: dict[tuple[str, object], str] = {}
+        self._foreign: dict[tuple[str, str], str] = {}
         self.calls: dict[tuple[str, str], CallState] = {}
         self.sessions: dict[tuple[str, str], SessionState] = {}
 
@@ -45,7 +45,8 @@ class Registry:
         """The run a record belongs to, opening one if needed; True when it is new.
 
         Records without a `run_id` (plain Fluent clients) share a run per (app, peer
-        process) on Unix sockets and per (app, connection) on TCP.
+        process) on Unix sockets and per (app, peer host) on TCP, so a TCP client that
+        reconnects within the grace period (`TCP_GRACE_NS`) carries on its run.
 
         A connection joins the run (its pid, its place in `logd-ctl status`) only when it
         speaks for itself: a record whose `pid` is another process's was relayed, e.g. a
@@ -53,13 +54,13 @@ class Registry:
         that run open or be shown as its producer.
         """
         run_id = record.run_id
+        owner = None
         if run_id is None:
-            owner: object = peer.pid if peer.transport == "unix" and peer.pid else peer.conn_id
-            foreign_key = (record.app, (peer.transport, owner))
-            run_id = self._foreign.get(foreign_key)
+            owner = peer.owner
+            run_id = self._foreign.get((record.app, owner))
             if run_id is None or not self.runs[(record.app, run_id)].active:
                 run_id = new_run_id(now_ns, self.utc)
-                self._foreign[foreign_key] = run_id
+                self._foreign[(record.app, owner)] = run_id
         key = (record.app, run_id)
         run = self.runs.get(key)
         created = False
@@ -77,6 +78,7 @@ class Registry:
                 opened_by_daemon=record.run_id is None,
                 tcp=peer.transport == "tcp",
             )
+            run.foreign_owner = owner
             self.runs[key] = run
             created = True
             newest = self.newest.get(record.app)
@@ -230,6 +232,8 @@ class Registry:
     def adopt(self, run: RunState) -> None:
         """Take over a run known from its metadata (kept by an earlier daemon)."""
         self.runs[(run.app, run.run_id)] = run
+        if run.foreign_owner is not None and run.active:
+            self._foreign[(run.app, run.foreign_owner)] = run.run_id
         run.idle_since_ns = run.idle_since_ns or run.start_ns
         newest = self.newest.get(run.app)
         if newest is None or newest.start_ns <= run.start_ns:

@@ -41,6 +41,16 @@ class Peer:
     gid: int | None = None
     address: str = ""
 
+    @property
+    def owner(self) -> str:
+        """Who a foreign client's run belongs to: its process on a Unix socket, its host
+        on TCP (a reconnecting client comes back from a new port), else the connection."""
+        if self.transport == "unix" and self.pid:
+            return f"unix pid {self.pid}"
+        if self.transport == "tcp" and ":" in self.address:
+            return f"tcp {self.address.rpartition(':')[0]}"
+        return f"{self.transport} conn {self.conn_id}"
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "conn": self.conn_id,
@@ -89,6 +99,8 @@ class RunState:
     conns: set[int] = field(default_factory=set)
     tcp: bool = False
     shutdown_seen: bool = False
+    # For a run the daemon opened for a client without run ids: `Peer.owner`.
+    foreign_owner: str | None = None
     # The producer's own clock: the newest record's time, and the `app:shutdown`'s.
     # Ends come from these, so a run replayed from a spool keeps its real length.
     last_ns: int = 0
@@ -128,6 +140,8 @@ class RunState:
         )
         run.opener_pid = meta.get("opener_pid")
         run.tcp = not run.pids
+        owner = meta.get("foreign_owner")
+        run.foreign_owner = owner if isinstance(owner, str) else None
         last = meta.get("last_record_time")
         run.last_ns = iso_to_ns(last) if last else run.start_ns
         return run
@@ -147,6 +161,7 @@ class RunState:
             "argv": self.argv,
             "client_version": self.client_version,
             "opened_by": "daemon" if self.opened_by_daemon else "client",
+            **({"foreign_owner": self.foreign_owner} if self.foreign_owner else {}),
             "records": self.records,
             "counts": dict(sorted(self.counts.items())),
             "bytes": self.bytes,

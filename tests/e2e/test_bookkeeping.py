@@ -203,3 +203,60 @@ def test_a_spool_delivered_by_another_live_process_is_not_adopted_by_it(
     finally:
         relay.communicate("\n", timeout=30)
         assert daemon.stop() == 0
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_a_reconnecting_fluent_tcp_client_carries_on_its_run(
+    log_root: Path, socket_dir: Path
+) -> None:
+    """fluent-logger (PyPI) over TCP opens a new connection after each close and after a
+    daemon restart; within the grace period it is still the same run."""
+    from fluent import sender
+
+    port = free_port()
+
+    def emit(message: str) -> None:
+        client = sender.FluentSender("shop", host="127.0.0.1", port=port)
+        assert client.emit("web", {"message": message}), client.last_error
+        client.close()
+
+    def main_logs() -> list[Path]:
+        runs = log_root / "shop" / "runs"
+        return sorted(p for p in runs.glob("*/main.log") if not p.parent.is_symlink())
+
+    def lines() -> list[int]:
+        return [p.read_text().count("\n") for p in main_logs()]
+
+    daemon = start_daemon(log_root, socket_dir, args=("--tcp", f"127.0.0.1:{port}"))
+    try:
+        emit("one")
+        wait_for(lambda: lines() == [1])
+        emit("two")  # a new connection from a new port
+        wait_for(lambda: lines() == [2])
+    finally:
+        assert daemon.stop() == 0
+    daemon = start_daemon(log_root, socket_dir, args=("--tcp", f"127.0.0.1:{port}"))
+    try:
+        emit("three")
+        wait_for(lambda: sum(lines()) == 3)
+        assert lines() == [3], "one run across reconnects and a daemon restart"
+        assert [line.rsplit(" - ", 1)[1] for line in main_logs()[0].read_text().splitlines()] == [
+            "one",
+            "two",
+            "three",
+        ]
+    finally:
+        assert daemon.stop() == 0
+    # Counts reach metadata.json and the registry every 10 s, and at a clean stop.
+    meta = json.loads((main_logs()[0].parent / "metadata.json").read_text())
+    assert meta["records"] == 3
+    assert meta["end_time"] is None, "still open: within the TCP grace period"
+    assert meta["opened_by"] == "daemon"

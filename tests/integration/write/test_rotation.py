@@ -260,7 +260,7 @@ def test_a_failed_batch_that_rotated_midway_is_cut_back_exactly(tmp_path: Path) 
     limits = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (8000, limits[1]))
     try:
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match="too large"):
             sinks.write_many(batch)  # call_x.log rotates twice, then the big file fails
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, limits)

@@ -15,8 +15,8 @@ RUN = "20251105_143052_a1b2c3d4"
 X, Y = 4001, 4002  # pids
 
 
-def rec(t: float, *, pid: int | None = X, **fields: Any) -> Record:
-    return Record(int(t * S), "app", "agent", "INFO", 20, "m", run_id=RUN, pid=pid, **fields)
+def rec(t: float, *, pid: int | None = X, run_id: str | None = RUN, **fields: Any) -> Record:
+    return Record(int(t * S), "app", "agent", "INFO", 20, "m", run_id=run_id, pid=pid, **fields)
 
 
 def unix(conn: int, pid: int) -> Peer:
@@ -78,3 +78,53 @@ def test_a_session_carries_on_from_its_stored_row() -> None:
     assert session.end_reason is None
     fresh = reg.note_session(rec(50, session_id="s2"), RUN, 60 * S)
     assert (fresh.records, fresh.runs, fresh.first_ns) == (1, [RUN], 50 * S)
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "same"),
+    [
+        pytest.param(
+            Peer(1, "tcp", address="10.0.0.5:40001"),
+            Peer(2, "tcp", address="10.0.0.5:40002"),
+            True,
+            id="tcp-reconnect-from-a-new-port",
+        ),
+        pytest.param(
+            Peer(1, "tcp", address="[::1]:40001"),
+            Peer(2, "tcp", address="[::1]:40002"),
+            True,
+            id="tcp-ipv6",
+        ),
+        pytest.param(
+            Peer(1, "tcp", address="10.0.0.5:40001"),
+            Peer(2, "tcp", address="10.0.0.6:40001"),
+            False,
+            id="tcp-another-host",
+        ),
+        pytest.param(unix(1, X), unix(2, X), True, id="unix-same-process"),
+        pytest.param(unix(1, X), unix(2, Y), False, id="unix-another-process"),
+    ],
+)
+def test_a_foreign_client_keeps_its_run_across_connections(
+    first: Peer, second: Peer, same: bool
+) -> None:
+    reg = registry({X, Y})
+    one, _ = reg.run_for(rec(10, run_id=None, pid=None), first, 10 * S)
+    assert reg.connection_closed(first.conn_id, by_daemon=False, now_ns=11 * S) == []
+    two, _ = reg.run_for(rec(20, run_id=None, pid=None), second, 20 * S)
+    assert (one is two) is same
+
+
+def test_a_foreign_tcp_run_ends_after_the_grace_period() -> None:
+    reg = registry(set())
+    peer = Peer(1, "tcp", address="10.0.0.5:40001")
+    run, _ = reg.run_for(rec(10, run_id=None, pid=None), peer, 10 * S)
+    reg.note_record(run, rec(10, run_id=None, pid=None))
+    reg.connection_closed(1, by_daemon=False, now_ns=11 * S)
+    assert reg.tick(70 * S) == []
+    assert reg.tick(72 * S) == [run]
+    assert run.end_reason == "disconnected"
+    later, _ = reg.run_for(
+        rec(80, run_id=None, pid=None), Peer(2, "tcp", address="10.0.0.5:1"), 80 * S
+    )
+    assert later is not run
