@@ -18,7 +18,13 @@ from logd.index.registry import Registry
 from logd.index.states import RunState, SessionState
 from logd.index.store import RegistryStore
 
-__all__ = ["persisted_run", "persisted_session", "read_metadata", "recover_open_runs"]
+__all__ = [
+    "persisted_run",
+    "persisted_session",
+    "read_metadata",
+    "recover_open_runs",
+    "run_from_row",
+]
 
 # These lines came from the engine before this module existed; they keep its logger name.
 log = logging.getLogger("logd.engine")
@@ -37,13 +43,27 @@ def read_metadata(path: Path) -> dict[str, Any]:
     return data
 
 
+def run_from_row(root: Path, row: dict[str, Any]) -> RunState:
+    """A run as its registry row has it: committed with each batch that touched it, so
+    exact after a crash, where ``metadata.json`` may be up to 10 s behind. A row from
+    before the row held every field falls back to the file.
+
+    Raises:
+        OSError, ValueError, KeyError, TypeError: neither can be read.
+    """
+    try:
+        return RunState.from_metadata(row)
+    except (ValueError, KeyError, TypeError):
+        return RunState.from_metadata(read_metadata(root / str(row["path"]) / "metadata.json"))
+
+
 def persisted_run(store: RegistryStore, root: Path, app: str, run_id: str) -> RunState | None:
-    """A run this daemon does not hold in memory, from its registry row and metadata."""
+    """A run this daemon does not hold in memory, from its registry row."""
     row = store.get_run(app, run_id)
     if row is None:
         return None
     try:
-        return RunState.from_metadata(read_metadata(root / str(row["path"]) / "metadata.json"))
+        return run_from_row(root, row)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -77,12 +97,11 @@ def recover_open_runs(
     """
     rows = []
     for row in store.open_runs():
-        meta_path = root / str(row["path"]) / "metadata.json"
         try:
-            run = RunState.from_metadata(read_metadata(meta_path))
+            run = run_from_row(root, row)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning(
-                "run %s/%s: unreadable metadata.json (%s); left as it is",
+                "run %s/%s: unreadable registry row and metadata.json (%s); left as it is",
                 row["app"],
                 row["run_id"],
                 exc,

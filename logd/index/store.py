@@ -93,10 +93,13 @@ class RegistryStore:
         sessions: Sequence[SessionRow] = (),
         calls: Sequence[CallRow] = (),
         producers: Sequence[tuple[str, int, int]] = (),
+        batch_done: bool = False,
     ) -> None:
         """Upsert runs, sessions, calls and producer marks in ONE transaction.
 
         `producers` are `(producer, seq, now_ns)`: the highest chunk written per producer.
+        With `batch_done`, the same transaction drops the batch's intent
+        (`begin_batch`): the batch is committed.
 
         Raises:
             KeyError: a run mapping lacks ``app``, ``run_id``, ``start_time`` or ``path``.
@@ -107,14 +110,58 @@ class RegistryStore:
         run_values = [run_params(meta) for meta in runs]
         session_values = [session_params(row) for row in sessions]
         call_values = [call_params(row) for row in calls]
-        if not (run_values or session_values or call_values or producers):
+        if not (run_values or session_values or call_values or producers or batch_done):
             return
         self._transaction(
             (UPSERT_RUN, run_values),
             (UPSERT_SESSION, session_values),
             (UPSERT_PRODUCER, list(producers)),
             (UPSERT_CALL, call_values),
+            ("DELETE FROM pending_batch", [()] if batch_done else []),
         )
+
+    # --- the batch intent ----------------------------------------------------------
+
+    def begin_batch(self, files: Sequence[tuple[str, int, int]], events_after: int) -> None:
+        """Record what a batch is about to write, before it writes.
+
+        `files` are `(path, inode, size)` of each file as the batch finds it, and
+        `events_after` the highest event id so far (kept under the path ``""``). Until
+        `write(batch_done=True)` commits the batch, a crash leaves this behind for
+        `pending_batch()` at the next start.
+        """
+        rows = [*files, ("", 0, events_after)]
+        self._transaction(
+            ("DELETE FROM pending_batch", [()]),
+            ("INSERT INTO pending_batch (path, ino, size) VALUES (?, ?, ?)", rows),
+        )
+
+    def pending_batch(self) -> tuple[list[tuple[str, int, int]], int] | None:
+        """The intent of a batch that never committed: its files and the event id to
+        keep up to; None when the last batch committed."""
+        rows = self._conn.execute("SELECT path, ino, size FROM pending_batch").fetchall()
+        if not rows:
+            return None
+        files = [(str(p), int(i), int(s)) for p, i, s in rows if p]
+        events_after = next((int(s) for p, _, s in rows if not p), 0)
+        return files, events_after
+
+    def abandon_batch(self, events_after: int) -> int:
+        """Forget an uncommitted batch: drop its event rows and its intent. Returns how
+        many event rows went (its files are cut back by the caller)."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            gone = self._conn.execute("DELETE FROM events WHERE id > ?", [events_after]).rowcount
+            self._conn.execute("DELETE FROM pending_batch")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+        return int(gone)
+
+    def max_event_id(self) -> int:
+        row = self._conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
+        return int(row[0])
 
     def delete_paths(self, paths: Collection[str]) -> int:
         """Forget rows whose file or folder cleanup deleted; returns how many went.

@@ -38,6 +38,11 @@ __all__ = [
 SessionEnd = Literal["ended", "idle"]
 
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS pending_batch (
+    path TEXT PRIMARY KEY,
+    ino INTEGER NOT NULL,
+    size INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS producers (
     producer TEXT PRIMARY KEY,
     seq INTEGER NOT NULL,

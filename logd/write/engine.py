@@ -26,6 +26,7 @@ from logd.index.registry import Registry, pid_alive
 from logd.index.states import CallState, Peer, RunState, SessionState
 from logd.retention import maintenance
 from logd.write.dedup import ChunkKey, Dedup, chunk_key, highest
+from logd.write.intent import cut_back
 from logd.write.jobs import ConnClosed, Ingest, Job, Maintain, Tick
 from logd.write.records import Normalizer, Record, Unroutable
 from logd.write.routing import (
@@ -116,7 +117,25 @@ class Engine:
         self.published: list[dict[str, Any]] = []
         # [[forward]] output buffers (set by the server): fed after each commit.
         self.forward: Hub | None = None
+        self._cut_back_uncommitted()
         recover_open_runs(self.store, self.registry, self.root, clock_ns(), self._write_metadata)
+
+    def _cut_back_uncommitted(self) -> None:
+        """A crash left a batch half written and unacknowledged: undo it, so the resent
+        batch is written once."""
+        pending = self.store.pending_batch()
+        if pending is None:
+            return
+        files, events_after = pending
+        cut = cut_back(self.root, files)
+        gone = self.store.abandon_batch(events_after)
+        if cut or gone:
+            log.warning(
+                "cut %d file(s) and %d event row(s) back to the last committed batch "
+                "(the daemon stopped in the middle of one; its producers send it again)",
+                len(cut),
+                gone,
+            )
 
     @property
     def layout(self) -> Layout:
@@ -147,6 +166,11 @@ class Engine:
             if self.registry.newest.get(run.app) is run:
                 point_current(self.root / safe_name(run.app) / "runs", safe_name(run.run_id))
         try:
+            if batch.lines.by_path:
+                # Before any line: where the files stand, so a crash before the commit
+                # below is cut back at the next start (write/intent.py).
+                intent = self.sinks.intent(batch.lines)
+                self.store.begin_batch(intent, self.store.max_event_id())
             written = self.sinks.write_many(batch.lines)
             self.sinks.sync()
             for path, count in written.items():
@@ -156,6 +180,15 @@ class Engine:
                     owner.files.add(path.rsplit("/", 1)[1])
             run_rows += [self._write_metadata(run, now) for run in batch.ended_runs]
             run_rows += [self._write_metadata(run, now) for run in self.registry.due_metadata(now)]
+            # Every run the batch touched gets its registry row in the batch's commit, so
+            # the registry's counts are exact even after a crash (metadata.json follows
+            # every 10 s, and is rewritten from the row at the next start).
+            listed = {(row["app"], row["run_id"]) for row in run_rows}
+            run_rows += [
+                {**run.metadata(self.layout.utc), "path": folder}
+                for folder, run in batch.run_dirs.items()
+                if (run.app, run.run_id) not in listed
+            ]
             if batch.rows:
                 self.index.insert_many(batch.rows)
             self.store.write(
@@ -163,6 +196,7 @@ class Engine:
                 sessions=[s.row() for s in batch.sessions.values()],
                 calls=[c.row() for c in batch.calls.values()],
                 producers=[(p, seq, now) for p, seq in highest(batch.chunks).items()],
+                batch_done=bool(batch.lines.by_path),
             )
         except (OSError, sqlite3.Error) as exc:
             self.sinks.rollback()

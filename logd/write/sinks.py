@@ -133,6 +133,18 @@ class Sinks:
             raise
         return written
 
+    def intent(self, lines: Lines) -> list[tuple[str, int, int]]:
+        """Where each file of a batch stands before the batch: `(path, inode, size)`.
+
+        Opens (and creates) the files, so it raises the `OSError`s `write_many` would.
+        """
+        stand = []
+        for path, batch in lines.by_path.items():
+            if batch:
+                fd = self._fd(path)
+                stand.append((path, os.fstat(fd).st_ino, self._sizes[path]))
+        return stand
+
     def _append(self, path: str, data: bytes, today: str) -> None:
         """One `write(2)` loop of whole lines, remembered so `rollback()` can undo it."""
         fd = self._fd(path)

@@ -118,7 +118,9 @@ async def test_rotate_on_demand(server: LogdServer) -> None:
     await producer.log([rec("after")], chunk="r2")
     await producer.aclose()
     run_dir = server.config.root / "cyc" / "runs" / RUN
-    assert (run_dir / "main.log.1.gz").exists()
+    with trio.fail_after(10):  # the copy is gzipped in a background thread
+        while not (run_dir / "main.log.1.gz").exists():
+            await trio.sleep(0.01)
     assert read_lines(run_dir / "main.log")[0].endswith("after")
 
 
