@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from logd.index.registry import Registry
-from logd.index.states import RunState, SessionState
+from logd.index.states import CallState, RunState, SessionState
 from logd.index.store import RegistryStore
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "persisted_session",
     "read_metadata",
     "recover_open_runs",
+    "reset_to_committed",
     "run_from_row",
 ]
 
@@ -122,3 +123,47 @@ def recover_open_runs(
     if rows:
         store.write(runs=rows)
         log.info("%d run(s) left open by the previous daemon ended as lost", len(rows))
+
+
+def reset_to_committed(
+    store: RegistryStore,
+    root: Path,
+    *,
+    runs: Iterable[RunState],
+    sessions: Iterable[SessionState],
+    calls: Iterable[CallState],
+) -> None:
+    """A batch failed (the disk refused) and its producers will send it again: put the
+    counts it added back to what the registry holds, which is the last committed batch's
+    (every unit a batch touches has its row committed with it). Else the resend would
+    be counted twice. Units the batch created start again from zero; connections,
+    pids and ends stay as they are.
+    """
+    for run in runs:
+        row = store.get_run(run.app, run.run_id)
+        stored = None
+        if row is not None:
+            try:
+                stored = run_from_row(root, row)
+            except (OSError, ValueError, KeyError, TypeError):
+                stored = None
+        if stored is None:
+            run.records, run.counts, run.bytes, run.files = 0, {}, 0, set()
+            run.dropped_by_client = 0
+            continue
+        run.records, run.counts, run.bytes = stored.records, stored.counts, stored.bytes
+        run.files, run.dropped_by_client = stored.files, stored.dropped_by_client
+        run.start_ns, run.last_ns = stored.start_ns, stored.last_ns
+    for session in sessions:
+        kept = persisted_session(store, session.app, session.session_id, session.seen_ns)
+        if kept is None:
+            session.records, session.runs = 0, []
+            continue
+        session.records, session.runs = kept.records, kept.runs
+        session.first_ns, session.last_ns = kept.first_ns, kept.last_ns
+    for call in calls:
+        call_row = store.get_call(call.app, call.call_id, call.day)
+        if call_row is None:
+            call.records = call.errors = 0
+            continue
+        call.records, call.errors = int(call_row["records"]), int(call_row["errors"])

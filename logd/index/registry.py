@@ -57,8 +57,11 @@ class Registry:
         owner = None
         if run_id is None:
             owner = peer.owner
-            run_id = self._foreign.get((record.app, owner))
-            if run_id is None or not self.runs[(record.app, run_id)].active:
+            found = self._foreign.get((record.app, owner))
+            known = self.runs.get((record.app, found)) if found is not None else None
+            if found is not None and known is not None and known.active:
+                run_id = found
+            else:
                 run_id = new_run_id(now_ns, self.utc)
                 self._foreign[(record.app, owner)] = run_id
         key = (record.app, run_id)

@@ -21,7 +21,12 @@ from logd.config import Config, Layout
 from logd.index.eventline import EventRow
 from logd.index.names import safe_name
 from logd.index.rebuild import open_or_rebuild
-from logd.index.recovery import persisted_run, persisted_session, recover_open_runs
+from logd.index.recovery import (
+    persisted_run,
+    persisted_session,
+    recover_open_runs,
+    reset_to_committed,
+)
 from logd.index.registry import Registry, pid_alive
 from logd.index.states import CallState, Peer, RunState, SessionState
 from logd.retention import maintenance
@@ -200,6 +205,13 @@ class Engine:
             )
         except (OSError, sqlite3.Error) as exc:
             self.sinks.rollback()
+            reset_to_committed(
+                self.store,
+                self.root,
+                runs=batch.run_dirs.values(),
+                sessions=batch.sessions.values(),
+                calls=batch.calls.values(),
+            )
             self.totals.write_errors += 1
             self.totals.last_error = f"write failed: {exc}"
             if isinstance(exc, OSError):

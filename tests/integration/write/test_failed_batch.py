@@ -1,0 +1,85 @@
+"""A batch the disk refuses is sent again by its producers: it must be written once and
+counted once, in the run's, the session's and the call's books alike."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from logd_client import wire
+
+from logd.index.states import Peer
+from logd.index.store import RegistryStore
+from logd.write.engine import Engine
+from logd.write.jobs import Ingest
+from tests.helpers import make_config, read_lines
+
+RUN = "20251105_143052_a1b2c3d4"
+
+
+def message(seq: int, n: int = 100) -> Ingest:
+    base = 1_764_000_000_000_000_000 + seq * n * 1_000_000
+    entries = []
+    for i in range(n):
+        record: dict[str, Any] = {"msg": "x" * 100, "app": "a", "run_id": RUN, "level": "INFO"}
+        if i % 2:
+            record["session_id"] = "s1"
+        else:
+            record["call_id"] = "c1"
+        entries.append((base + i * 1_000_000, record))
+    peer = Peer(1, "unix", pid=os.getpid())
+    return Ingest(peer, wire.Entries("a", entries, {"chunk": f"{'ab' * 8}:{seq}"}, []))
+
+
+@pytest.fixture
+def file_size_limit() -> Iterator[None]:
+    """Writes past 15 kB fail with EFBIG (SIGXFSZ ignored, as the daemon does) until the
+    test lifts the limit again by leaving the block."""
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+def test_a_refused_batch_is_counted_once_when_it_comes_again(
+    tmp_path: Path, file_size_limit: None
+) -> None:
+    engine = Engine(make_config(tmp_path / "root", tmp_path))
+    engine.process([message(0)])
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (15000, limits[1]))
+    with pytest.raises(OSError, match=r"too large|disk I/O"):
+        engine.process([message(1)])
+    resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+    engine.process([message(1)])  # the producer's resend
+    engine.process([message(2)])
+    root = tmp_path / "root" / "a"
+    run_lines = read_lines(root / "runs" / RUN / "main.log")
+    session_lines = read_lines(root / "sessions" / "session_s1.jsonl")
+    (call_file,) = root.glob("calls/*/bot_unknown/call_c1.log")
+    call_lines = read_lines(call_file)
+    assert (len(run_lines), len(session_lines), len(call_lines)) == (150, 150, 150)
+    run = engine.registry.runs[("a", RUN)]
+    assert run.records == 300, "what the run saw, calls included, once"
+    assert engine.registry.sessions[("a", "s1")].records == 150
+    assert engine.registry.calls[("a", "c1")].records == 150
+    engine.close()
+    meta = json.loads((root / "runs" / RUN / "metadata.json").read_text())
+    assert meta["records"] == 300
+    store = RegistryStore(tmp_path / "root" / "index.sqlite3")
+    try:
+        (session,) = store.list_sessions(app="a")
+        call = store.get_call("a", "c1")
+        (run_row,) = store.list_runs(app="a")
+    finally:
+        store.close()
+    assert (run_row["records"], session["records"], call and call["records"]) == (300, 150, 150)
