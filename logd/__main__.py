@@ -20,6 +20,7 @@ from logd.config import Config, ConfigError, load_config
 from logd.ingest.listeners import StartupError
 from logd.server import LogdServer, serve_logd
 from logd.systemd import Notifier, listen_fds, status_text
+from logd.write.rootlock import RootLock, RootUnavailable, lock_root
 
 log = logging.getLogger("logd")
 # Net allocations between young-generation collections (the default is 700).
@@ -85,6 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"logd: {exc}", file=sys.stderr)
         return 2
     try:
+        # Before logging: a refused daemon must not write into the running one's logd.log.
+        root_lock = lock_root(config.root)
+    except RootUnavailable as exc:
+        print(f"logd: cannot start: {exc}", file=sys.stderr)
+        return 1
+    try:
         _setup_logging(config.root, verbose=args.verbose)
     except OSError as exc:
         print(f"logd: cannot write to {config.root}: {exc.strerror}", file=sys.stderr)
@@ -99,14 +106,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot start: %s", exc)
         return 1
     _tune_gc()
-    failures: list[BaseException] = []
+    failures: list[str] = []
     try:
-        trio.run(_serve_until_signal, config, inherited, read_config)
+        trio.run(_serve_until_signal, config, inherited, read_config, root_lock)
     except* StartupError as group:
-        failures.extend(group.exceptions)
+        failures = startup_failures(group)
     for failure in failures:
         log.error("cannot start: %s", failure)
     return 1 if failures else 0
+
+
+def startup_failures(error: BaseException) -> list[str]:
+    """The messages of the `StartupError`s in `error`, however deeply trio's nurseries
+    nested them in exception groups, each once and in order."""
+    if isinstance(error, BaseExceptionGroup):
+        nested = [startup_failures(inner) for inner in error.exceptions]
+        return list(dict.fromkeys(message for messages in nested for message in messages))
+    return [str(error)] if isinstance(error, StartupError) else []
 
 
 def _tune_gc() -> None:
@@ -122,8 +138,10 @@ async def _serve_until_signal(
     config: Config,
     inherited: dict[str, list[stdsocket.socket]] | None = None,
     read_config: Callable[[], Config] | None = None,
+    root_lock: RootLock | None = None,
 ) -> None:
-    server = LogdServer(config, inherited=inherited, notifier=Notifier(os.environ))
+    notifier = Notifier(os.environ)
+    server = LogdServer(config, inherited=inherited, notifier=notifier, root_lock=root_lock)
     server.read_config = read_config
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import socket as stdsocket
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -26,13 +27,14 @@ from logd import __version__
 from logd.config import Config
 from logd.control.server import ControlServer
 from logd.forward.service import Forwarding
-from logd.index.states import Peer
+from logd.index.states import Peer, Transport
 from logd.ingest.connections import Connections
-from logd.ingest.listeners import Listeners, Listening, StartupError, describe, refuse_if_in_use
+from logd.ingest.listeners import Listeners, Listening, StartupError, describe
 from logd.ingest.orphans import deliver_orphans
 from logd.systemd import Notifier, status_text
-from logd.write.engine import Engine, ensure_root
+from logd.write.engine import Engine
 from logd.write.jobs import Ingest, Job, Maintain, Tick
+from logd.write.rootlock import RootLock, RootUnavailable, lock_root
 
 log = logging.getLogger("logd.server")
 
@@ -53,8 +55,10 @@ class LogdServer:
         engine_factory: Callable[[Config], Engine] = Engine,
         inherited: dict[str, list[stdsocket.socket]] | None = None,
         notifier: Notifier | None = None,
+        root_lock: RootLock | None = None,
     ):
         self.config = config
+        self.root_lock = root_lock
         self.engine_factory = engine_factory
         self.engine: Engine | None = None
         self.stop_requested = trio.Event()
@@ -114,24 +118,52 @@ class LogdServer:
     async def serve(
         self, *, task_status: trio.TaskStatus[Listening] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        """Lock the root, open the index and the sockets, then run until a stop request.
+
+        Raises:
+            StartupError: the daemon cannot start as configured; nothing was left behind.
+        """
         config = self.config
-        ensure_root(config.root)
-        if not self.listeners.ingest_inherited:
-            await refuse_if_in_use(config.listen.socket)
-        # Recover the registry before listening: a client that can connect may already
-        # ask (through logd-ctl) about runs the previous daemon left open.
-        self.engine = engine = await trio.to_thread.run_sync(self.engine_factory, config)
         try:
-            if config.forward:
-                self.forwarding = await self._open_forwarding(engine)
-            listeners, listening = await self.listeners.open_ingest(config)
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(engine.close)
-                if self.forwarding is not None:
-                    await trio.to_thread.run_sync(self.forwarding.close)
-            raise
+            root_lock = self.root_lock or lock_root(config.root)
+        except RootUnavailable as exc:
+            raise StartupError(str(exc)) from None
+        try:
+            await self.listeners.check_free(config)
+            # Recover the registry before listening: a client that can connect may already
+            # ask (through logd-ctl) about runs the previous daemon left open.
+            try:
+                engine = await trio.to_thread.run_sync(self.engine_factory, config)
+            except (OSError, sqlite3.Error) as exc:
+                raise StartupError(f"cannot open the log tree in {config.root}: {exc}") from exc
+            self.engine = engine
+            listeners: list[tuple[trio.abc.Listener[Any], Transport]] = []
+            try:
+                if config.forward:
+                    self.forwarding = await self._open_forwarding(engine)
+                listeners, listening = await self.listeners.open_ingest(config)
+                control = await self.listeners.open_control(config)
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    for listener, _ in listeners:
+                        await listener.aclose()
+                    await self._close(engine)
+                raise
+            await self._run(engine, listeners, listening, control, task_status)
+        finally:
+            root_lock.release()
+
+    async def _run(
+        self,
+        engine: Engine,
+        listeners: list[tuple[trio.abc.Listener[Any], Transport]],
+        listening: Listening,
+        control: tuple[trio.SocketListener, str],
+        task_status: trio.TaskStatus[Listening],
+    ) -> None:
+        control_listener, control_name = control
         self.listener_names = [f"ingest {name}" for name in describe(listening).split(", ")]
+        self.listener_names.append(control_name)
         send, recv = trio.open_memory_channel[tuple[Job, trio.Event | None]](WRITER_QUEUE)
         self._send = send
         try:
@@ -157,12 +189,8 @@ class LogdServer:
                             "logd %s listening on %s; writing to %s",
                             __version__,
                             describe(listening),
-                            config.root,
+                            self.config.root,
                         )
-                        control_listener, control_name = await self.listeners.open_control(
-                            self.config
-                        )
-                        self.listener_names.append(control_name)
                         nursery.start_soon(self.control.serve, control_listener)
                         task_status.started(listening)
                         nursery.start_soon(self._deliver_spools)
@@ -189,12 +217,16 @@ class LogdServer:
                         await send.aclose()
         finally:
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(engine.close)
-                if self.forwarding is not None:
-                    await trio.to_thread.run_sync(self.forwarding.close)
-                self.listeners.close()
-                self.notifier.close()
+                await self._close(engine)
                 log.info("stopped")
+
+    async def _close(self, engine: Engine) -> None:
+        """Close the engine, the output buffers and the sockets (call shielded)."""
+        await trio.to_thread.run_sync(engine.close)
+        if self.forwarding is not None:
+            await trio.to_thread.run_sync(self.forwarding.close)
+        self.listeners.close()
+        self.notifier.close()
 
     def statistics(self) -> dict[str, Any]:
         totals = self.engine.totals if self.engine else None

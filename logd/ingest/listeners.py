@@ -95,7 +95,10 @@ def _existing_socket(path: Path) -> bool:
     """Check the socket path is usable; True when a (maybe stale) socket is already there."""
     if len(os.fsencode(path)) > SUN_PATH_MAX:
         raise StartupError(f"socket path is longer than {SUN_PATH_MAX} bytes: {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(f"cannot create {path.parent}: {exc.strerror}") from exc
     if not (path.exists() or path.is_symlink()):
         return False
     if not path.is_socket():
@@ -188,6 +191,17 @@ class Listeners:
     def ingest_inherited(self) -> bool:
         """Whether systemd passed the ingest sockets (then nothing is bound for ingest)."""
         return bool(self._inherited_ingest)
+
+    async def check_free(self, config: Config) -> None:
+        """Fail early when another daemon serves our socket paths, before touching anything.
+
+        Raises:
+            StartupError: a socket path is in use or unusable.
+        """
+        if not self._inherited_ingest:
+            await refuse_if_in_use(config.listen.socket)
+        if self._inherited_control is None:
+            await refuse_if_in_use(config.listen.control)
 
     async def open_ingest(
         self, config: Config

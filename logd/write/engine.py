@@ -8,13 +8,11 @@ trio side never touches the disk.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from logd.config import Config, Layout
@@ -459,11 +457,3 @@ class Engine:
         finally:
             self.index.close()
             self.store.close()
-
-
-def ensure_root(root: Path) -> None:
-    """Create the root and check it is writable, so a bad root fails at start."""
-    root.mkdir(parents=True, exist_ok=True)
-    probe = root / f".probe.{os.getpid()}"
-    probe.write_bytes(b"")
-    probe.unlink()

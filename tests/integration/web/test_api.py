@@ -8,6 +8,7 @@ import gzip
 import http.client
 import json
 import os
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,7 +24,7 @@ from logd.__main__ import main
 from logd.config import Config
 from logd.server import LogdServer, serve_logd
 from logd.web import WebSettings
-from logd.web.server import serve_web
+from logd.web.server import install_hint, serve_web
 from tests.integration.control.test_control import Ctl
 from tests.integration.test_server import RUN, Producer, rec
 
@@ -391,13 +392,29 @@ def test_cli_refuses_to_listen_off_loopback_without_a_token(
 def test_cli_without_the_extra_says_how_to_install_it(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "starlette" else real(name)
-    )
+    # None in sys.modules makes the import fail as if starlette were not installed.
+    monkeypatch.setitem(sys.modules, "starlette", None)
     assert main(["web"]) == 2
-    assert (
-        capsys.readouterr().err.strip() == "logd web needs the web extra: pip install 'logd[web]'"
+    err = capsys.readouterr().err
+    assert err.startswith("logd web needs the web extra (starlette, hypercorn): ")
+    assert " -m pip install " in err
+    assert err.count("\n") == 1
+
+
+def test_install_hint_for_a_checkout_and_for_an_installed_copy(tmp_path: Path) -> None:
+    checkout = tmp_path / "src"
+    (checkout / "logd").mkdir(parents=True)
+    (checkout / "client").mkdir()
+    (checkout / "pyproject.toml").write_text("[project]\n", encoding="utf-8")
+    prefix = "logd web needs the web extra (starlette, hypercorn): "
+    assert install_hint(checkout / "logd", checkout, "python3") == (
+        f'{prefix}python3 -m pip install -e "./client" -e ".[web]"'
+    )
+    assert install_hint(checkout / "logd", tmp_path, "/venv/bin/python") == (
+        f'{prefix}/venv/bin/python -m pip install -e "{checkout}/client" -e "{checkout}[web]"'
+    )
+    site = tmp_path / "site-packages"
+    (site / "logd").mkdir(parents=True)
+    assert install_hint(site / "logd", tmp_path, "python3") == (
+        f'{prefix}python3 -m pip install "logd[web]"'
     )
