@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,3 +36,18 @@ def tree(root: Path) -> list[str]:
 
 def read_lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines()
+
+
+def read_rotated_lines(path: Path) -> list[bytes]:
+    """The lines of a log file and of its rotated copies (`main.log.1`, `main.log.2.gz`…),
+    oldest first."""
+    copies: list[tuple[int, Path]] = []
+    for copy in path.parent.iterdir():
+        found = re.fullmatch(re.escape(path.name) + r"(?:\.(\d+))?(\.gz)?", copy.name)
+        if found:
+            copies.append((-int(found[1] or 0), copy))
+    lines: list[bytes] = []
+    for _, copy in sorted(copies):
+        data = copy.read_bytes()
+        lines += (gzip.decompress(data) if copy.suffix == ".gz" else data).splitlines()
+    return lines

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from .batch import RECORD_OVERHEAD_BYTES, Item, approx_bytes
+from .oversize import fit_record, human_bytes, record_budget
 from .spooler import Spooler
 
 # Why records were dropped, as the `logd:dropped` report's message says.
@@ -39,10 +40,18 @@ class Intake:
         spooler: the spool files (owned from now on).
         wake: called under the lock when the sender thread must look again.
         max_records, max_bytes: memory bounds; spooling starts at 3/4 of either.
+        max_message_bytes: the daemon's limit on a message; a record too large for one
+            is cut down to fit (`oversize`).
     """
 
     def __init__(
-        self, *, spooler: Spooler, wake: Callable[[], None], max_records: int, max_bytes: int
+        self,
+        *,
+        spooler: Spooler,
+        wake: Callable[[], None],
+        max_records: int,
+        max_bytes: int,
+        max_message_bytes: int,
     ) -> None:
         # Reentrant, as logging's own handler locks are: a signal handler that logs while
         # this thread is inside put() must not deadlock.
@@ -56,12 +65,16 @@ class Intake:
         # test of _high() for the record about to be added, with integers: 4h >= 3m).
         self._calm_records = -(-3 * max_records // 4) - 1
         self._calm_bytes = -(-3 * max_bytes // 4)
+        self.max_message_bytes = max_message_bytes
+        # put() measures a record exactly only when its estimate is above this: the
+        # estimate counts every character of its strings, and a few hundred bytes more.
+        self._fit_above = record_budget(max_message_bytes, "")
         self.pending: deque[Item] = deque()
         self.pending_bytes = 0
         self.inflight_records = self._inflight_bytes = 0
         # Records taken from `pending` and being encoded or spooled, outside the lock.
         self._building_count = self._building_bytes = 0
-        self.seq = self.dropped = 0
+        self.seq = self.dropped = self.truncated = 0
         self._drop_report: dict[str, Any] | None = None
         self._drop_reasons: dict[str, int] = {}  # what the open drop report counts
         self._last_tag = "logd"
@@ -84,6 +97,10 @@ class Intake:
         """Queue a record, or drop one (see `Transport.enqueue()`, also for the arguments)."""
         if size < 0:
             size = approx_bytes(record)
+        if size > self._fit_above:
+            fitted = self.fit(tag, record)
+            if fitted is not None:
+                record, size = fitted, approx_bytes(fitted)
         warn = accepted = False
         # acquire/release rather than `with`: half the cost, paid by every record.
         self._acquire()
@@ -143,6 +160,24 @@ class Intake:
             self._spool_wanted = True
             self.sleeping = True  # put() wakes the sender, sleeping or not
         return accepted, warn
+
+    def fit(self, tag: str, record: dict[str, Any]) -> dict[str, Any] | None:
+        """A copy of `record` cut to fit in a message alone, or None if it fits already
+        or cannot be made to fit. Counts the cut and warns about the first one."""
+        budget = record_budget(self.max_message_bytes, tag)
+        fitted = fit_record(record, budget)
+        if fitted is None or not fitted[1]:
+            return None
+        with self.lock:
+            self.truncated += 1
+        self.warn_once(
+            "truncated",
+            f"logd_client: a record was larger than a message to the daemon may be "
+            f"({human_bytes(self.max_message_bytes)}); {human_bytes(fitted[1])} of it were "
+            "cut, marked '… [truncated …]' where they were. Counted in "
+            "statistics().truncated_records.",
+        )
+        return fitted[0]
 
     def count_failure(self) -> None:
         """Count a record the caller could not even build (it is lost)."""

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Final
 
 from . import spool
-from .batch import Batch, Item, encode_items, frame, take_run
+from .batch import Batch, Item, approx_bytes, encode_items, frame, take_run
 from .intake import DAMAGED_SPOOL, UNENCODABLE, Intake
 from .spooler import Spooler
 
@@ -53,11 +53,16 @@ class Outbox(Intake):
         max_message_bytes: int,
         window: int,
     ) -> None:
-        super().__init__(spooler=spooler, wake=wake, max_records=max_records, max_bytes=max_bytes)
+        super().__init__(
+            spooler=spooler,
+            wake=wake,
+            max_records=max_records,
+            max_bytes=max_bytes,
+            max_message_bytes=max_message_bytes,
+        )
         self.producer_id = producer_id
         self._max_batch_records = max_batch_records
         self._max_batch_bytes = max_batch_bytes
-        self._max_message_bytes = max_message_bytes
         self._window = window
         # Below these, queued records wait for the messages in flight to be acked rather
         # than go out as a message of their own: see _sendable().
@@ -229,12 +234,18 @@ class Outbox(Intake):
             payload = encode_items(tag, items, chunk)
         except Exception:  # wire falls back on odd values; anything left is a lost record
             payload = None
-        if payload is not None and len(payload) <= self._max_message_bytes:
+        if payload is not None and len(payload) <= self.max_message_bytes:
             return [Batch(chunk, payload, items[0][0], len(items))]
         if len(items) == 1:
-            # Cannot be encoded, or too large even alone: the daemon would never take it.
+            # Too large even alone, though its estimate said otherwise (put() cuts those):
+            # cut it now. Else, or if it cannot be encoded, the daemon would never take it.
+            seq, _, time_ns, record, levelno, _, plain = items[0]
+            fitted = self.fit(tag, record) if payload is not None else None
+            if fitted is not None:
+                item = (seq, tag, time_ns, fitted, levelno, approx_bytes(fitted), plain)
+                return self._encode(tag, [item])
             with self.lock:
-                self._note_drop(tag, items[0][3], reason=UNENCODABLE)
+                self._note_drop(tag, record, reason=UNENCODABLE)
             return []
         half = len(items) // 2
         return self._encode(tag, items[:half]) + self._encode(tag, items[half:])

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import spool
+from . import spool, wire
 from .address import Address
 from .outbox import Outbox
 from .sender import Sender
@@ -44,6 +44,7 @@ class TransportStatistics:
         inflight_messages: Forward messages sent and not yet acknowledged.
         acked_records: records of this transport the daemon acknowledged.
         dropped_records: records lost (bounds full, unencodable, damaged spool, closed).
+        truncated_records: records cut down to fit in a message, then sent.
         spooled_records: records written to this transport's spool files so far.
         spool_bytes: bytes of the spool files this transport holds now.
         orphan_records: records of exited processes' spools delivered by this transport.
@@ -59,6 +60,7 @@ class TransportStatistics:
     inflight_messages: int
     acked_records: int
     dropped_records: int
+    truncated_records: int
     spooled_records: int
     spool_bytes: int
     orphan_records: int
@@ -80,7 +82,9 @@ class Transport:
         max_batch_records: records per Forward message at most.
         max_batch_bytes: approximate encoded size per Forward message at most.
         max_message_bytes: a message that encodes larger is split, and a single record
-            that alone is larger is dropped, since the daemon would refuse it forever.
+            that alone is larger is cut down to fit (its message first, marked
+            ``… [truncated 3.1 MiB]``), since the daemon would refuse it forever. The
+            default is the daemon's default limit.
         window: unacknowledged messages allowed in flight. While one is, fewer than a
             quarter of `max_batch_records` (and of `max_batch_bytes`) queued records wait
             for its ack and then go out as one message.
@@ -106,7 +110,7 @@ class Transport:
         max_queue_bytes: int = 64 << 20,
         max_batch_records: int = 1000,
         max_batch_bytes: int = 1 << 20,
-        max_message_bytes: int = 8 << 20,
+        max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
         window: int = 8,
         ack_timeout_s: float = 10.0,
         backoff_initial_s: float = 0.05,
@@ -248,6 +252,7 @@ class Transport:
                 inflight_messages=len(box.inflight),
                 acked_records=box.acked_records,
                 dropped_records=box.dropped,
+                truncated_records=box.truncated,
                 spooled_records=box.spooled_records,
                 spool_bytes=box.spool_bytes,
                 orphan_records=box.orphan_records,

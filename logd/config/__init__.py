@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import platformdirs
+from logd_client.wire import DEFAULT_MAX_MESSAGE_BYTES
 
 from logd.config.forward import Forward, parse_forward
 from logd.config.locations import APP_NAME, find_config_file, first_dir, read_toml, user_runtime_dir
@@ -106,8 +107,9 @@ class Layout:
 class Limits:
     """Per-connection and per-daemon bounds."""
 
-    max_message_bytes: int = 16 * MiB
-    max_records: int = 100_000
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # what logd's client keeps within
+    # Messages are bounded by bytes, as Fluentd and Fluent Bit bound them; 0 = no count limit.
+    max_records: int = 0
     max_connections: int = 1024
     idle_timeout_s: float = 300
     session_idle_s: float = 3600
@@ -176,7 +178,7 @@ _SECTIONS: dict[str, Converters] = {
     "layout": {"utc": to_bool, "component_files": to_bool},
     "limits": {
         "max_message_bytes": to_bytes(1),
-        "max_records": to_int(1),
+        "max_records": to_int(0),
         "max_connections": to_int(1),
         "idle_timeout_s": to_number(unit_s=1, positive=True),
         "session_idle_s": to_number(unit_s=1, positive=True),

@@ -107,7 +107,7 @@ class Connections:
         self.total += 1
         limits = self._config().limits
         decoder = wire.ForwardDecoder(
-            max_message_bytes=limits.max_message_bytes, max_records=limits.max_records
+            max_message_bytes=limits.max_message_bytes, max_records=limits.max_records or None
         )
         by_daemon = False
         idle_deadline = trio.current_time() + limits.idle_timeout_s

@@ -5,7 +5,7 @@ thread or file, and never does I/O.
 """
 
 from .auth import encode_helo, encode_ping, encode_pong, password_digest, shared_key_digest
-from .decode import ForwardDecoder, MapDecoder, ResponseDecoder
+from .decode import DEFAULT_MAX_MESSAGE_BYTES, ForwardDecoder, MapDecoder, ResponseDecoder
 from .encode import encode_ack, encode_forward, encode_map, encode_message, encode_packed_forward
 from .messages import (
     Ack,
@@ -23,6 +23,7 @@ from .messages import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
     "Ack",
     "Closed",
     "Entries",

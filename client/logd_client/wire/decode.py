@@ -23,10 +23,10 @@ from .messages import (
 )
 from .parse import decode_forward_message, decode_map, decode_response, new_unpacker
 
-__all__ = ["ForwardDecoder", "MapDecoder", "ResponseDecoder"]
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "ForwardDecoder", "MapDecoder", "ResponseDecoder"]
 
-_DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-_DEFAULT_MAX_RECORDS = 100_000
+# The daemon's default limit on one message, which logd's client keeps its messages within.
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 _CLOSED = Closed()
 
 _Event = TypeVar("_Event")
@@ -209,20 +209,22 @@ class ForwardDecoder(_Decoder[Entries | Ping | Heartbeat]):
     Error handling: entries that are broken among valid ones are not fatal; they are listed in
     :attr:`Entries.invalid`. A message whose shape is wrong raises RemoteProtocolError with
     code ``bad-message``; others are ``malformed``, ``too-deep``, ``message-too-large``,
-    ``too-many-records`` and ``truncated``.
+    ``too-many-records`` (only with ``max_records``) and ``truncated``.
 
     Args:
         max_message_bytes: Largest message accepted, and the limit on decompressed entries.
-        max_records: Most entries accepted in one message.
+            Messages are bounded by bytes, as Fluentd and Fluent Bit bound them.
+        max_records: Most entries accepted in one message; None (the default) for no count
+            limit beyond what fits in ``max_message_bytes``.
     """
 
     def __init__(
         self,
         *,
-        max_message_bytes: int = _DEFAULT_MAX_MESSAGE_BYTES,
-        max_records: int = _DEFAULT_MAX_RECORDS,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_records: int | None = None,
     ) -> None:
-        if max_records < 1:
+        if max_records is not None and max_records < 1:
             raise ValueError(f"max_records must be positive, not {max_records}")
         super().__init__(max_message_bytes=max_message_bytes)
         self._max_records = max_records
@@ -238,7 +240,7 @@ class ResponseDecoder(_Decoder[Ack | Helo | Pong]):
         max_message_bytes: Largest message accepted.
     """
 
-    def __init__(self, *, max_message_bytes: int = _DEFAULT_MAX_MESSAGE_BYTES) -> None:
+    def __init__(self, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         super().__init__(max_message_bytes=max_message_bytes)
 
     def _interpret(self, obj: object) -> Ack | Helo | Pong:
@@ -254,7 +256,7 @@ class MapDecoder(_Decoder[dict[str, Any]]):
         max_message_bytes: Largest message accepted.
     """
 
-    def __init__(self, *, max_message_bytes: int = _DEFAULT_MAX_MESSAGE_BYTES) -> None:
+    def __init__(self, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         super().__init__(max_message_bytes=max_message_bytes)
 
     def _interpret(self, obj: object) -> dict[str, Any]:

@@ -245,7 +245,7 @@ def _at_boundary(unpacker: Any) -> bool:
 
 def _collect_packed(
     blob: bytes,
-    max_records: int,
+    max_records: int | None,
     entries: list[tuple[int, dict[str, Any]]],
     invalid: list[Invalid],
 ) -> None:
@@ -253,21 +253,27 @@ def _collect_packed(
         return
     unpacker = new_unpacker(len(blob) + 1)
     unpacker.feed(blob)
+    # One past the limit is enough to know the limit is broken. Without a count limit,
+    # len(blob) is one the entries cannot reach: each takes at least 3 bytes.
+    limit = len(blob) if max_records is None else max_records
     try:
-        # One past the limit is enough to know the limit is broken.
-        _collect(islice(unpacker, max_records + 1), entries, invalid)
+        _collect(islice(unpacker, limit + 1), entries, invalid)
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
         # The outer stream is still in step, so this costs only the rest of this message.
         invalid.append(
             Invalid(f"packed entries are not valid msgpack: {exc!r}", _raw(blob[unpacker.tell() :]))
         )
     else:
-        if len(entries) + len(invalid) <= max_records and not _at_boundary(unpacker):
+        if len(entries) + len(invalid) <= limit and not _at_boundary(unpacker):
             invalid.append(Invalid("packed entry is truncated", _raw(blob[-_RAW_LIMIT:])))
-    if len(entries) + len(invalid) > max_records:
-        raise RemoteProtocolError(
-            f"message has more than {max_records} entries", code="too-many-records"
-        )
+    if len(entries) + len(invalid) > limit:
+        raise _too_many(limit)
+
+
+def _too_many(max_records: int) -> RemoteProtocolError:
+    return RemoteProtocolError(
+        f"message has more than {max_records} entries", code="too-many-records"
+    )
 
 
 def _option(value: object) -> dict[str, Any]:
@@ -279,8 +285,14 @@ def _option(value: object) -> dict[str, Any]:
 
 
 def decode_forward_message(
-    obj: object, max_bytes: int, max_records: int
+    obj: object, max_bytes: int, max_records: int | None = None
 ) -> Entries | Ping | Heartbeat:
+    """One Forward message as Entries (or a PING or heartbeat).
+
+    ``max_bytes`` bounds what gzip may inflate to. Messages are otherwise bounded by bytes
+    alone, as Fluentd and Fluent Bit bound them; ``max_records`` is an optional count limit
+    on top (None: none).
+    """
     if obj is None:
         return _HEARTBEAT
     if type(obj) is not list:
@@ -299,10 +311,8 @@ def decode_forward_message(
     if type(second) is list:  # Forward
         if size == 4:
             raise _bad("Forward message has 4 elements")
-        if len(second) > max_records:
-            raise RemoteProtocolError(
-                f"message has more than {max_records} entries", code="too-many-records"
-            )
+        if max_records is not None and len(second) > max_records:
+            raise _too_many(max_records)
         option = _option(obj[2]) if size == 3 else {}
         _collect(second, entries, invalid)
     elif type(second) is bytes or type(second) is str:  # PackedForward

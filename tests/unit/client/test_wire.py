@@ -463,7 +463,19 @@ def test_read_size_tracks_buffer_room_and_oversized_reads_still_work() -> None:
     assert decoder.read_size == len(one)
 
 
-def test_too_many_records() -> None:
+def test_messages_are_bounded_by_bytes_not_by_record_count() -> None:
+    """A client's backlog of 120,000 small records in one message, as Fluentd takes it."""
+    entries = [(T0, {"i": i}) for i in range(120_000)]
+    for data in (
+        wire.encode_forward("t", entries),
+        wire.encode_packed_forward("t", entries),
+        wire.encode_forward("t", entries, compressed=True),
+    ):
+        assert len(data) < wire.DEFAULT_MAX_MESSAGE_BYTES
+        assert len(decode_one(data).entries) == 120_000
+
+
+def test_too_many_records_when_a_count_limit_is_set() -> None:
     entries = [(T0, {"i": i}) for i in range(11)]
     for data in (
         wire.encode_forward("t", entries),

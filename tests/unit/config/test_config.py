@@ -74,7 +74,7 @@ def test_defaults_under_systemd(base: Config) -> None:
     assert base.layout == Layout(utc=False, component_files=True)
     assert base.limits == Limits(
         max_message_bytes=16 * 1024 * 1024,
-        max_records=100_000,
+        max_records=0,
         max_connections=1024,
         idle_timeout_s=300,
         session_idle_s=3600,
@@ -318,7 +318,7 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
         {"layout": {"component_file": True}},
         "[layout] component_file: unknown key (known: component_files, utc)",
     ),
-    ({"limits": {"max_records": 0}}, f"[limits] max_records = 0: {POSITIVE}"),
+    ({"limits": {"max_records": -1}}, f"[limits] max_records = -1: {NON_NEGATIVE}"),
     ({"limits": {"max_connections": "10"}}, f'[limits] max_connections = "10": {POSITIVE}'),
     ({"limits": {"idle_timeout_s": -1}}, f"[limits] idle_timeout_s = -1: {SECONDS}"),
     (
