@@ -37,7 +37,8 @@ class DaemonProcess:
             raise
 
 
-def _connectable(path: Path) -> bool:
+def connectable(path: Path) -> bool:
+    """Whether something accepts connections on the Unix socket at `path`."""
     with socket.socket(socket.AF_UNIX) as probe:
         try:
             probe.connect(os.fspath(path))
@@ -68,7 +69,7 @@ def start_daemon(
         proc = subprocess.Popen(command, env=env, stderr=stderr, text=True, preexec_fn=preexec_fn)
     daemon = DaemonProcess(proc, root, sock, env, stderr_path)
     deadline = time.monotonic() + 20
-    while not (_connectable(sock) and _connectable(socket_dir / "ctl.sock")):
+    while not (connectable(sock) and connectable(socket_dir / "ctl.sock")):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             proc.wait()

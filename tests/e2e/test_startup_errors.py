@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.procs import DaemonProcess, start_daemon, wait_for
+from tests.e2e.procs import DaemonProcess, connectable, start_daemon, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -93,15 +93,6 @@ def ctl_status(daemon: DaemonProcess) -> dict[str, object]:
     assert result.returncode == 0, result.stderr
     status: dict[str, object] = json.loads(result.stdout)
     return status
-
-
-def connectable(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX) as probe:
-        try:
-            probe.connect(os.fspath(path))
-        except OSError:
-            return False
-    return True
 
 
 @pytest.fixture
