@@ -1,16 +1,15 @@
 """Runs a previous daemon left behind, read back from their registry rows and
 ``metadata.json``: adopted while their processes live, else ended as lost.
 
-Synchronous file reads, in the writer's thread: the engine calls these at start and
-when a record names a run it no longer holds in memory. Lifecycle rules stay in
-`Registry` (`adopt`, `pid_alive`); this module only reads and reports.
+Synchronous reads, in the writer's thread: the engine calls these at start and when a
+record names a run it no longer holds in memory. Lifecycle rules stay in `Registry`
+(`adopt`, `pid_alive`); this module only reads and reports, and the engine writes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,27 +47,27 @@ def persisted_run(store: RegistryStore, root: Path, app: str, run_id: str) -> Ru
         return None
 
 
-def recover_open_runs(
-    store: RegistryStore,
-    registry: Registry,
-    root: Path,
-    now: int,
-    write_metadata: Callable[[RunState, int], dict[str, Any]],
-) -> None:
+def recover_open_runs(store: RegistryStore, registry: Registry, now: int) -> list[RunState]:
     """Runs a previous daemon left open: adopted if their processes live, else lost.
+
+    A run's registry row is committed with every batch that counted records for it, so
+    it is read rather than ``metadata.json``, which may lag behind (it is rewritten at
+    most every few seconds, and a stop on a full disk cannot write it at all).
 
     Args:
         now: ns since the epoch; the end time of the runs found lost.
-        write_metadata: writes a run's ``metadata.json``, returns its registry row.
+
+    Returns:
+        The runs found lost, for the caller to write: nothing here writes, so a daemon
+        can start (and recover) on a full disk.
     """
-    rows = []
+    lost = []
     for row in store.open_runs():
-        meta_path = root / str(row["path"]) / "metadata.json"
         try:
-            run = RunState.from_metadata(read_metadata(meta_path))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            run = RunState.from_metadata(row)
+        except (ValueError, KeyError, TypeError) as exc:
             log.warning(
-                "run %s/%s: unreadable metadata.json (%s); left as it is",
+                "run %s/%s: unreadable registry row (%s); left as it is",
                 row["app"],
                 row["run_id"],
                 exc,
@@ -78,7 +77,5 @@ def recover_open_runs(
             registry.adopt(run)
             continue
         run.end_ns, run.end_reason = now, "lost"
-        rows.append(write_metadata(run, now))
-    if rows:
-        store.write(runs=rows)
-        log.info("%d run(s) left open by the previous daemon ended as lost", len(rows))
+        lost.append(run)
+    return lost
