@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import os
@@ -169,11 +170,70 @@ async def _reload(server: LogdServer, read_config: Callable[[], Config] | None) 
         log.error("reload failed: %s", exc)
 
 
+class _OwnLog(logging.FileHandler):
+    """`<root>/logd.log`, which sits on the disk the daemon fills with logs.
+
+    Error handling: a line the disk refuses is dropped here (the stderr handler, the
+    journal under systemd, has it), stderr is told once per episode instead of getting
+    the stdlib's traceback for every line, and the file notes the gap once it can.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, encoding="utf-8")
+        self.missed = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)  # a bad format string is a bug: the stdlib reports it
+            return
+        try:
+            if self.missed:
+                line = self._gap_note() + line
+            if self.stream is None:
+                self.stream = self._open()
+            self.stream.write(line)
+            self.stream.flush()
+        except OSError as exc:
+            self._refused(exc)
+            return
+        self.missed = 0
+
+    def _refused(self, exc: OSError) -> None:
+        # What the buffer still holds would go out half-written with the next line.
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            with contextlib.suppress(OSError, ValueError):
+                stream.close()
+        if not self.missed:
+            text = f"cannot write {self.baseFilename} ({exc.strerror}): its lines go to stderr only"
+            sys.stderr.write(self.format(_record(logging.ERROR, text)) + self.terminator)
+            sys.stderr.flush()
+        self.missed += 1
+
+    def _gap_note(self) -> str:
+        note = f"{self.missed} line(s) missing here: the disk refused them (stderr has them)"
+        text = self.format(_record(logging.WARNING, note)) + self.terminator
+        try:
+            with open(self.baseFilename, "rb") as handle:
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    text = "\n" + text  # a line the disk cut short
+        except OSError:
+            pass
+        return text
+
+
+def _record(level: int, text: str) -> logging.LogRecord:
+    return logging.LogRecord("logd", level, __file__, 0, text, None, None)
+
+
 def _setup_logging(root: Path, *, verbose: bool) -> None:
     root.mkdir(parents=True, exist_ok=True)
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     stderr = logging.StreamHandler(sys.stderr)
-    own_file = logging.FileHandler(root / "logd.log", encoding="utf-8")
+    own_file = _OwnLog(root / "logd.log")
     logger = logging.getLogger("logd")
     for handler in (stderr, own_file):
         handler.setFormatter(formatter)

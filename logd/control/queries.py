@@ -1,21 +1,23 @@
 """What the control socket reads: listings, a run, event queries and tail backlogs.
 
-Blocking: each call opens its own `RegistryStore` / `EventIndex` on ``index.sqlite3``
-(WAL lets readers run beside the writer) and reads log files; the control server runs
-it in a worker thread, never on the event loop. Bad requests become `ControlError`s.
+Blocking: each call opens its own read-only connection to ``index.sqlite3`` (WAL lets
+readers run beside the writer; see `ReadOnlyIndex`, which never needs the disk to have
+room) and reads log files; the control server runs it in a worker thread, never on the
+event loop. Bad requests become `ControlError`s.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 from logd.control import requests as control
 from logd.control.requests import ControlError, Request
-from logd.index.events import EventIndex
 from logd.index.names import safe_name
+from logd.index.reader import ReadOnlyIndex
 from logd.index.store import RegistryStore
 
 __all__ = ["disk_bytes", "query"]
@@ -27,42 +29,54 @@ def query(root: Path, req: Request, utc: bool) -> Any:
     """The result of a read-only request: runs, run, sessions, calls, events, tail backlog.
 
     Raises:
-        ControlError: a bad argument, or nothing by that id.
+        ControlError: a bad argument, nothing by that id, or an index that cannot be read.
     """
-    args = req.args
-    db = root / "index.sqlite3"
-    if req.command == "events":
-        index = EventIndex(db)
-        try:
-            return index.query(**control.event_filters(args), limit=args.get("limit", 1000))
-        except ValueError as exc:
-            raise ControlError("bad-argument", str(exc)) from exc
-        finally:
-            index.close()
-    store = RegistryStore(db)
     try:
-        if req.command == "runs":
-            return store.list_runs(
-                app=args.get("app"), active=args.get("active"), limit=args.get("limit")
-            )
-        if req.command == "run":
-            return _run(root, store, args["run_id"], args.get("app"))
-        if req.command == "sessions":
-            return store.list_sessions(
-                app=args.get("app"), active=args.get("active"), limit=args.get("limit")
-            )
-        if req.command == "calls":
-            return store.list_calls(
-                app=args.get("app"),
-                day=args.get("date"),
-                bot_id=args.get("bot"),
-                active=args.get("active"),
-                limit=args.get("limit"),
-            )
-        assert req.command == "tail"
-        return _backlog(root, store, args, utc)
-    finally:
-        store.close()
+        return _query(root, req, utc)
+    except sqlite3.Error as exc:
+        raise ControlError("index-unreadable", f"index.sqlite3: {exc}") from exc
+
+
+def _query(root: Path, req: Request, utc: bool) -> Any:
+    args = req.args
+    with ReadOnlyIndex(root) as index:
+        if index.conn is None:  # no index yet: nothing was written
+            if req.command == "run":
+                raise ControlError("not-found", f"no run {args['run_id']!r}")
+            return []
+        if req.command == "events":
+            try:
+                return index.events.query(
+                    **control.event_filters(args), limit=args.get("limit", 1000)
+                )
+            except ValueError as exc:
+                raise ControlError("bad-argument", str(exc)) from exc
+        return _registry_query(root, index, req, utc)
+
+
+def _registry_query(root: Path, index: ReadOnlyIndex, req: Request, utc: bool) -> Any:
+    args = req.args
+    store = index.registry
+    if req.command == "runs":
+        return store.list_runs(
+            app=args.get("app"), active=args.get("active"), limit=args.get("limit")
+        )
+    if req.command == "run":
+        return _run(root, store, args["run_id"], args.get("app"))
+    if req.command == "sessions":
+        return store.list_sessions(
+            app=args.get("app"), active=args.get("active"), limit=args.get("limit")
+        )
+    if req.command == "calls":
+        return store.list_calls(
+            app=args.get("app"),
+            day=args.get("date"),
+            bot_id=args.get("bot"),
+            active=args.get("active"),
+            limit=args.get("limit"),
+        )
+    assert req.command == "tail"
+    return _backlog(root, index, args, utc)
 
 
 def _run(root: Path, store: RegistryStore, run_id: str, app: str | None) -> dict[str, Any]:
@@ -88,22 +102,19 @@ def _current_run(root: Path, store: RegistryStore, app: str | None) -> str:
     return str(newest[0]["run_id"])
 
 
-def _backlog(root: Path, store: RegistryStore, args: dict[str, Any], utc: bool) -> list[Any]:
+def _backlog(root: Path, index: ReadOnlyIndex, args: dict[str, Any], utc: bool) -> list[Any]:
     n = args.get("n", 10)
     app = args.get("app")
+    store = index.registry
     if args.get("events"):
-        index = EventIndex(root / "index.sqlite3")
-        try:
-            rows = index.query(
-                app=app,
-                type_pattern=args["events"],
-                session_id=args.get("session"),
-                run_id=args.get("run"),
-                call_id=args.get("call"),
-                limit=n,
-            )
-        finally:
-            index.close()
+        rows = index.events.query(
+            app=app,
+            type_pattern=args["events"],
+            session_id=args.get("session"),
+            run_id=args.get("run"),
+            call_id=args.get("call"),
+            limit=n,
+        )
         return [_event_item(row) for row in rows]
     if args.get("call"):
         calls = store.list_calls(app=app)

@@ -165,10 +165,12 @@ class EventIndex:
         self._conn.execute("BEGIN")
         try:
             self._conn.executemany(_INSERT, params)
+            # COMMIT is where a full disk refuses (the WAL grows): it must roll back too.
+            self._conn.execute("COMMIT")
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
             raise
-        self._conn.execute("COMMIT")
 
     def query(
         self,

@@ -1,16 +1,16 @@
 """Runs a previous daemon left behind, read back from their registry rows and
 ``metadata.json``: adopted while their processes live, else ended as lost.
 
-Synchronous file reads, in the writer's thread: the engine calls these at start and
-when a record names a run it no longer holds in memory. Lifecycle rules stay in
-`Registry` (`adopt`, `pid_alive`); this module only reads and reports.
+Synchronous reads, in the writer's thread: the engine calls these at start and when a
+record names a run it no longer holds in memory. Lifecycle rules stay in `Registry`
+(`adopt`, `pid_alive`); this module only reads and reports, and the engine writes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -83,26 +83,27 @@ def persisted_session(
         return None
 
 
-def recover_open_runs(
-    store: RegistryStore,
-    registry: Registry,
-    root: Path,
-    now: int,
-    write_metadata: Callable[[RunState, int], dict[str, Any]],
-) -> None:
+def recover_open_runs(store: RegistryStore, registry: Registry, now: int) -> list[RunState]:
     """Runs a previous daemon left open: adopted if their processes live, else lost.
+
+    A run's registry row is committed with every batch that counted records for it, so
+    it is read rather than ``metadata.json``, which may lag behind (it is rewritten at
+    most every few seconds, and a stop on a full disk cannot write it at all).
 
     Args:
         now: ns since the epoch; the end time of the runs found lost.
-        write_metadata: writes a run's ``metadata.json``, returns its registry row.
+
+    Returns:
+        The runs found lost, for the caller to write: nothing here writes, so a daemon
+        can start (and recover) on a full disk.
     """
-    rows = []
+    lost = []
     for row in store.open_runs():
         try:
-            run = run_from_row(root, row)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            run = RunState.from_metadata(row)
+        except (ValueError, KeyError, TypeError) as exc:
             log.warning(
-                "run %s/%s: unreadable registry row and metadata.json (%s); left as it is",
+                "run %s/%s: unreadable registry row (%s); left as it is",
                 row["app"],
                 row["run_id"],
                 exc,
@@ -119,41 +120,22 @@ def recover_open_runs(
             continue
         # The last record's own time: when the run was last known alive.
         run.end_ns, run.end_reason = max(run.last_ns, run.start_ns) or now, "lost"
-        rows.append(write_metadata(run, now))
-    if rows:
-        store.write(runs=rows)
-        log.info("%d run(s) left open by the previous daemon ended as lost", len(rows))
+        lost.append(run)
+    return lost
 
 
 def reset_to_committed(
     store: RegistryStore,
-    root: Path,
     *,
-    runs: Iterable[RunState],
     sessions: Iterable[SessionState],
     calls: Iterable[CallState],
 ) -> None:
     """A batch failed (the disk refused) and its producers will send it again: put the
-    counts it added back to what the registry holds, which is the last committed batch's
-    (every unit a batch touches has its row committed with it). Else the resend would
-    be counted twice. Units the batch created start again from zero; connections,
-    pids and ends stay as they are.
+    counts it added to its sessions and calls back to their registry rows, which are
+    the last committed batch's (a row is committed with every batch that touches it).
+    Else the resend would be counted twice. Units the batch created start again from
+    zero; runs are `write.pending`'s.
     """
-    for run in runs:
-        row = store.get_run(run.app, run.run_id)
-        stored = None
-        if row is not None:
-            try:
-                stored = run_from_row(root, row)
-            except (OSError, ValueError, KeyError, TypeError):
-                stored = None
-        if stored is None:
-            run.records, run.counts, run.bytes, run.files = 0, {}, 0, set()
-            run.dropped_by_client = 0
-            continue
-        run.records, run.counts, run.bytes = stored.records, stored.counts, stored.bytes
-        run.files, run.dropped_by_client = stored.files, stored.dropped_by_client
-        run.start_ns, run.last_ns = stored.start_ns, stored.last_ns
     for session in sessions:
         kept = persisted_session(store, session.app, session.session_id, session.seen_ns)
         if kept is None:

@@ -248,6 +248,19 @@ class Registry:
             if not run.active and self.newest.get(run.app) is not run:
                 del self.runs[key]
 
+    def discard(self, run: RunState) -> None:
+        """Forget a run opened by a batch the disk refused: its records will come again."""
+        key = (run.app, run.run_id)
+        if self.runs.get(key) is run:
+            del self.runs[key]
+        self._foreign = {k: v for k, v in self._foreign.items() if (k[0], v) != key}
+        if self.newest.get(run.app) is run:
+            rest = [r for r in self.runs.values() if r.app == run.app]
+            if rest:
+                self.newest[run.app] = max(rest, key=lambda r: r.start_ns)
+            else:
+                del self.newest[run.app]
+
     def _runs_of(self, conn_id: int) -> list[RunState]:
         return [run for run in self.runs.values() if conn_id in run.conns]
 

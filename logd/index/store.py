@@ -194,10 +194,12 @@ class RegistryStore:
             for sql, params in steps:
                 if params:
                     self._conn.executemany(sql, params)
+            # COMMIT is where a full disk refuses (the WAL grows): it must roll back too.
+            self._conn.execute("COMMIT")
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
             raise
-        self._conn.execute("COMMIT")
 
     # --- reads -------------------------------------------------------------------
 

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import os
 import re
-import sqlite3
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import quote
 
-from logd.index.events import EventIndex
 from logd.index.names import safe_name
-from logd.index.store import RegistryStore
+from logd.index.reader import ReadOnlyIndex
 
 __all__ = [
     "MAX_ID_CHARS",
@@ -41,7 +38,6 @@ __all__ = [
 ]
 
 MAX_ID_CHARS = 1024
-BUSY_TIMEOUT_S = 5.0
 # What `names.safe_name` can produce, joined by the layout's fixed prefixes
 # (`session_`, `bot_`, `call_`): no separator, no leading dot, no NUL.
 _PATH_PART_RE = re.compile(r"[A-Za-z0-9_%~:-][A-Za-z0-9._%~:-]*")
@@ -69,61 +65,6 @@ class Gone(WebError):
     """The registry knows it, but its file is missing or refused (e.g. a symlink)."""
 
     status = 404
-
-
-class _ReadOnlyRegistry(RegistryStore):
-    """The registry's own queries (so replies keep `logd-ctl --json` shapes) on a read-only
-    connection; its constructor would run CREATE TABLE, so it is replaced."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-
-class _ReadOnlyEvents(EventIndex):
-    """The event index's query on a read-only connection (no CREATE TABLE)."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-
-class ReadOnlyIndex:
-    """One read-only connection to ``index.sqlite3``, for one request in one thread.
-
-    A root without an index (no daemon ran there yet) answers every listing with nothing.
-
-    Resource handling: use as a context manager; the connection closes on exit.
-    """
-
-    def __init__(self, root: Path) -> None:
-        db = root / "index.sqlite3"
-        self.conn: sqlite3.Connection | None = None
-        if not db.is_file():
-            return
-        uri = f"file:{quote(os.fspath(db.absolute()))}?mode=ro"
-        # With the daemon up, its WAL and -shm exist and mode=ro shares them safely.
-        # Without them, mode=ro would create both: immutable=1 reads the file as it is.
-        if not Path(f"{db}-shm").exists():
-            uri += "&immutable=1"
-        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        self.conn = conn
-        self.registry = _ReadOnlyRegistry(conn)
-        self.events = _ReadOnlyEvents(conn)
-
-    def __enter__(self) -> ReadOnlyIndex:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.conn is not None:
-            self.conn.close()
-
-    def has_table(self, name: str) -> bool:
-        if self.conn is None:
-            return False
-        row = self.conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
-        ).fetchone()
-        return row is not None
 
 
 # --- entities ----------------------------------------------------------------------

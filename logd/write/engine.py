@@ -12,24 +12,19 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from logd.config import Config, Layout
 from logd.index.eventline import EventRow
-from logd.index.names import safe_name
-from logd.index.rebuild import open_or_rebuild
-from logd.index.recovery import (
-    persisted_run,
-    persisted_session,
-    recover_open_runs,
-    reset_to_committed,
-)
+from logd.index.events import EventIndex
+from logd.index.recovery import reset_to_committed
 from logd.index.registry import Registry, pid_alive
 from logd.index.states import CallState, Peer, RunState, SessionState
+from logd.index.store import RegistryStore
 from logd.retention import maintenance
+from logd.write.books import Books, no_room, unique
 from logd.write.dedup import ChunkKey, Dedup, chunk_key, highest
-from logd.write.intent import cut_back
 from logd.write.jobs import ConnClosed, Ingest, Job, Maintain, Tick
 from logd.write.records import Normalizer, Record, Unroutable
 from logd.write.routing import (
@@ -40,7 +35,7 @@ from logd.write.routing import (
     run_dir,
     tail_item,
 )
-from logd.write.sinks import Lines, Sinks, point_current, write_json_atomic
+from logd.write.sinks import Lines, Sinks
 from logd.write.templates import Template, Templates
 
 if TYPE_CHECKING:
@@ -101,48 +96,42 @@ class Engine:
             rotation=config.rotation,
             clock=lambda: clock_ns() / 1e9,
         )
-        self.store, self.index, rebuilt = open_or_rebuild(self.root, utc=config.layout.utc)
-        if rebuilt is not None:
-            log.warning("index.sqlite3 rebuilt from the files: %s", rebuilt)
         self.registry = Registry(
             utc=config.layout.utc,
             pid_alive=pid_alive,
-            lookup=partial(persisted_run, self.store, self.root),
-            lookup_session=partial(persisted_session, self.store),
+            lookup=self._lookup,
+            lookup_session=self._lookup_session,
         )
+        self.books = Books(self.root, self.registry)
         self.totals = Totals()
         self._templates = Templates(config.layout)
         self.last_cleanup: dict[str, Any] | None = None
         self._dedup = Dedup()
-        self._dedup.commit(self.store.producer_marks(self._dedup.max_producers))
         # Live-tail items, built only while someone is following (set by the server).
         self.publish = False
         self.published: list[dict[str, Any]] = []
         # [[forward]] output buffers (set by the server): fed after each commit.
         self.forward: Hub | None = None
-        self._cut_back_uncommitted()
-        recover_open_runs(self.store, self.registry, self.root, clock_ns(), self._write_metadata)
-
-    def _cut_back_uncommitted(self) -> None:
-        """A crash left a batch half written and unacknowledged: undo it, so the resent
-        batch is written once."""
-        pending = self.store.pending_batch()
-        if pending is None:
-            return
-        files, events_after = pending
-        cut = cut_back(self.root, files)
-        gone = self.store.abandon_batch(events_after)
-        if cut or gone:
-            log.warning(
-                "cut %d file(s) and %d event row(s) back to the last committed batch "
-                "(the daemon stopped in the middle of one; its producers send it again)",
-                len(cut),
-                gone,
-            )
+        try:
+            self._open_index()
+        except (OSError, sqlite3.Error) as exc:
+            if not no_room(exc):
+                raise
+            # Start anyway: serve, acknowledge nothing, and open it when space returns.
+            self._refused(exc)
+            log.error("index.sqlite3 cannot be opened, the disk is full: %s", exc)
 
     @property
     def layout(self) -> Layout:
         return self.config.layout
+
+    @property
+    def store(self) -> RegistryStore:
+        return self.books.store
+
+    @property
+    def index(self) -> EventIndex:
+        return self.books.index
 
     # --- the batch ---------------------------------------------------------------
 
@@ -154,6 +143,17 @@ class Engine:
                 began; nothing in it may be acknowledged.
         """
         now = self.clock_ns()
+        for job in jobs:
+            if isinstance(job, Maintain) and job.action == "snapshot":
+                self._maintain(job, now)  # reads only: answered even when the disk is full
+        if not self.books.opened:
+            try:
+                self._open_index()
+            except (OSError, sqlite3.Error) as exc:
+                self._refused(exc)
+                if isinstance(exc, OSError):
+                    raise
+                raise OSError(f"index: {exc}") from exc
         batch = _Batch()
         for job in jobs:
             if isinstance(job, Ingest):
@@ -164,10 +164,13 @@ class Engine:
                 )
             elif isinstance(job, Tick):
                 self._tick(batch, now)
-        run_rows = [self._write_metadata(run, now) for run in batch.new_runs]
-        for run in batch.new_runs:
-            if self.registry.newest.get(run.app) is run:
-                point_current(self.root / safe_name(run.app) / "runs", safe_name(run.run_id))
+        books, pending = self.books, self.books.pending
+        # Metadata follows the lines: a run appears with its first batch that got through.
+        described = unique(
+            [*batch.new_runs, *batch.ended_runs, *pending.runs.values()],
+            self.registry.due_metadata(now),
+        )
+        new_files: list[Path] = []
         try:
             if batch.lines.by_path:
                 # Before any line: where the files stand, so a crash before the commit
@@ -181,41 +184,51 @@ class Engine:
                 if owner is not None:
                     owner.bytes += count
                     owner.files.add(path.rsplit("/", 1)[1])
-            run_rows += [self._write_metadata(run, now) for run in batch.ended_runs]
-            run_rows += [self._write_metadata(run, now) for run in self.registry.due_metadata(now)]
-            # Every run the batch touched gets its registry row in the batch's commit, so
-            # the registry's counts are exact even after a crash (metadata.json follows
-            # every 10 s, and is rewritten from the row at the next start).
-            listed = {(row["app"], row["run_id"]) for row in run_rows}
-            run_rows += [
-                {**run.metadata(self.layout.utc), "path": folder}
-                for folder, run in batch.run_dirs.items()
-                if (run.app, run.run_id) not in listed
-            ]
+            new_files = [books.metadata_path(run) for run in batch.new_runs]
+            new_files = [meta for meta in new_files if not meta.exists()]
+            run_rows = [books.write_metadata(run, now) for run in described]
+            # Each run the batch counted records for gets its registry row in the batch's
+            # transaction: what a restart takes over, even when metadata.json lags behind.
+            done = {id(run) for run in described}
+            run_rows += [books.row(r) for r in unique(batch.run_dirs.values()) if id(r) not in done]
             if batch.rows:
                 self.index.insert_many(batch.rows)
             self.store.write(
                 runs=run_rows,
-                sessions=[s.row() for s in batch.sessions.values()],
-                calls=[c.row() for c in batch.calls.values()],
+                sessions=[s.row() for s in (pending.sessions | batch.sessions).values()],
+                calls=[c.row() for c in (pending.calls | batch.calls).values()],
                 producers=[(p, seq, now) for p, seq in highest(batch.chunks).items()],
                 batch_done=bool(batch.lines.by_path),
             )
         except (OSError, sqlite3.Error) as exc:
+            for meta in new_files:
+                meta.unlink(missing_ok=True)
             self.sinks.rollback()
-            reset_to_committed(
-                self.store,
-                self.root,
-                runs=batch.run_dirs.values(),
-                sessions=batch.sessions.values(),
-                calls=batch.calls.values(),
+            pending.refused(
+                self.registry,
+                touched=batch.run_dirs.values(),
+                opened=batch.new_runs,
+                ended=batch.ended_runs,
+                rewritten=described,
+                sessions=batch.sessions,
+                calls=batch.calls,
+                closing=batch.closing,
             )
-            self.totals.write_errors += 1
-            self.totals.last_error = f"write failed: {exc}"
+            if self.books.opened:
+                reset_to_committed(
+                    self.store, sessions=batch.sessions.values(), calls=batch.calls.values()
+                )
+            self._refused(exc)
             if isinstance(exc, OSError):
                 raise
             raise OSError(f"index: {exc}") from exc
         self.sinks.commit()
+        pending.committed(batch.run_dirs.values())
+        batch.closing += pending.closing
+        pending.written()
+        newest = self.registry.newest
+        pending.current.update((r.app, r) for r in batch.new_runs if newest.get(r.app) is r)
+        books.point_current()
         self.totals.events_indexed += len(batch.rows)
         self._dedup.commit(batch.chunks)
         if batch.outbound and self.forward is not None:
@@ -224,14 +237,15 @@ class Engine:
             self.forward.offer(batch.outbound)
         for path in batch.closing:
             self.sinks.close_file(path)
-        if batch.ended_runs:
+        if any(not run.active for run in described):
             self.registry.forget_ended()
+            pending.forget_missing(self.registry.runs)
         for job in jobs:
             if isinstance(job, Ingest):
                 job.ok = True
                 if not job.duplicate:
                     self.totals.records_written += len(job.entries.entries)
-            elif isinstance(job, Maintain):
+            elif isinstance(job, Maintain) and not job.done:
                 self._maintain(job, now)
 
     def _ingest(self, job: Ingest, batch: _Batch, now: int) -> None:
@@ -398,14 +412,23 @@ class Engine:
         self.totals.rejected += 1
         batch.lines.add((rejected_write(now, reason, tag, raw, peer.as_dict()),))
 
-    def _write_metadata(self, run: RunState, now: int) -> dict[str, Any]:
-        """Write `metadata.json` atomically; returns the registry row for the same state."""
-        folder = run_dir(run.app, run.run_id)
-        meta = run.metadata(self.layout.utc)
-        write_json_atomic(self.root / folder / "metadata.json", meta)
-        run.dirty = False
-        run.written_ns = now
-        return {**meta, "path": folder}
+    def _open_index(self) -> None:
+        marks = self.books.open(self.clock_ns(), max_producers=self._dedup.max_producers)
+        self._dedup.commit(marks)
+
+    def _lookup(self, app: str, run_id: str) -> RunState | None:
+        return self.books.lookup(app, run_id)
+
+    def _lookup_session(self, app: str, session_id: str, now: int) -> SessionState | None:
+        return self.books.lookup_session(app, session_id, now)
+
+    def _refused(self, exc: OSError | sqlite3.Error) -> None:
+        """Count a batch the disk or the index refused."""
+        self.totals.write_errors += 1
+        if self.books.opened:
+            self.totals.last_error = f"write failed: {exc}"
+        else:
+            self.totals.last_error = f"index.sqlite3 cannot be opened: {exc}"
 
     # --- maintenance ---------------------------------------------------
 
@@ -448,12 +471,17 @@ class Engine:
         self.registry.utc = config.layout.utc
 
     def close(self) -> None:
-        """Flush everything and write the metadata of runs still open (they stay open)."""
-        now = self.clock_ns()
+        """Flush everything and write the metadata of runs still open (they stay open).
+
+        Error handling: stopping never fails. What a full disk refuses is logged once and
+        left for the next start (`Books.close`).
+        """
+        unwritten = []
         try:
             self.sinks.close()
-            rows = [self._write_metadata(r, now) for r in self.registry.runs.values() if r.dirty]
-            self.store.write(runs=rows)
-        finally:
-            self.index.close()
-            self.store.close()
+        except OSError as exc:
+            unwritten.append(f"the last lines' fsync ({exc})")
+        if (books := self.books.close(self.clock_ns())) is not None:
+            unwritten.append(books)
+        if unwritten:
+            log.warning("stopped without writing %s; left for the next start", "; ".join(unwritten))

@@ -94,6 +94,10 @@ class Sinks:
         # Copies rotated in the current batch, compressed once it is committed or cut
         # back: until then `rollback()` may still have to shorten them.
         self._rotated: list[tuple[Path, Path]] = []
+        # Files and folders this batch created: a rollback removes them again, so a batch
+        # refused by a full disk leaves no empty file or folder behind.
+        self._new_files: list[str] = []
+        self._new_dirs: list[Path] = []
         self.compressor = Compressor()
 
     def write_many(self, writes: Lines | Iterable[Write]) -> dict[str, int]:
@@ -183,11 +187,14 @@ class Sinks:
         """The batch is acknowledged: forget how to undo it, compress what it rotated."""
         self._undo.clear()
         self._compress_rotated()
+        self._new_files.clear()
+        self._new_dirs.clear()
 
     def rollback(self) -> None:
         """Cut every file written since the last commit back to its length before it.
 
         A failed batch leaves no partial line behind, and retrying it writes nothing twice.
+        Files and folders it created are removed (when still empty). Never raises.
         """
         undo, self._undo = self._undo, []
         for path, length in reversed(undo):
@@ -204,6 +211,24 @@ class Sinks:
                     rotated.unlink()
         self._rotated = [(f, r) for f, r in self._rotated if r.exists()]
         self._compress_rotated()
+        new_files, self._new_files = self._new_files, []
+        for path in new_files:
+            fd = self._fds.pop(path, None)
+            for table in (self._sizes, self._days, self._kinds):
+                table.pop(path, None)
+            self._dirty.discard(path)
+            if fd is not None:
+                os.close(fd)
+            full = self.root / path
+            with contextlib.suppress(OSError):
+                if full.stat().st_size == 0:
+                    full.unlink()
+        new_dirs, self._new_dirs = self._new_dirs, []
+        for folder in reversed(new_dirs):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty: something else may have arrived there
+        if new_dirs:
+            self._made_dirs.clear()
 
     def sync(self) -> None:
         """Make written data durable per the fsync mode, before acknowledging it."""
@@ -254,19 +279,39 @@ class Sinks:
         full = self.root / path
         parent = os.path.dirname(path)
         if parent not in self._made_dirs:
-            full.parent.mkdir(parents=True, exist_ok=True)
+            self._make_dirs(full.parent)
             self._made_dirs.add(parent)
         try:
-            fd = os.open(full, _OPEN_FLAGS, 0o640)
+            fd = self._open(path, full)
         except FileNotFoundError:
             # The folder went away under us (cleanup, an operator): make it again.
-            full.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(full, _OPEN_FLAGS, 0o640)
+            self._make_dirs(full.parent)
+            fd = self._open(path, full)
         self._fds[path] = fd
         info = os.fstat(fd)
         self._sizes[path] = info.st_size
         self._days[path] = utc_day(info.st_mtime if info.st_size else self.clock())
         return fd
+
+    def _open(self, path: str, full: Path) -> int:
+        """Open for appending, noting whether this batch created the file."""
+        try:
+            fd = os.open(full, _OPEN_FLAGS | os.O_EXCL, 0o640)
+        except FileExistsError:
+            return os.open(full, _OPEN_FLAGS, 0o640)
+        self._new_files.append(path)
+        return fd
+
+    def _make_dirs(self, folder: Path) -> None:
+        """`mkdir -p`, noting the folders this batch created."""
+        missing = []
+        while not folder.is_dir():
+            missing.append(folder)
+            folder = folder.parent
+        for made in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                made.mkdir()
+                self._new_dirs.append(made)
 
     # --- rotation ------------------------------------------------------------------
 
@@ -373,21 +418,33 @@ def write_json_atomic(path: Path, obj: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     data = json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # A full disk must not leave a half-written temp file beside the real one.
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def point_current(runs_dir: Path, run_name: str) -> None:
     """Make `runs/current` (symlink) and `runs/current.txt` name the newest run."""
     runs_dir.mkdir(parents=True, exist_ok=True)
     tmp_link = runs_dir / ".current.tmp"
-    with contextlib.suppress(FileNotFoundError):
-        tmp_link.unlink()
-    os.symlink(run_name, tmp_link)
-    os.replace(tmp_link, runs_dir / "current")
     tmp_txt = runs_dir / ".current.txt.tmp"
-    tmp_txt.write_text(run_name + "\n", encoding="utf-8")
-    os.replace(tmp_txt, runs_dir / "current.txt")
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_link.unlink()
+        os.symlink(run_name, tmp_link)
+        os.replace(tmp_link, runs_dir / "current")
+        tmp_txt.write_text(run_name + "\n", encoding="utf-8")
+        os.replace(tmp_txt, runs_dir / "current.txt")
+    except BaseException:
+        for tmp in (tmp_link, tmp_txt):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,9 +54,14 @@ def start_daemon(
     *,
     preexec_fn: Callable[[], None] | None = None,
     args: tuple[str, ...] = (),
+    stderr_pipe: bool = False,
 ) -> DaemonProcess:
     """`python -m logd serve` in its own process; returns once both its ingest and its
-    control socket accept (they are bound one after the other)."""
+    control socket accept (they are bound one after the other).
+
+    With `stderr_pipe`, its stderr reaches the file through a pipe and a thread here: for
+    a daemon whose RLIMIT_FSIZE would refuse its writes to that file.
+    """
     sock = socket_dir / "logd.sock"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOGD_")}
     env["LOGD_ADDRESS"] = f"unix:{sock}"
@@ -65,8 +71,16 @@ def start_daemon(
     stderr_path = socket_dir / "stderr.txt"
     command = [sys.executable, "-m", "logd", "serve", "--root", str(root)]
     command += ["--socket", str(sock), "--control", str(socket_dir / "ctl.sock"), *args]
-    with open(stderr_path, "a") as stderr:
-        proc = subprocess.Popen(command, env=env, stderr=stderr, text=True, preexec_fn=preexec_fn)
+    if stderr_pipe:
+        proc = subprocess.Popen(
+            command, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn
+        )
+        threading.Thread(target=_copy, args=(proc, stderr_path), daemon=True).start()
+    else:
+        with open(stderr_path, "a") as stderr:
+            proc = subprocess.Popen(
+                command, env=env, stderr=stderr, text=True, preexec_fn=preexec_fn
+            )
     daemon = DaemonProcess(proc, root, sock, env, stderr_path)
     deadline = time.monotonic() + 20
     while not (connectable(sock) and connectable(socket_dir / "ctl.sock")):
@@ -76,6 +90,14 @@ def start_daemon(
             pytest.fail(f"logd did not start: {daemon.stderr}")
         time.sleep(0.05)
     return daemon
+
+
+def _copy(proc: subprocess.Popen[str], path: Path) -> None:
+    assert proc.stderr is not None
+    with proc.stderr, open(path, "a") as out:
+        for line in proc.stderr:
+            out.write(line)
+            out.flush()
 
 
 def wait_for(predicate: Callable[[], Any], seconds: float = 20) -> None:

@@ -27,6 +27,7 @@ PURE = {
     "logd.write.jobs",
     "logd.write.records",
     "logd.write.dedup",
+    "logd.write.pending",
     "logd.write.routing",
     "logd.write.templates",
     "logd.index.eventline",

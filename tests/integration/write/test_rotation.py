@@ -35,7 +35,8 @@ def read_family(folder: Path, name: str) -> list[str]:
         path = backups[index]
         data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
         lines += data.decode().splitlines()
-    return lines + (folder / name).read_text().splitlines()
+    live = folder / name  # absent when a refused batch rotated it and was cut back
+    return lines + (live.read_text().splitlines() if live.exists() else [])
 
 
 def small_rotation(config: Config, **policy: object) -> Config:

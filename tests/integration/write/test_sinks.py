@@ -1,0 +1,58 @@
+"""What a refused batch leaves on real files: nothing it created, no temp file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from logd.write.routing import Kind, Write
+from logd.write.sinks import Sinks, point_current, write_json_atomic
+
+
+def test_rollback_removes_the_files_and_folders_the_batch_created(tmp_path: Path) -> None:
+    sinks = Sinks(tmp_path)
+    sinks.write_many([Write(Kind.RUN, "a/runs/old/main.log", "kept\n")])
+    sinks.commit()
+    sinks.write_many(
+        [
+            Write(Kind.RUN, "a/runs/old/main.log", "undone\n"),
+            Write(Kind.RUN, "a/runs/new/main.log", "undone\n"),
+            Write(Kind.EVENTS, "b/events.log", "undone\n"),
+        ]
+    )
+    sinks.rollback()
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+        "a",
+        "a/runs",
+        "a/runs/old",
+        "a/runs/old/main.log",
+    ]
+    sinks.write_many([Write(Kind.RUN, "a/runs/new/main.log", "again\n")])
+    sinks.close()
+    assert (tmp_path / "a/runs/new/main.log").read_text() == "again\n"
+    assert (tmp_path / "a/runs/old/main.log").read_text() == "kept\n"
+
+
+def test_a_folder_that_got_other_files_stays(tmp_path: Path) -> None:
+    sinks = Sinks(tmp_path)
+    sinks.write_many([Write(Kind.RUN, "a/runs/r/main.log", "undone\n")])
+    (tmp_path / "a/runs/r/notes.txt").write_text("someone else's\n")
+    sinks.rollback()
+    assert sorted(p.name for p in (tmp_path / "a/runs/r").iterdir()) == ["notes.txt"]
+
+
+def test_a_failed_json_write_leaves_no_temp_file(tmp_path: Path) -> None:
+    target = tmp_path / "run" / "metadata.json"
+    target.mkdir(parents=True)  # os.replace onto a folder fails, as ENOSPC would earlier
+    with pytest.raises(IsADirectoryError):
+        write_json_atomic(target, {"records": 1})
+    assert sorted(p.name for p in target.parent.iterdir()) == ["metadata.json"]
+
+
+def test_a_failed_current_pointer_leaves_no_temp_file(tmp_path: Path) -> None:
+    runs = tmp_path / "app" / "runs"
+    (runs / "current.txt").mkdir(parents=True)  # the last os.replace fails
+    with pytest.raises(IsADirectoryError):
+        point_current(runs, "r1")
+    assert sorted(p.name for p in runs.iterdir()) == ["current", "current.txt"]
