@@ -22,10 +22,10 @@ from logd.index.recovery import persisted_run, persisted_session, recover_open_r
 from logd.index.registry import Registry
 from logd.index.states import RunState, SessionState
 from logd.index.store import RegistryStore
+from logd.write.atomic import point_current, write_json_atomic
 from logd.write.intent import cut_back
 from logd.write.pending import Pending
 from logd.write.routing import run_dir
-from logd.write.sinks import point_current, write_json_atomic
 
 __all__ = ["Books", "no_room", "unique"]
 

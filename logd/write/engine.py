@@ -10,65 +10,37 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from logd.config import Config, Layout
-from logd.index.eventline import EventRow
 from logd.index.events import EventIndex
 from logd.index.recovery import reset_to_committed
 from logd.index.registry import Registry, pid_alive
-from logd.index.states import CallState, Peer, RunState, SessionState
+from logd.index.states import Peer, RunState, SessionState
 from logd.index.store import RegistryStore
 from logd.retention import maintenance
+from logd.write.batch import Batch, Totals, lifecycle_event, note_paths, tick
 from logd.write.books import Books, no_room, unique
-from logd.write.dedup import ChunkKey, Dedup, chunk_key, highest
+from logd.write.dedup import Dedup, chunk_key, highest
 from logd.write.jobs import ConnClosed, Ingest, Job, Maintain, Tick
 from logd.write.records import Normalizer, Record, Unroutable
 from logd.write.routing import (
-    Kind,
     day_text,
     rejected_write,
     route,
     run_dir,
     tail_item,
 )
-from logd.write.sinks import Lines, Sinks
+from logd.write.sinks import Sinks
 from logd.write.templates import Template, Templates
 
 if TYPE_CHECKING:
     from logd.forward.hub import Hub
 
 log = logging.getLogger("logd.engine")
-
-
-@dataclass(slots=True)
-class Totals:
-    records_in: int = 0
-    records_written: int = 0
-    events_indexed: int = 0
-    rejected: int = 0
-    dropped_by_clients: int = 0
-    messages: int = 0
-    duplicates: int = 0
-    write_errors: int = 0
-    last_error: str | None = None
-
-
-@dataclass(slots=True)
-class _Batch:
-    lines: Lines = field(default_factory=Lines)
-    rows: list[EventRow] = field(default_factory=list)
-    run_dirs: dict[str, RunState] = field(default_factory=dict)
-    new_runs: list[RunState] = field(default_factory=list)
-    ended_runs: list[RunState] = field(default_factory=list)
-    sessions: dict[tuple[str, str], SessionState] = field(default_factory=dict)
-    calls: dict[tuple[str, str, str], CallState] = field(default_factory=dict)
-    closing: list[str] = field(default_factory=list)
-    chunks: set[ChunkKey] = field(default_factory=set)
-    outbound: list[tuple[Record, str, Peer]] = field(default_factory=list)
 
 
 class Engine:
@@ -154,7 +126,7 @@ class Engine:
                 if isinstance(exc, OSError):
                     raise
                 raise OSError(f"index: {exc}") from exc
-        batch = _Batch()
+        batch = Batch()
         for job in jobs:
             if isinstance(job, Ingest):
                 self._ingest(job, batch, now)
@@ -163,7 +135,7 @@ class Engine:
                     job.peer.conn_id, by_daemon=job.by_daemon, now_ns=now
                 )
             elif isinstance(job, Tick):
-                self._tick(batch, now)
+                tick(self.registry, batch, now, int(self.config.limits.session_idle_s * 1e9))
         books, pending = self.books, self.books.pending
         # Metadata follows the lines: a run appears with its first batch that got through.
         described = unique(
@@ -248,7 +220,7 @@ class Engine:
             elif isinstance(job, Maintain) and not job.done:
                 self._maintain(job, now)
 
-    def _ingest(self, job: Ingest, batch: _Batch, now: int) -> None:
+    def _ingest(self, job: Ingest, batch: Batch, now: int) -> None:
         entries, peer = job.entries, job.peer
         self.totals.messages += 1
         key = chunk_key(entries.chunk)
@@ -291,7 +263,7 @@ class Engine:
                 msgs.append(raw["msg"])
                 if last.session_id is not None:
                     record = last.again(time_ns, raw["msg"])
-                    self._note_paths(record, run, None, template.paths, batch, now)
+                    note_paths(registry, record, run, None, template.paths, batch, now)
                 continue
             if times:
                 self._write_repeats(template, targets, run, last, times, msgs)
@@ -337,9 +309,9 @@ class Engine:
             if self.publish:
                 self.published.append(tail_item(record, run.run_id, layout))
             if call is not None or record.session_id is not None:
-                self._note_paths(record, run, call, paths, batch, now)
+                note_paths(registry, record, run, call, paths, batch, now)
             if record.event_type is not None:
-                self._lifecycle_event(record.event_type, record, paths, batch)
+                lifecycle_event(registry, self.totals, record, paths, batch)
         if times:
             self._write_repeats(template, targets, run, last, times, msgs)
 
@@ -359,55 +331,8 @@ class Engine:
         self._templates.render_many(template, targets, times, msgs)
         self.registry.note_repeats(run, last, len(times), max(times))
 
-    def _note_paths(
-        self,
-        record: Record,
-        run: RunState,
-        call: CallState | None,
-        paths: Iterable[tuple[Kind, str]],
-        batch: _Batch,
-        now: int,
-    ) -> None:
-        """Remember where a call's or session's file is, for the registry and cleanup."""
-        for kind, path in paths:
-            if kind is Kind.CALL and call is not None:
-                call.path = path
-            elif kind is Kind.SESSION and record.session_id is not None:
-                session = self.registry.note_session(record, run.run_id, now)
-                session.path = path
-                batch.sessions[(session.app, session.session_id)] = session
-
-    def _lifecycle_event(
-        self,
-        event_type: str | None,
-        record: Record,
-        paths: Iterable[tuple[Kind, str]],
-        batch: _Batch,
-    ) -> None:
-        if event_type == "logd:dropped":
-            count = record.kv.get("count")
-            if isinstance(count, int):
-                self.totals.dropped_by_clients += count
-        elif event_type == "call:end" and record.call_id is not None:
-            call = self.registry.end_call(record.app, record.call_id, record.time_ns)
-            if call is not None:
-                batch.calls[(call.app, call.call_id, call.day)] = call
-            batch.closing += [path for kind, path in paths if kind is Kind.CALL]
-        elif event_type == "session:end" and record.session_id is not None:
-            session = self.registry.end_session(record.app, record.session_id, "ended")
-            if session is not None:
-                batch.sessions[(session.app, session.session_id)] = session
-            batch.closing += [path for kind, path in paths if kind is Kind.SESSION]
-
-    def _tick(self, batch: _Batch, now: int) -> None:
-        batch.ended_runs += self.registry.tick(now)
-        idle_ns = int(self.config.limits.session_idle_s * 1e9)
-        for session in self.registry.idle_sessions(now, idle_ns):
-            batch.sessions[(session.app, session.session_id)] = session
-            batch.closing.append(session.path)
-
     def _reject(
-        self, batch: _Batch, now: int, reason: str, tag: str, raw: object, peer: Peer
+        self, batch: Batch, now: int, reason: str, tag: str, raw: object, peer: Peer
     ) -> None:
         self.totals.rejected += 1
         batch.lines.add((rejected_write(now, reason, tag, raw, peer.as_dict()),))

@@ -9,15 +9,14 @@ symlink cannot redirect a write out of the root.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import posixpath
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from logd.config import Rotation, RotationPolicy
 from logd.retention.policy import (
@@ -28,39 +27,13 @@ from logd.retention.policy import (
     rotation_due,
     utc_day,
 )
+from logd.write.batch import Lines
 from logd.write.compressor import Compressor
 from logd.write.routing import Kind, Write
 
 log = logging.getLogger("logd.sinks")
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
 FsyncMode = Literal["none", "batch", "always"]
-
-
-class Lines:
-    """One batch's lines grouped per file, in arrival order, as `Sinks.write_many` takes them.
-
-    The writer appends to a file's list directly (`to()`), so no per-line object is made
-    and nothing is regrouped when the batch is written.
-    """
-
-    __slots__ = ("by_path", "kinds")
-
-    def __init__(self, writes: Iterable[Write] = ()) -> None:
-        self.by_path: dict[str, list[str]] = {}
-        self.kinds: dict[str, Kind] = {}
-        self.add(writes)
-
-    def to(self, kind: Kind, path: str) -> list[str]:
-        """The list of the file's lines in this batch, to append to."""
-        lines = self.by_path.get(path)
-        if lines is None:
-            self.by_path[path] = lines = []
-            self.kinds[path] = kind
-        return lines
-
-    def add(self, writes: Iterable[Write]) -> None:
-        for kind, path, line in writes:
-            self.to(kind, path).append(line)
 
 
 class Sinks:
@@ -411,40 +384,3 @@ def _encode(text: str) -> bytes:
         return text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
         return text.encode("utf-8", "replace")
-
-
-def write_json_atomic(path: Path, obj: Mapping[str, Any]) -> None:
-    """Replace a JSON file so readers see the old or the new content, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    data = json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n"
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # A full disk must not leave a half-written temp file beside the real one.
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
-def point_current(runs_dir: Path, run_name: str) -> None:
-    """Make `runs/current` (symlink) and `runs/current.txt` name the newest run."""
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    tmp_link = runs_dir / ".current.tmp"
-    tmp_txt = runs_dir / ".current.txt.tmp"
-    try:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_link.unlink()
-        os.symlink(run_name, tmp_link)
-        os.replace(tmp_link, runs_dir / "current")
-        tmp_txt.write_text(run_name + "\n", encoding="utf-8")
-        os.replace(tmp_txt, runs_dir / "current.txt")
-    except BaseException:
-        for tmp in (tmp_link, tmp_txt):
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-        raise

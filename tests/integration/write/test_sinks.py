@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from logd.write.atomic import point_current, write_json_atomic
 from logd.write.routing import Kind, Write
-from logd.write.sinks import Sinks, point_current, write_json_atomic
+from logd.write.sinks import Sinks
 
 
 def test_rollback_removes_the_files_and_folders_the_batch_created(tmp_path: Path) -> None:
