@@ -16,8 +16,11 @@ import re
 import socket
 import sqlite3
 import subprocess
+import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,6 +89,52 @@ def seqs(app_dir: Path) -> list[int]:
     return found
 
 
+def test_sigterm_restarts_under_a_live_go_stream_write_every_record_once(
+    log_root: Path, socket_dir: Path, tmp_path: Path, daemons: Daemons, record_property: Any
+) -> None:
+    """Records handed to the writer before a stop are acked; none is written twice."""
+    sender = go_sender()
+    daemon = daemons.start(log_root, socket_dir)
+    errors = tmp_path / "sender.stderr"
+    with open(errors, "w") as stderr:
+        producer = subprocess.Popen(
+            [str(sender), "-network", "unix", "-address", str(daemon.socket), "-ack"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+    app_dir = log_root / "gosend"
+    stops: list[float] = []
+    try:
+        for _ in range(RESTARTS):
+            before = len(seqs(app_dir))
+            wait_for(lambda: len(seqs(app_dir)) > before + 100, 30)  # noqa: B023
+            started = time.monotonic()
+            assert daemon.stop() == 0, daemon.stderr
+            stops.append(time.monotonic() - started)
+            daemon = daemons.start(log_root, socket_dir)
+        before = len(seqs(app_dir))
+        wait_for(lambda: len(seqs(app_dir)) > before + 100, 30)
+        out, _ = producer.communicate("stop\n", timeout=60)
+        assert producer.returncode == 0, errors.read_text()
+        assert daemon.stop() == 0, daemon.stderr
+    finally:
+        if producer.poll() is None:
+            producer.kill()
+            producer.wait()
+    sent = sent_count(out)
+
+    seen = Counter(seqs(app_dir))
+    duplicates = {seq: n for seq, n in seen.items() if n > 1}
+    record_property("go_restart_stop_s", [round(s, 2) for s in stops])
+    record_property("go_restart_records", sent)
+    print(f"{sent} records over {RESTARTS} restarts; SIGTERM stops took", stops)
+    assert not duplicates, f"written more than once: {duplicates}"
+    assert set(seen) == set(range(sent)), "every acked record is written"
+    assert max(stops) < STOP_BUDGET_S, stops
+
+
 def test_go_time_and_extension_values_are_stored_readably_and_forwarded(
     tmp_path: Path, daemons: Daemons
 ) -> None:
@@ -132,3 +181,37 @@ def test_go_time_and_extension_values_are_stored_readably_and_forwarded(
         assert f"when={TYPED_ISO}" in events
     assert edge.stop() == 0, edge.stderr
     assert upstream.stop() == 0, upstream.stderr
+
+
+QUIET_CONFIG = "[limits]\nidle_timeout_s = 0.5\n"
+
+
+def test_a_go_client_without_acks_keeps_its_lines_across_quiet_spells(
+    log_root: Path, socket_dir: Path, daemons: Daemons
+) -> None:
+    """The quiet TCP connection stays open, so the next line is not written into a socket
+    the daemon closed (fire-and-forget clients never know)."""
+    sender = go_sender()
+    port = free_port()
+    daemon = daemons.start(log_root, socket_dir, QUIET_CONFIG, "--tcp", f"127.0.0.1:{port}")
+    args = ["-network", "tcp", "-address", "127.0.0.1", "-port", str(port), "-mode", "quiet"]
+    result = subprocess.run(
+        [str(sender), *args, "-quiet-ms", "1500", "-tag", "goquiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert sent_count(result.stdout) == 3
+
+    def lines() -> list[str]:
+        runs = (log_root / "goquiet" / "runs").glob("*/main.log")
+        logs = sorted(p for p in runs if not p.parent.is_symlink())
+        return [b.decode().rsplit(" - ", 1)[1] for p in logs for b in read_rotated_lines(p)]
+
+    deadline = time.monotonic() + 10
+    while len(lines()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lines() == ["line 0", "line 1", "line 2"]
+    assert daemon.stop() == 0, daemon.stderr
+    assert not re.search("no message for|closed to make room", daemon.stderr), daemon.stderr
