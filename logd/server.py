@@ -94,7 +94,8 @@ class LogdServer:
             OSError: the writer could not carry out the batch it was in.
         """
         done = trio.Event()
-        await self._enqueue(job, done)
+        if not await self._enqueue(job, done):
+            raise OSError(f"{job.action} did not run: the writer is stopping or stuck")
         await done.wait()
         if not job.done:
             reason = self.engine.totals.last_error if self.engine else "not started"
@@ -210,7 +211,7 @@ class LogdServer:
                         # Outputs stop sending; what upstream has not acknowledged
                         # stays in their buffers for the next start.
                         outputs.cancel()
-                        self.connections.drain()
+                        self.connections.drain(DRAIN_GRACE_S)
                         nursery.cancel_scope.deadline = trio.current_time() + DRAIN_GRACE_S
                 finally:
                     with trio.CancelScope(shield=True):
@@ -275,18 +276,22 @@ class LogdServer:
         """Hand one message to the writer and wait until it is durable (or failed)."""
         job = Ingest(peer, entries)
         done = trio.Event()
-        await self._enqueue(job, done)
+        if not await self._enqueue(job, done):
+            return False
         await done.wait()
         return job.ok
 
-    async def _enqueue(self, job: Job, done: trio.Event | None) -> None:
+    async def _enqueue(self, job: Job, done: trio.Event | None) -> bool:
+        """Queue a job for the writer; False when it did not take it (stopped, or full for
+        DRAIN_GRACE_S), and then `done` will never be set."""
         assert self._send is not None
         with trio.move_on_after(DRAIN_GRACE_S):
             try:
                 await self._send.send((job, done))
             except (trio.ClosedResourceError, trio.BrokenResourceError):
-                if done is not None:
-                    done.set()
+                return False
+            return True
+        return False
 
     def _count(self, code: str) -> None:
         self.errors[code] += 1

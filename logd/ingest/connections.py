@@ -3,6 +3,12 @@
 
 Connection tasks never touch files: `submit` waits for the writer task, so a slow disk
 slows the clients that wait for acks. `LogdServer` owns the `Connections` and the writer.
+
+Quiet connections stay open, as Fluentd and Fluent Bit keep them: a client that does not
+ask for acks would write its next record into a socket the daemon closed and lose it.
+Dead TCP peers are found by TCP keepalive; the idlest connections are closed only when
+the connection limit is near. A message handed to the writer is always finished and
+acked, at a stop too, so a client never resends what was written.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import errno
 import hmac
 import logging
+import math
 import os
 import socket as stdsocket
 import struct
@@ -21,7 +28,7 @@ from typing import Any
 import trio
 from logd_client import wire
 
-from logd.config import Config
+from logd.config import Config, Limits
 from logd.index.states import Peer, Transport
 from logd.ingest.orphans import Submit
 from logd.ingest.streams import next_event
@@ -32,18 +39,34 @@ __all__ = ["Conn", "Connections"]
 # These lines came from the server before this module existed; they keep its logger name.
 log = logging.getLogger("logd.server")
 
+# Stopping: a connection reads new messages for this long, then stops at the next message
+# boundary (one partly received may finish until the drain grace ends).
 DRAIN_READ_S = 0.2
+# Stopping: how long an ack may wait for a peer that does not read.
+DRAIN_ACK_S = 1.0
+# TCP keepalive probes a peer quiet for idle_timeout_s, then this often, this many times:
+# a dead or unplugged peer (no FIN, no RST) is closed about 30 s later (tcp(7)).
+KEEPALIVE_INTERVAL_S = 10
+KEEPALIVE_PROBES = 3
+_KEEPIDLE_MAX_S = 32767  # Linux's MAX_TCP_KEEPIDLE
+# Near the limit means within limit // ROOM_DIVISOR (at least 1) of it.
+ROOM_DIVISOR = 16
 _PEERCRED = struct.Struct("3i")
 
-Enqueue = Callable[[Job, trio.Event | None], Awaitable[None]]
+Enqueue = Callable[[Job, trio.Event | None], Awaitable[bool]]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Conn:
-    """One open ingest connection, for `logd-ctl status` and for draining at stop."""
+    """One open ingest connection, for `logd-ctl status`, for making room and for draining."""
 
     peer: Peer
-    read_scope: trio.CancelScope | None = None
+    last_message: float  # trio time of its last complete message, or of its accept
+    read_scope: trio.CancelScope | None = None  # set while it waits for bytes
+    ack_scope: trio.CancelScope | None = None  # set while an ack is being sent
+    mid_message: bool = False  # the read waits for the rest of a message
+    asks_acks: bool = False
+    closed_for_room: bool = False
 
 
 class Connections:
@@ -74,13 +97,17 @@ class Connections:
         self.conns: dict[int, Conn] = {}
         self.total = 0
         self.draining = False
+        self._stop_reading_at = math.inf
+        self._drain_end = math.inf
         self._next_conn = 0
 
     async def accept_loop(
         self, nursery: trio.Nursery, listener: trio.abc.Listener[Any], transport: Transport
     ) -> None:
-        """Accept until the listener closes; beyond `max_connections`, refuse the newcomer."""
+        """Accept until the listener closes. Near `max_connections`, close the idlest
+        connection for each newcomer; at the limit with none idle, refuse the newcomer."""
         limit = self._config().limits.max_connections
+        room = max(1, limit // ROOM_DIVISOR)
         while True:
             try:
                 stream = await listener.accept()
@@ -93,6 +120,8 @@ class Connections:
                     await trio.sleep(0.1)
                     continue
                 raise
+            if len(self.conns) >= limit - room:
+                self._close_idlest(limit)
             if len(self.conns) >= limit:
                 self._count("too-many-connections")
                 log.warning("refusing a %s connection: %d connections open", transport, limit)
@@ -102,15 +131,16 @@ class Connections:
 
     async def _handle(self, stream: trio.SocketStream, transport: Transport) -> None:
         peer = self._peer(stream, transport)
-        conn = Conn(peer)
+        limits = self._config().limits
+        if transport == "tcp":
+            _keep_alive(stream.socket, limits.idle_timeout_s)
+        conn = Conn(peer, trio.current_time())
         self.conns[peer.conn_id] = conn
         self.total += 1
-        limits = self._config().limits
         decoder = wire.ForwardDecoder(
             max_message_bytes=limits.max_message_bytes, max_records=limits.max_records or None
         )
         by_daemon = False
-        idle_deadline = trio.current_time() + limits.idle_timeout_s
         try:
             if transport == "tcp" and self._config().listen.shared_key:
                 authenticated = False
@@ -121,43 +151,27 @@ class Connections:
             while True:
                 event = decoder.next_event()
                 if event is None:
-                    deadline = idle_deadline
-                    if self.draining:
-                        deadline = min(deadline, trio.current_time() + DRAIN_READ_S)
-                    data: bytes | None = None
-                    with trio.CancelScope(deadline=deadline) as conn.read_scope:
-                        data = await stream.receive_some(decoder.read_size)
-                    conn.read_scope = None
+                    data = await self._receive(stream, decoder, conn, limits)
                     if data is None:
                         by_daemon = True
-                        if not self.draining:
-                            self._count("idle-timeout")
-                            log.info(
-                                "conn %d (%s): no message for %gs, closing",
-                                peer.conn_id,
-                                _peer_text(peer),
-                                limits.idle_timeout_s,
-                            )
                         break
                     if data:
                         decoder.receive_data(data)
                     else:
                         decoder.receive_eof()
                     continue
-                idle_deadline = trio.current_time() + limits.idle_timeout_s
+                conn.last_message = trio.current_time()
                 if isinstance(event, wire.Closed):
                     break
                 if isinstance(event, wire.Entries):
-                    if not await self._submit(peer, event):
+                    conn.asks_acks = conn.asks_acks or event.chunk is not None
+                    # Once the writer has the message, a stop must not come between its
+                    # write and its ack: the client would resend what is already written.
+                    with trio.CancelScope(shield=True):
+                        done = await self._write_and_ack(stream, event, conn, limits)
+                    if not done:
                         by_daemon = True
                         break
-                    if event.chunk is not None:
-                        with trio.move_on_after(limits.idle_timeout_s) as send_scope:
-                            await stream.send_all(wire.encode_ack(event.chunk))
-                        if send_scope.cancelled_caught:
-                            self._count("ack-not-read")
-                            by_daemon = True
-                            break
                 elif isinstance(event, wire.Ping):
                     self._count("unexpected-ping")
                     log.warning(
@@ -177,10 +191,103 @@ class Connections:
             self._count("connection-broken")
             log.debug("conn %d: %r", peer.conn_id, exc)
         finally:
-            del self.conns[peer.conn_id]
+            self.conns.pop(peer.conn_id, None)
             with trio.CancelScope(shield=True):
                 await stream.aclose()
                 await self._enqueue(ConnClosed(peer, by_daemon), None)
+
+    async def _receive(
+        self, stream: trio.SocketStream, decoder: wire.ForwardDecoder, conn: Conn, limits: Limits
+    ) -> bytes | None:
+        """The next bytes from the peer (b"" at EOF), or None when it is time to close."""
+        mid_message = decoder.in_message
+        deadline = self._read_deadline(conn, mid_message, limits)
+        if not conn.closed_for_room and deadline > trio.current_time():
+            conn.mid_message = mid_message
+            data: bytes | None = None
+            with trio.CancelScope(deadline=deadline) as conn.read_scope:
+                data = await stream.receive_some(decoder.read_size)
+            conn.read_scope = None
+            if data is not None:
+                return data
+        if not (self.draining or conn.closed_for_room):
+            self._count("idle-timeout")
+            log.info(
+                "conn %d (%s): no message for %gs%s, closing",
+                conn.peer.conn_id,
+                _peer_text(conn.peer),
+                limits.idle_timeout_s,
+                " (one stopped halfway)" if mid_message else "",
+            )
+        return None
+
+    def _read_deadline(self, conn: Conn, mid_message: bool, limits: Limits) -> float:
+        idle_end = conn.last_message + limits.idle_timeout_s
+        if mid_message:
+            # A message stuck halfway holds a buffer: the client is stalled, not quiet.
+            deadline = idle_end
+        elif conn.asks_acks and conn.peer.transport == "unix":
+            # A local client that waits for acks (logd's own does) resends what the close
+            # costs it and reconnects on its next record: free its slot as before.
+            deadline = idle_end
+        else:
+            deadline = math.inf
+        if self.draining:
+            deadline = min(deadline, self._drain_end if mid_message else self._stop_reading_at)
+        return deadline
+
+    async def _write_and_ack(
+        self, stream: trio.SocketStream, entries: wire.Entries, conn: Conn, limits: Limits
+    ) -> bool:
+        """Hand `entries` to the writer and ack them once durable; False: close the connection.
+
+        Called shielded, so it must end on its own: the writer always answers, and the ack
+        waits for a peer that does not read at most idle_timeout_s (DRAIN_ACK_S at a stop).
+        """
+        if not await self._submit(conn.peer, entries):
+            return False
+        if entries.chunk is None:
+            return True
+        timeout = DRAIN_ACK_S if self.draining else limits.idle_timeout_s
+        with trio.move_on_after(timeout) as conn.ack_scope:
+            await stream.send_all(wire.encode_ack(entries.chunk))
+        sent = not conn.ack_scope.cancelled_caught
+        conn.ack_scope = None
+        if not sent:
+            self._count("ack-not-read")
+        return sent
+
+    def _close_idlest(self, limit: int) -> None:
+        """Make room: close the connection quiet longest, if quiet for idle_timeout_s.
+
+        Only one waiting for its next message; it leaves `conns` at once, so the newcomer
+        that prompted this counts against the limit in its place.
+        """
+        idle_s = self._config().limits.idle_timeout_s
+        now = trio.current_time()
+        quiet = [
+            conn
+            for conn in self.conns.values()
+            if conn.read_scope is not None
+            and not conn.mid_message
+            and now - conn.last_message >= idle_s
+        ]
+        if not quiet:
+            return
+        idlest = min(quiet, key=lambda conn: conn.last_message)
+        assert idlest.read_scope is not None
+        idlest.closed_for_room = True
+        idlest.read_scope.cancel()
+        del self.conns[idlest.peer.conn_id]
+        self._count("idle-closed-for-room")
+        log.warning(
+            "conn %d (%s): quiet for %.0fs, closed to make room (%d connections, limit %d)",
+            idlest.peer.conn_id,
+            _peer_text(idlest.peer),
+            now - idlest.last_message,
+            len(self.conns) + 1,
+            limit,
+        )
 
     async def _authenticate(
         self, stream: trio.SocketStream, decoder: wire.ForwardDecoder, peer: Peer
@@ -226,13 +333,24 @@ class Connections:
             address = "tcp"
         return Peer(self._next_conn, "tcp", address=address)
 
-    def drain(self) -> None:
-        """Stopping: give reads waiting for a next message only a moment longer."""
+    def drain(self, grace_s: float) -> None:
+        """Stopping: read new messages only a moment longer, finish those under way.
+
+        A connection stops at its next message boundary after DRAIN_READ_S; one partly
+        received may finish within `grace_s`. What the writer already has is written and
+        acked regardless (see `_write_and_ack`), so a restart costs a live stream a
+        fraction of a second, not the whole grace.
+        """
+        now = trio.current_time()
         self.draining = True
-        soon = trio.current_time() + DRAIN_READ_S
+        self._stop_reading_at = now + DRAIN_READ_S
+        self._drain_end = now + grace_s
         for conn in self.conns.values():
             if conn.read_scope is not None:
-                conn.read_scope.deadline = min(conn.read_scope.deadline, soon)
+                end = self._drain_end if conn.mid_message else self._stop_reading_at
+                conn.read_scope.deadline = min(conn.read_scope.deadline, end)
+            if conn.ack_scope is not None:
+                conn.ack_scope.deadline = min(conn.ack_scope.deadline, now + DRAIN_ACK_S)
 
     def _count(self, code: str) -> None:
         self._errors[code] += 1
@@ -242,3 +360,16 @@ def _peer_text(peer: Peer) -> str:
     if peer.transport == "unix":
         return f"pid {peer.pid} uid {peer.uid}"
     return peer.address
+
+
+def _keep_alive(sock: trio.socket.SocketType, idle_timeout_s: float) -> None:
+    """Have the kernel probe a quiet TCP peer, so a dead one is closed (tcp(7))."""
+    idle = min(max(round(idle_timeout_s), 1), _KEEPIDLE_MAX_S)
+    try:
+        sock.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_KEEPALIVE, 1)
+        sock.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_KEEPIDLE, idle)
+        sock.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S)
+        sock.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+    except OSError as exc:
+        # The peer may already have reset the connection; its first read will say so.
+        log.debug("cannot set TCP keepalive: %s", exc)

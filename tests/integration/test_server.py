@@ -259,7 +259,11 @@ async def test_stop_flushes_and_removes_the_socket(config: Config) -> None:
     assert meta["end_time"] is None, "a run open when the daemon stops stays open"
 
 
-async def test_idle_connection_is_closed(log_root: Path, socket_dir: Path) -> None:
+async def test_a_message_stopped_halfway_is_closed_after_the_idle_timeout(
+    log_root: Path, socket_dir: Path
+) -> None:
+    """A stalled client holds a buffer; only quiet ones between messages stay open
+    (tests/integration/ingest/test_quiet_connections.py)."""
     config = make_config(log_root, socket_dir, idle_timeout_s=0.3)
     async with trio.open_nursery() as nursery:
         server = LogdServer(config)

@@ -60,6 +60,17 @@ class _Decoder(Generic[_Event]):
         """
         return max(min(self._room() - len(self._pending), READ_CHUNK), 1)
 
+    @property
+    def in_message(self) -> bool:
+        """Whether bytes of a message not returned yet are buffered.
+
+        Right after :meth:`next_event` returned None, that is a message partly received: a
+        server stopping or closing idle connections lets such a peer finish it first.
+        """
+        if self._pending:
+            return True
+        return self._unpacker is not None and self._fed > self._message_start
+
     def receive_data(self, data: bytes) -> None:
         """Buffer bytes from the peer; call :meth:`next_event` until it returns None.
 

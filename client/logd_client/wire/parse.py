@@ -14,6 +14,7 @@ from typing import Any
 
 import msgpack
 
+from .extensions import extension_value
 from .messages import (
     EVENT_TIME_EXT,
     NS_PER_S,
@@ -53,7 +54,9 @@ def _ext_hook(code: int, data: bytes) -> object:
     if code == 0 and len(data) == 8:
         seconds, nanoseconds = EVENT_TIME_EXT.unpack(data)
         return EventNs(seconds * NS_PER_S + nanoseconds)
-    return msgpack.ExtType(code, data)
+    # Any other extension in a record (Go's time.Time, an app's own type) becomes a plain
+    # value here, so what is stored and forwarded is JSON-able and loses nothing.
+    return extension_value(code, data)
 
 
 def new_unpacker(max_bytes: int) -> Any:
