@@ -63,6 +63,9 @@ class LogdServer:
         self.engine: Engine | None = None
         self.stop_requested = trio.Event()
         self.errors: Counter[str] = Counter()
+        # Held from writing a batch until its records are published: a `tail -f` takes it
+        # to start exactly between two batches (logd.control.backlog).
+        self.writer_lock = trio.Lock()
         self._send: trio.MemorySendChannel[tuple[Job, trio.Event | None]] | None = None
         self.listeners = Listeners(inherited)
         self.notifier = notifier or Notifier({})
@@ -314,16 +317,17 @@ class LogdServer:
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
                 written_before = engine.totals.records_written
-                try:
-                    await trio.to_thread.run_sync(engine.process, [job for job, _ in batch])
-                except OSError as exc:
-                    self._count("write-failed")
-                    self._report_write_failure(exc)
-                    engine.published.clear()
+                async with self.writer_lock:
+                    try:
+                        await trio.to_thread.run_sync(engine.process, [job for job, _ in batch])
+                    except OSError as exc:
+                        self._count("write-failed")
+                        self._report_write_failure(exc)
+                        engine.published.clear()
+                    if engine.published:
+                        items, engine.published = engine.published, []
+                        self.control.publish(items)
                 self.control.rate.add(time.time(), engine.totals.records_written - written_before)
-                if engine.published:
-                    items, engine.published = engine.published, []
-                    self.control.publish(items)
                 if self.forwarding is not None:
                     self.forwarding.notify()
                 for _, done in batch:

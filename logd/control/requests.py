@@ -8,13 +8,13 @@ dropped connection.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from logd.control.tailing import min_level, skip_counts
 from logd.index.eventline import iso_utc_ms
 
 COMMANDS = (
@@ -51,8 +51,17 @@ _ARGS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "session": str,
         "call": str,
         "events": str,
+        "level": str,
+        "since": str,
+        "until": str,
+        "grep": str,
         "n": int,
         "follow": bool,
+        # With `follow`: an id not seen yet is waited for instead of refused.
+        "wait": bool,
+        # A follower picking up again: records from this ISO time, less those it showed.
+        "after": str,
+        "skip": list,
     },
     "cleanup": {"dry_run": bool},
     "rotate": {},
@@ -163,84 +172,22 @@ def _iso(moment: datetime) -> str:
     return iso_utc_ms(round(moment.timestamp() * 1_000_000) * 1000)
 
 
-@dataclass(frozen=True, slots=True)
-class TailFilter:
-    """Which live records a `tail` subscriber wants; filters combine with AND."""
+def tail_args(args: Mapping[str, Any], now: float) -> dict[str, Any]:
+    """A `tail` request's arguments made ready for reading: `since`, `until` and `after`
+    as ISO UTC times, `level` and `skip` checked.
 
-    app: str | None = None
-    run: str | None = None
-    session: str | None = None
-    call: str | None = None
-    events: str | None = None
-
-    @classmethod
-    def from_args(cls, args: Mapping[str, Any]) -> TailFilter:
-        return cls(
-            app=args.get("app"),
-            run=args.get("run"),
-            session=args.get("session"),
-            call=args.get("call"),
-            events=args.get("events"),
-        )
-
-    def matches(self, item: Mapping[str, Any]) -> bool:
-        if self.app is not None and item.get("app") != self.app:
-            return False
-        if self.run is not None and item.get("run_id") != self.run:
-            return False
-        if self.session is not None and item.get("session_id") != self.session:
-            return False
-        if self.call is not None and item.get("call_id") != self.call:
-            return False
-        if self.events is not None:
-            event_type = item.get("event_type")
-            return event_type is not None and fnmatch.fnmatchcase(event_type, self.events)
-        return True
-
-
-_RUN_LINE_RE = re.compile(
-    r"\[(?P<session>[^\]]*)\] - (?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) - "
-    r"(?P<logger>.*?) - (?P<level>[A-Z][A-Za-z0-9_ ]*) - (?P<msg>.*)"
-)
-_CALL_LINE_RE = re.compile(
-    r"(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) - tid: (?P<thread>\d+) - "
-    r"(?P<level>[A-Z][A-Za-z0-9_ ]*) - (?P<msg>.*)"
-)
-
-
-def items_from_lines(
-    lines: list[str], *, utc: bool, n: int, base: Mapping[str, Any]
-) -> list[dict[str, Any]]:
-    """The last `n` records of a run or call log, as tail items.
-
-    A line that does not start a record (a traceback, a multi-line message) belongs to
-    the record before it.
+    Raises:
+        ControlError: a bad time, level or resume cursor.
     """
-    items: list[dict[str, Any]] = []
-    for line in lines:
-        match = _RUN_LINE_RE.fullmatch(line) or _CALL_LINE_RE.fullmatch(line)
-        if match is None:
-            if items:
-                items[-1]["line"] += "\n" + line
-                items[-1]["msg"] += "\n" + line
-            continue
-        fields = match.groupdict()
-        session = fields.get("session")
-        items.append(
-            {
-                **base,
-                "time": _text_time_to_iso(fields["time"], utc),
-                "session_id": None if session in (None, "in-progress") else session,
-                "level": fields["level"],
-                "logger": fields.get("logger"),
-                "msg": fields["msg"],
-                "line": line,
-            }
-        )
-    return items[-n:] if n else []
-
-
-def _text_time_to_iso(text: str, utc: bool) -> str:
-    moment = datetime.strptime(text, "%Y-%m-%d %H:%M:%S,%f")
-    moment = moment.replace(tzinfo=UTC) if utc else moment.astimezone()
-    return _iso(moment.astimezone(UTC))
+    ready = dict(args)
+    for key in ("since", "until", "after"):
+        if key in ready:
+            ready[key] = parse_time(ready[key], now)
+    try:
+        if "level" in ready:
+            min_level(ready["level"])
+        if "skip" in ready:
+            skip_counts(ready["skip"])
+    except ValueError as exc:
+        raise ControlError("bad-argument", str(exc)) from None
+    return ready

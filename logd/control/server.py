@@ -15,16 +15,20 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from functools import partial
+from pathlib import Path
 from typing import Any, Protocol
 
 import trio
 from logd_client import wire
 
-from logd.config import Config, ConfigError
+from logd.config import Config, ConfigError, Listen
 from logd.control import queries
 from logd.control import requests as control
-from logd.control.requests import ControlError, Request, TailFilter
+from logd.control.backlog import Backlog
+from logd.control.requests import ControlError, Request
+from logd.control.tailing import TailFilter
 from logd.index.states import Peer
 from logd.ingest.streams import next_event
 from logd.write.jobs import Maintain
@@ -78,6 +82,9 @@ class Daemon(Protocol):
     def listener_names(self) -> Sequence[str]: ...
     @property
     def errors(self) -> Mapping[str, int]: ...
+    @property
+    def writer_lock(self) -> trio.Lock:
+        """Held by the writer while it writes a batch and publishes its records."""
 
     def peers(self) -> list[tuple[int, Peer]]: ...
     async def maintain(self, job: Maintain) -> dict[str, Any]: ...
@@ -165,6 +172,10 @@ class ControlServer:
         root = self.server.config.root
         utc = self.server.config.layout.utc
         now = time.time()
+        if req.command == "tail":
+            return await trio.to_thread.run_sync(
+                _read_backlog, root, control.tail_args(args, now), utc
+            )
         if req.command == "events":
             for key in ("since", "until"):
                 if key in args:
@@ -178,10 +189,12 @@ class ControlServer:
             if reader is None:
                 raise ControlError("unsupported", "this daemon was started without a config reader")
             try:
-                await server.reload(reader())
+                config = reader()
+                pending = _restart_keys(server.config, config)
+                await server.reload(config)
             except ConfigError as exc:
                 raise ControlError("bad-config", str(exc)) from exc
-            return {"reloaded": True}
+            return {"reloaded": True, "restart_needed": pending}
         job = Maintain(req.command, dry_run=bool(req.args.get("dry_run")))
         return await server.maintain(job)
 
@@ -233,24 +246,69 @@ class ControlServer:
         }
 
     async def _follow(self, stream: trio.SocketStream, req: Request) -> None:
-        """Backlog first, then live records until the reader goes away."""
-        backlog = await self._answer(Request("tail", {**req.args, "follow": False}))
+        """Backlog first, then live records until the reader goes away.
+
+        The two meet exactly: the backlog reader notes where each file stood while the
+        writer is paused, and the subscription starts in that same pause.
+        """
+        config = self.server.config
+        args = control.tail_args(req.args, time.time())
+        reader = await trio.to_thread.run_sync(
+            partial(Backlog, config.root, args, utc=config.layout.utc)
+        )
         send, recv = trio.open_memory_channel[dict[str, Any]](SUBSCRIBER_QUEUE)
-        sub = _Subscriber(TailFilter.from_args(req.args), send)
-        self.subscribers.add(sub)
-        self.server.set_publishing(True)
         try:
-            await stream.send_all(wire.encode_map(control.ok(backlog)))
+            await trio.to_thread.run_sync(reader.plan)
+            sub = _Subscriber(TailFilter.from_args({**args, **_resolved(reader)}), send)
+            async with self.server.writer_lock:
+                snapshot = await trio.to_thread.run_sync(reader.capture)
+                self.subscribers.add(sub)
+                self.server.set_publishing(True)
             try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_wait_for_close, stream, nursery.cancel_scope)
-                    await _forward(stream, recv, sub)
-            except* (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass  # the follower went away
+                backlog = await trio.to_thread.run_sync(reader.finish, snapshot)
+                reply = {**control.ok(backlog.pop("items")), **backlog}
+                await stream.send_all(wire.encode_map(reply))
+                try:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(_wait_for_close, stream, nursery.cancel_scope)
+                        await _forward(stream, recv, sub)
+                except* (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass  # the follower went away
+            finally:
+                self.subscribers.discard(sub)
+                self.server.set_publishing(bool(self.subscribers))
         finally:
-            self.subscribers.discard(sub)
             send.close()
-            self.server.set_publishing(bool(self.subscribers))
+            reader.close()
+
+
+def _read_backlog(root: Path, args: dict[str, Any], utc: bool) -> list[dict[str, Any]]:
+    reader = Backlog(root, args, utc=utc)
+    try:
+        reader.plan()
+        items: list[dict[str, Any]] = reader.finish(None)["items"]
+        return items
+    finally:
+        reader.close()
+
+
+def _resolved(reader: Backlog) -> dict[str, Any]:
+    return {"run": reader.resolved_run} if reader.resolved_run is not None else {}
+
+
+def _restart_keys(running: Config, new: Config) -> list[str]:
+    """The changed settings a reload cannot apply (SPEC §10): they wait for a restart."""
+    changed = ["root"] if new.root != running.root else []
+    changed += [
+        f"listen.{item.name}"
+        for item in fields(Listen)
+        if getattr(new.listen, item.name) != getattr(running.listen, item.name)
+    ]
+    if new.forward != running.forward:
+        changed.append("forward")
+    if new.state_dir != running.state_dir:
+        changed.append("state_dir")
+    return changed
 
 
 async def _forward(

@@ -24,7 +24,7 @@ from logd.ctl.format import (
     table,
 )
 
-__all__ = ["STATUS_WIDTH", "cleanup_lines", "run_block", "status_block"]
+__all__ = ["STATUS_WIDTH", "cleanup_lines", "reload_line", "run_block", "status_block"]
 
 STATUS_WIDTH = 80
 MAX_CLIENT_LINES = 10
@@ -206,3 +206,11 @@ def cleanup_lines(result: Mapping[str, Any]) -> list[str]:
         f"would free {size}" if dry else f"freed {size}"
     )
     return [f"{summary}{':' if deleted else '.'}", *lines]
+
+
+def reload_line(result: Mapping[str, Any]) -> str:
+    """`logd-ctl reload`: done, naming every changed setting that waits for a restart."""
+    pending = [printable(str(key)) for key in result.get("restart_needed") or ()]
+    if not pending:
+        return "Configuration reloaded."
+    return f"Configuration reloaded; these changes need a restart: {', '.join(pending)}."

@@ -14,36 +14,39 @@ import io
 import json
 import os
 import shutil
-import stat
 import sys
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from typing import Any, TextIO
 
 from logd.control.requests import MAX_LIMIT, request
+from logd.control.tailing import min_level, public
 from logd.ctl import blocks
 from logd.ctl import format as fmt
 from logd.ctl.connection import (
+    CONTROL_ENV,
     REPLY_TIMEOUT_S,
-    ControlConnection,
+    SYSTEM_CONTROL,
     DaemonError,
     Unavailable,
-    reply_result,
+    connect,
+    control_candidates,
+    control_path,
 )
+from logd.ctl.follow import follow
 
 __all__ = [
+    "SYSTEM_CONTROL",
     "Printer",
     "build_parser",
     "build_request",
+    "control_candidates",
     "control_path",
     "main",
     "render",
 ]
 
-SYSTEM_CONTROL = "/run/logd/ctl.sock"
-CONTROL_ENV = "LOGD_CONTROL"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 # Cleanup deletes a tree's worth of old files before it answers.
 _SLOW_TIMEOUT_S = {"cleanup": 600.0, "rotate": 600.0}
@@ -69,6 +72,14 @@ def _date_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
     if len(text) != 10:  # fromisoformat also takes 20251105; the folders are YYYY-MM-DD
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}")
+    return text
+
+
+def _level_arg(text: str) -> str:
+    try:
+        min_level(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 
@@ -111,14 +122,27 @@ def build_parser() -> argparse.ArgumentParser:
     calls.add_argument("--bot", metavar="B", help="only this bot id")
     calls.add_argument("--active", action="store_true", help="only calls not ended")
     calls.add_argument("--limit", type=_count_arg, metavar="N", help="at most N calls")
-    tail = add("tail", "recent records as run-log lines; -f follows live")
+    tail = add("tail", "the newest records of every app and run, as run-log lines; -f follows live")
     app_option(tail)
-    tail.add_argument("--run", metavar="R", help="only this run")
+    tail.add_argument("--run", metavar="R", help='only this run ("current" works)')
     tail.add_argument("--session", metavar="S", help="only this session")
     tail.add_argument("--call", metavar="C", help="only this call")
     tail.add_argument("--events", metavar="PATTERN", help="only events matching, e.g. 'llm:*'")
+    tail.add_argument(
+        "-p", "--level", type=_level_arg, metavar="LEVEL", help="this level and above, e.g. error"
+    )
+    tail.add_argument("--since", metavar="T", help="1h, 30m, 2d or an ISO time")
+    tail.add_argument("--until", metavar="T", help="1h, 30m, 2d or an ISO time")
+    tail.add_argument(
+        "-g", "--grep", metavar="TEXT", help="messages matching (a regex; any case if lower-case)"
+    )
     tail.add_argument("-n", type=_count_arg, default=10, metavar="N", help="last N (10)")
-    tail.add_argument("-f", "--follow", action="store_true", help="keep printing new records")
+    tail.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="keep printing new records; waits for an id not seen yet, survives restarts",
+    )
     events = add("events", "query the event index")
     app_option(events)
     events.add_argument("--type", metavar="PATTERN", help="event type, wildcards like 'llm:*'")
@@ -141,7 +165,10 @@ _REQUEST_ARGS: dict[str, tuple[str, ...]] = {
     "run": ("run_id", "app"),
     "sessions": ("app", "active", "limit"),
     "calls": ("app", "date", "bot", "active", "limit"),
-    "tail": ("app", "run", "session", "call", "events", "n", "follow"),
+    "tail": (
+        *("app", "run", "session", "call", "events", "level", "since", "until", "grep"),
+        *("n", "follow"),
+    ),
     "events": ("app", "type", "since", "until", "session", "run", "call", "limit"),
     "cleanup": ("dry_run",),
 }
@@ -159,52 +186,6 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, key)
         values[key] = None if value is False and key != "dry_run" else value
     return request(args.command, **values)
-
-
-def _user_runtime_dir() -> str | None:
-    import platformdirs  # only needed when no socket was named
-
-    # Newer platformdirs warns when XDG_RUNTIME_DIR is missing and falls back; we only
-    # need a path to probe (and pytest's filterwarnings=error would make it a crash).
-    category: type[Warning] = getattr(platformdirs, "RuntimeDirWarning", UserWarning)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category)
-        try:
-            return platformdirs.user_runtime_dir("logd")
-        except OSError:  # its /tmp fallback is unusable: then there is no user daemon
-            return None
-
-
-def _is_socket(path: str) -> bool:
-    try:
-        return stat.S_ISSOCK(os.stat(path).st_mode)
-    except OSError:
-        return False
-
-
-def control_path(
-    explicit: str | None,
-    environ: Mapping[str, str],
-    *,
-    runtime_dir: Callable[[], str | None] = _user_runtime_dir,
-    is_socket: Callable[[str], bool] = _is_socket,
-) -> str:
-    """Which control socket to use (SPEC §10).
-
-    Returns:
-        `explicit`, else `$LOGD_CONTROL`, else `user_runtime_dir("logd")/ctl.sock` when
-        a socket is there, else the system-wide `/run/logd/ctl.sock`.
-    """
-    if explicit:
-        return explicit
-    if environ.get(CONTROL_ENV):
-        return environ[CONTROL_ENV]
-    user_dir = runtime_dir()
-    if user_dir is not None:
-        candidate = os.path.join(user_dir, "ctl.sock")
-        if is_socket(candidate):
-            return candidate
-    return SYSTEM_CONTROL
 
 
 # --- output -------------------------------------------------------------------------------------
@@ -252,7 +233,7 @@ class Printer:
 
     def item(self, item: Mapping[str, Any]) -> None:
         if self.as_json:
-            self.out.write(_dumps(item, pretty=False) + "\n")
+            self.out.write(_dumps(public(item), pretty=False) + "\n")
         else:
             line = _item_line(item)
             if self.width is not None:  # a terminal: no escape sequences from the logs
@@ -267,10 +248,10 @@ def _item_line(item: Mapping[str, Any]) -> str:
     line = item.get("line")
     if isinstance(line, str):
         return line
-    # The daemon formats lines; this is only for an item without one (SPEC §4 format).
+    # The daemon draws every line; this is only for an item without one (SPEC §4 format).
     session = item.get("session_id") or "in-progress"
     return (
-        f"[{session}] - {item.get('time', '?')} - {item.get('logger', '?')}"
+        f"[{session}] - {fmt.short_time(item.get('time'))} - {item.get('logger', '?')}"
         f" - {item.get('level', '?')} - {item.get('msg', '')}"
     )
 
@@ -302,7 +283,7 @@ def render(command: str, result: Any, printer: Printer, now: float) -> int:
     elif command == "rotate":
         printer.lines([f"Rotated {result.get('rotated', 0)} files."])
     elif command == "reload":
-        printer.lines(["Configuration reloaded."])
+        printer.lines([blocks.reload_line(result)])
     else:  # pragma: no cover - every command is rendered above
         printer.json(result)
     if command == "cleanup" and result.get("errors"):
@@ -310,24 +291,6 @@ def render(command: str, result: Any, printer: Printer, now: float) -> int:
             print(f"logd-ctl: cleanup: {error}", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_OK
-
-
-def _tail(conn: ControlConnection, payload: Mapping[str, Any], printer: Printer) -> int:
-    for item in conn.call(payload) or ():
-        printer.item(item)
-    if not payload["args"].get("follow"):
-        return EXIT_OK
-    conn.set_timeout(None)  # live records may be minutes apart
-    while True:
-        message = conn.receive()
-        if message is None:
-            raise DaemonError("disconnected", "logd closed the connection")
-        if "item" in message:
-            printer.item(message["item"])
-        elif "notice" in message:
-            print(f"logd-ctl: {message['notice']}", file=sys.stderr, flush=True)
-        else:
-            reply_result(message)  # an error reply ends the follow; anything else is ignored
 
 
 def _quiet_stdout() -> None:
@@ -365,12 +328,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     payload = build_request(args)
     printer = Printer(sys.stdout, as_json=args.json, environ=os.environ)
     try:
-        path = control_path(args.control, os.environ)
+        paths = control_candidates(args.control, os.environ)
         timeout = _SLOW_TIMEOUT_S.get(args.command, REPLY_TIMEOUT_S)
-        with ControlConnection(path, timeout) as conn:
-            if args.command == "tail":
-                return _tail(conn, payload, printer)
+        if args.command == "tail" and args.follow:
+            ask = {**payload["args"], "wait": True}  # an id not seen yet: wait for it
+            return follow(lambda: connect(paths, timeout), ask, printer)
+        with connect(paths, timeout) as conn:
             result = conn.call(payload)
+        if args.command == "tail":
+            for item in result or ():
+                printer.item(item)
+            return EXIT_OK
         return render(args.command, result, printer, time.time())
     except Unavailable as exc:
         print(f"logd-ctl: {exc}", file=sys.stderr)

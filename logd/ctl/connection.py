@@ -1,4 +1,5 @@
-"""`logd-ctl`'s side of the control socket: one blocking conversation with the daemon.
+"""`logd-ctl`'s side of the control socket: where it is, and one blocking conversation
+with the daemon.
 
 Request maps out, reply maps in, in the ingest framing (`logd_client.wire`). Stdlib +
 msgpack only (no trio), so `logd-ctl` starts fast. Failures become `Unavailable` (no
@@ -7,18 +8,90 @@ daemon to talk to) or `DaemonError` (it said no, or the conversation broke off).
 
 from __future__ import annotations
 
+import os
 import socket
-from collections.abc import Mapping
+import stat
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from logd_client import wire
 
-__all__ = ["REPLY_TIMEOUT_S", "ControlConnection", "DaemonError", "Unavailable", "reply_result"]
+__all__ = [
+    "CONTROL_ENV",
+    "REPLY_TIMEOUT_S",
+    "SYSTEM_CONTROL",
+    "ControlConnection",
+    "DaemonError",
+    "Unavailable",
+    "connect",
+    "control_candidates",
+    "control_path",
+    "reply_ok",
+    "reply_result",
+]
 
+SYSTEM_CONTROL = "/run/logd/ctl.sock"
+CONTROL_ENV = "LOGD_CONTROL"
 REPLY_TIMEOUT_S = 60.0
 # The daemon is trusted and `events --limit 1000000` is a legitimate, large reply.
 MAX_REPLY_BYTES = 1 << 30
 _READ_BYTES = 1 << 16
+
+
+def _user_runtime_dir() -> str | None:
+    import platformdirs  # only needed when no socket was named
+
+    # Newer platformdirs warns when XDG_RUNTIME_DIR is missing and falls back; we only
+    # need a path to probe (and pytest's filterwarnings=error would make it a crash).
+    category: type[Warning] = getattr(platformdirs, "RuntimeDirWarning", UserWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category)
+        try:
+            return platformdirs.user_runtime_dir("logd")
+        except OSError:  # its /tmp fallback is unusable: then there is no user daemon
+            return None
+
+
+def _is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def control_path(
+    explicit: str | None,
+    environ: Mapping[str, str],
+    *,
+    runtime_dir: Callable[[], str | None] = _user_runtime_dir,
+    is_socket: Callable[[str], bool] = _is_socket,
+) -> str:
+    """Which control socket to use (SPEC §10).
+
+    Returns:
+        `explicit`, else `$LOGD_CONTROL`, else `user_runtime_dir("logd")/ctl.sock` when
+        a socket is there, else the system-wide `/run/logd/ctl.sock`.
+    """
+    candidates = control_candidates(explicit, environ, runtime_dir=runtime_dir)
+    return next((path for path in candidates[:-1] if is_socket(path)), candidates[-1])
+
+
+def control_candidates(
+    explicit: str | None,
+    environ: Mapping[str, str],
+    *,
+    runtime_dir: Callable[[], str | None] = _user_runtime_dir,
+) -> list[str]:
+    """Every control socket to try, in order (SPEC §10): `explicit` or `$LOGD_CONTROL`
+    alone; else the user's runtime dir, then the system-wide `/run/logd/ctl.sock`."""
+    if explicit:
+        return [explicit]
+    if environ.get(CONTROL_ENV):
+        return [environ[CONTROL_ENV]]
+    user_dir = runtime_dir()
+    user = [os.path.join(user_dir, "ctl.sock")] if user_dir is not None else []
+    return [*user, SYSTEM_CONTROL]
 
 
 class Unavailable(Exception):
@@ -57,7 +130,7 @@ class ControlConnection:
             self._sock.connect(path)
         except OSError as exc:
             self._sock.close()
-            raise Unavailable(_unavailable(path, exc)) from None
+            raise Unavailable(_unavailable([(path, exc)])) from exc
 
     def __enter__(self) -> ControlConnection:
         return self
@@ -113,18 +186,48 @@ class ControlConnection:
         return reply_result(self.receive())
 
 
-def _unavailable(path: str, exc: OSError) -> str:
+def connect(paths: Sequence[str], timeout: float | None = REPLY_TIMEOUT_S) -> ControlConnection:
+    """A conversation with the first of `paths` where a daemon answers.
+
+    Raises:
+        Unavailable: none of them; the message names every path and why.
+    """
+    failures: list[tuple[str, OSError]] = []
+    for path in paths:
+        try:
+            return ControlConnection(path, timeout)
+        except Unavailable as exc:
+            cause = exc.__cause__
+            failures.append((path, cause if isinstance(cause, OSError) else OSError(str(exc))))
+    raise Unavailable(_unavailable(failures))
+
+
+def _reason(path: str, exc: OSError) -> str:
     if isinstance(exc, FileNotFoundError | NotADirectoryError):
-        return f"logd is not running (no control socket at {path})"
+        return f"no control socket at {path}"
     if isinstance(exc, ConnectionRefusedError):
-        return f"logd is not running (nothing listens on {path})"
+        return f"nothing listens on {path}"
     if isinstance(exc, PermissionError):
-        return f"permission denied: {path}, are you in the logd group?"
-    return f"cannot reach logd at {path}: {exc.strerror or exc}"
+        return f"permission denied on {path}"
+    return f"{path}: {exc.strerror or exc}"
 
 
-def reply_result(reply: Mapping[str, Any] | None) -> Any:
-    """The `result` of an ok reply.
+def _unavailable(failures: Sequence[tuple[str, OSError]]) -> str:
+    if len(failures) == 1:
+        path, exc = failures[0]
+        if isinstance(exc, PermissionError):
+            return f"permission denied: {path}, are you in the logd group?"
+        if isinstance(exc, FileNotFoundError | NotADirectoryError | ConnectionRefusedError):
+            return f"logd is not running ({_reason(path, exc)})"
+        return f"cannot reach logd at {path}: {exc.strerror or exc}"
+    reasons = "; ".join(_reason(path, exc) for path, exc in failures)
+    if any(isinstance(exc, PermissionError) for _, exc in failures):
+        return f"cannot reach logd ({reasons}): are you in the logd group?"
+    return f"logd is not running ({reasons})"
+
+
+def reply_ok(reply: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """An ok reply as it came (its `result` and anything beside it).
 
     Raises:
         DaemonError: an error reply (its code and message), an unexpected one, or None
@@ -133,9 +236,18 @@ def reply_result(reply: Mapping[str, Any] | None) -> Any:
     if reply is None:
         raise DaemonError("disconnected", "logd closed the connection without replying")
     if reply.get("ok") is True:
-        return reply.get("result")
+        return reply
     error = reply.get("error")
     if isinstance(error, Mapping):
         code, message = str(error.get("code", "error")), str(error.get("message", ""))
         raise DaemonError(code, message or code)
     raise DaemonError("bad-reply", f"unexpected reply from logd: {str(reply)[:200]}")
+
+
+def reply_result(reply: Mapping[str, Any] | None) -> Any:
+    """The `result` of an ok reply.
+
+    Raises:
+        DaemonError: as `reply_ok`.
+    """
+    return reply_ok(reply).get("result")

@@ -16,7 +16,7 @@ from typing import Any
 
 from logd.index.eventline import EventRow
 
-__all__ = ["EventIndex", "EventRow"]
+__all__ = ["EventIndex", "EventRow", "type_glob"]
 
 
 _COLUMNS = (
@@ -60,6 +60,11 @@ def _glob_literal(text: str) -> str:
     # In GLOB, "[x]" matches x literally; "]" alone and "*" (handled by the caller) are
     # the only other specials.
     return _GLOB_SPECIAL_RE.sub(lambda m: f"[{m.group()}]", text)
+
+
+def type_glob(pattern: str) -> str:
+    """An event type pattern with `*` wildcards (`llm:*`) as an SQLite GLOB pattern."""
+    return "*".join(_glob_literal(p) for p in pattern.split("*"))
 
 
 def _iso_bound(value: str, name: str) -> str:
@@ -120,7 +125,7 @@ def _build_query(
                     where.append("event_type < ?")
                     params.append(prefix[:-1] + chr(ord(last) + 1))
             where.append("event_type GLOB ?")
-            params.append("*".join(_glob_literal(p) for p in type_pattern.split("*")))
+            params.append(type_glob(type_pattern))
     if since is not None:
         where.append("ts >= ?")
         params.append(_iso_bound(since, "since"))

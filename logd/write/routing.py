@@ -312,21 +312,25 @@ def route(record: Record, run_id: str, layout: Layout, *, call_day: str | None =
 
 
 def tail_item(record: Record, run_id: str, layout: Layout) -> dict[str, Any]:
-    """A record as `logd-ctl tail` shows it: its fields and its run-log line."""
+    """A record as `logd-ctl tail` shows it: the session file's fields (`kv` and `extras`
+    always maps) and its run-log line."""
     event = event_of(record)
     event_line = format_event_line(record.time_ns, *event) if event is not None else None
     texts = _Texts(record, run_id, layout, event_line)
     return {
         "time": iso_utc_ms(record.time_ns),
+        "level": record.level,
+        "logger": record.logger,
+        "msg": record.msg,
         "app": record.app,
         "run_id": run_id,
         "session_id": record.session_id,
         "call_id": record.call_id,
+        "bot_id": record.bot_id,
         "event_type": record.event_type,
-        "level": record.level,
-        "logger": record.logger,
-        "msg": record.msg,
+        "kv": record.kv,
         "exc": record.exc,
+        "extras": record.extra,
         "line": texts.run_line().rstrip("\n"),
     }
 

@@ -21,6 +21,7 @@ import pytest
 from logd_client import wire
 
 from logd.control.requests import request
+from logd.control.tailing import ITEM_FIELDS
 from tests.e2e.procs import DaemonProcess, start_daemon, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -291,26 +292,26 @@ def test_tail_backlog(shop: tuple[DaemonProcess, str]) -> None:
     daemon, run_id = shop
     out = ok(daemon, "tail", "--app", "shop", "-n", "4", "--json")
     items = [json.loads(line) for line in out.splitlines()]
-    assert [i["msg"] for i in items] == [
+    assert [i["msg"] or i["event_type"] for i in items] == [
         "tail line 2",
         "tail line 3",
         "tail line 4",
         "app:shutdown",
     ]
     assert all(i["run_id"] == run_id and i["level"] == "INFO" for i in items)
-    assert {"time", "app", "session_id", "logger", "msg", "line"} <= items[0].keys()
+    assert list(items[0]) == list(ITEM_FIELDS)
     lines = ok(daemon, "tail", "--app", "shop", "-n", "2").splitlines()
-    assert lines == [items[2]["line"], items[3]["line"]]
     assert lines[0].startswith("[in-progress] - ")
     assert lines[0].endswith(" - shop.worker - INFO - tail line 4")
+    assert lines[1].endswith(" - logd_client - INFO - app:shutdown")
     assert "\x1b[" not in "\n".join(lines), "no colour into a pipe"
     in_session = ok(daemon, "tail", "--session", "sess-b", "-n", "5").splitlines()
     assert in_session == [line for line in in_session if line.startswith("[sess-b] - ")]
     assert in_session[-1].endswith(" - hello from session b")
     call = ok(daemon, "tail", "--call", "call-1", "-n", "5").splitlines()
     assert any("inside the call" in line for line in call)
-    errors = ok(daemon, "tail", "--app", "shop", "--events", "error:*", "-n", "1").splitlines()
-    assert "ValueError: boom" in "\n".join(errors)
+    errors = ctl(daemon, "tail", "--app", "shop", "--events", "error:*", "-n", "1").stdout
+    assert "error:runtime ValueError: boom" in errors
 
 
 def test_broken_pipe_is_quiet(shop: tuple[DaemonProcess, str]) -> None:
@@ -495,7 +496,7 @@ def test_cleanup_rotate_reload(daemon: DaemonProcess) -> None:
     rotated = as_json(daemon, "rotate")
     assert isinstance(rotated["rotated"], int)
     assert ok(daemon, "rotate").startswith("Rotated ")
-    assert as_json(daemon, "reload") == {"reloaded": True}
+    assert as_json(daemon, "reload") == {"reloaded": True, "restart_needed": []}
     assert ok(daemon, "reload") == "Configuration reloaded.\n"
     assert daemon.proc.poll() is None
 
@@ -547,13 +548,20 @@ def test_unknown_run_and_bad_time_exit_1(shop: tuple[DaemonProcess, str]) -> Non
         assert "is not a time" in result.stderr
 
 
-def test_tail_follow_ends_with_one_line_when_logd_stops(daemon: DaemonProcess) -> None:
+def test_tail_follow_says_once_when_logd_stops_and_waits(daemon: DaemonProcess) -> None:
     wait_ctl_ready(daemon)
     produce(daemon, ONE_RECORD, "live", "before the stop")
     with Follower(daemon, "-n", "10") as tail:
         tail.reader.wait_for(" - WARNING - before the stop", 10)
         assert daemon.stop() == 0
-        assert tail.finish() == (1, "logd-ctl: logd closed the connection\n")
+        assert tail.proc.stderr is not None
+        assert tail.proc.stderr.readline() == (
+            "logd-ctl: lost the connection to logd; reconnecting,"
+            " records written meanwhile will follow\n"
+        )
+        assert tail.proc.poll() is None, "it waits for logd to come back"
+        tail.proc.send_signal(signal.SIGINT)
+        assert tail.finish() == (0, "")
 
 
 def test_control_socket_from_the_environment(daemon: DaemonProcess) -> None:

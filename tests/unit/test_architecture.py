@@ -36,6 +36,8 @@ PURE = {
     "logd.index.tables",
     "logd.retention.policy",
     "logd.control.requests",
+    "logd.control.tailing",
+    "logd.control.lines",
     "logd.ctl.format",
     "logd.ctl.blocks",
     "logd.forward.match",
@@ -186,10 +188,16 @@ def test_cycle_finder_finds_a_planted_cycle() -> None:
 
 
 def test_ctl_never_imports_the_daemon_side() -> None:
-    """`logd-ctl` is a light blocking client: its own modules, the control request shapes
-    and the client's wire codec, nothing that starts a daemon or an event loop."""
+    """`logd-ctl` is a light blocking client: its own modules, the control request and
+    tail item shapes and the client's wire codec, nothing that starts a daemon or an
+    event loop."""
     graph = import_graph()
-    allowed = {"logd.control.requests", "logd_client", "logd_client.wire"}
+    allowed = {
+        "logd.control.requests",
+        "logd.control.tailing",
+        "logd_client",
+        "logd_client.wire",
+    }
     for name in (n for n in graph if in_package(n, "logd.ctl")):
         for dep in graph[name]:
             if in_package(dep, "logd") or in_package(dep, "logd_client") or dep == "trio":

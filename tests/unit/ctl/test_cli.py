@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from logd.control.tailing import ITEM_FIELDS
 from logd.ctl import blocks
 from logd.ctl import format as fmt
 from logd.ctl.cli import (
@@ -19,6 +20,7 @@ from logd.ctl.cli import (
     Printer,
     build_parser,
     build_request,
+    control_candidates,
     control_path,
     main,
     render,
@@ -71,6 +73,20 @@ def req(argv: list[str]) -> dict[str, Any]:
             ["tail", "--events", "llm:*", "--follow"],
             {"cmd": "tail", "args": {"events": "llm:*", "n": 10, "follow": True}},
         ),
+        (
+            [*("tail", "-p", "warning", "--since", "1h", "--until", "10m", "-g", "a|b")],
+            {
+                "cmd": "tail",
+                "args": {"level": "warning", "since": "1h", "until": "10m", "grep": "a|b", "n": 10},
+            },
+        ),
+        (
+            ["tail", "--level", "ERROR", "--grep", "x", "-f", "--app", "a"],
+            {
+                "cmd": "tail",
+                "args": {"app": "a", "level": "ERROR", "grep": "x", "n": 10, "follow": True},
+            },
+        ),
         (["events"], {"cmd": "events", "args": {"limit": 1000}}),
         (
             [
@@ -106,7 +122,13 @@ def test_every_command_builds_its_request(argv: list[str], expected: dict[str, A
 def test_requests_pass_the_daemons_validation() -> None:
     from logd.control.requests import parse_request
 
-    for argv in (["tail", "-f"], ["events", "--since", "1h"], ["cleanup"], ["run", "x"]):
+    for argv in (
+        ["tail", "-f"],
+        ["tail", "-p", "info", "--since", "1h", "--until", "1m", "-g", "x"],
+        ["events", "--since", "1h"],
+        ["cleanup"],
+        ["run", "x"],
+    ):
         parse_request(req(argv))
 
 
@@ -139,6 +161,7 @@ def test_control_before_or_after_the_command() -> None:
         ["run"],
         ["tail", "-n", "many"],
         ["tail", "-n", "-1"],
+        ["tail", "-p", "loud"],
         ["events", "--limit", "99999999"],
         ["calls", "--date", "2025-13-01"],
         ["calls", "--date", "20251105"],
@@ -193,6 +216,32 @@ def test_no_daemon_is_one_line_and_exit_3(capsys: pytest.CaptureFixture[str]) ->
     assert captured.err == (
         "logd-ctl: logd is not running (no control socket at /tmp/nonexistent.sock)\n"
     )
+
+
+def test_candidates_explicit_or_env_alone_else_user_then_system() -> None:
+    user = lambda: "/run/user/1000/logd"  # noqa: E731
+    assert control_candidates("/flag.sock", {"LOGD_CONTROL": "/e"}, runtime_dir=user) == [
+        "/flag.sock"
+    ]
+    assert control_candidates(None, {"LOGD_CONTROL": "/e"}, runtime_dir=user) == ["/e"]
+    assert control_candidates(None, {}, runtime_dir=user) == [
+        "/run/user/1000/logd/ctl.sock",
+        SYSTEM_CONTROL,
+    ]
+    assert control_candidates(None, {}, runtime_dir=lambda: None) == [SYSTEM_CONTROL]
+
+
+def test_no_daemon_names_every_place_it_looked(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("LOGD_CONTROL", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert main(["status"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"no control socket at {tmp_path}/logd/ctl.sock" in err
+    assert SYSTEM_CONTROL in err
+    assert err.startswith("logd-ctl: logd is not running (") or "permission denied" in err
 
 
 def test_no_daemon_via_env(
@@ -602,6 +651,9 @@ def test_tail_json_is_one_object_per_line() -> None:
     lines = out.getvalue().splitlines()
     assert len(lines) == 2
     assert [json.loads(line)["msg"] for line in lines] == ["failed", "second"]
+    shape = json.loads(lines[0])
+    assert list(shape) == list(ITEM_FIELDS), "the session file's fields, no `line`"
+    assert (shape["kv"], shape["extras"]) == ({}, {})
 
 
 def test_a_terminal_gets_no_escape_sequences_from_the_logs(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -629,6 +681,11 @@ def test_tables_fit_the_terminal_and_not_a_pipe(monkeypatch: pytest.MonkeyPatch)
         ("events", [], "-- no events --\n"),
         ("rotate", {"rotated": 4}, "Rotated 4 files.\n"),
         ("reload", {"reloaded": True}, "Configuration reloaded.\n"),
+        (
+            "reload",
+            {"reloaded": True, "restart_needed": ["root", "listen.tcp"]},
+            "Configuration reloaded; these changes need a restart: root, listen.tcp.\n",
+        ),
         ("cleanup", {"dry_run": True, "deleted": [], "freed_bytes": 0}, "Would delete 0 paths"),
     ],
 )
