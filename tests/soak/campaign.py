@@ -32,12 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from tests.soak import books
-from tests.soak.daemon import ROTATE_AT_BYTES, Daemon, campaign_env
+from tests.soak.daemon import REPO, ROTATE_AT_BYTES, Daemon, campaign_env
 from tests.soak.disk import Disk
 from tests.soak.report import Summary
 from tests.soak.scan import Producer, read_acks
 
-REPO = Path(__file__).resolve().parents[2]
 # With --keep: the producers' fates and logd-ctl's answers, so `--rescan` can judge again.
 KEPT_BOOKS = "books.json"
 # Relative weights of the faults; the campaign picks one every 0.7-3 s.
@@ -261,6 +260,7 @@ class Campaign:
         verdict = books.judge(
             self.disk.root, self.producers, ctl_runs, ctl_sessions, rotate_at_bytes=ROTATE_AT_BYTES
         )
+        self.daemon.settle()
         stderr = self.daemon.stderr_path.read_text(encoding="utf-8", errors="replace")
         return Summary(
             seconds=self.o.seconds,

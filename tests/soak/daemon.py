@@ -13,12 +13,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+REPO = Path(__file__).resolve().parents[2]
 ROTATE_AT_BYTES = 262144
 CONFIG = """\
 # Small files and many backups: rotation and compression run all the time, and no
@@ -61,6 +63,7 @@ class Daemon:
     kills: int = 0
     stops: int = 0
     unclean_stops: list[int] = field(default_factory=list)
+    _copiers: list[threading.Thread] = field(default_factory=list)
 
     @property
     def control(self) -> Path:
@@ -82,8 +85,15 @@ class Daemon:
         command = [sys.executable, "-m", "logd", "serve", "--root", str(self.root)]
         command += ["--socket", str(self.base / "logd.sock"), "--control", str(self.control)]
         command += ["--config", str(config)]
-        with open(self.stderr_path, "ab") as stderr:
-            proc = subprocess.Popen(command, env=self.env, stderr=stderr, preexec_fn=preexec)
+        # Through a pipe: under RLIMIT_FSIZE the daemon could not append to a file (nor
+        # can it under systemd, whose journal is a socket too).
+        proc = subprocess.Popen(
+            command, env=self.env, stderr=subprocess.PIPE, preexec_fn=preexec, cwd=REPO
+        )
+        assert proc.stderr is not None
+        copier = threading.Thread(target=_copy, args=(proc.stderr, self.stderr_path), daemon=True)
+        copier.start()
+        self._copiers.append(copier)
         deadline = time.monotonic() + timeout_s
         while not _connectable(self.base / "logd.sock"):
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -133,6 +143,18 @@ class Daemon:
         if done.returncode != 0:
             raise RuntimeError(f"logd-ctl {' '.join(args)}: {done.stderr.strip()}")
         return json.loads(done.stdout)
+
+    def settle(self) -> None:
+        """Wait until everything the daemons wrote to stderr is in `stderr_path`."""
+        for copier in self._copiers:
+            copier.join(10)
+
+
+def _copy(source: IO[bytes], path: Path) -> None:
+    with source, open(path, "ab") as target:
+        for line in source:
+            target.write(line)
+            target.flush()
 
 
 def _connectable(path: Path) -> bool:
