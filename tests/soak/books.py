@@ -91,21 +91,41 @@ def judge(
     ctl_runs: list[dict[str, Any]],
     ctl_sessions: list[dict[str, Any]],
     *,
+    daemon_downs: list[tuple[float, float]],
     rotate_at_bytes: int,
 ) -> Verdict:
-    """Scan the tree under `root` (the daemon stopped) and run every check."""
+    """Scan the tree under `root` (the daemon stopped) and run every check.
+
+    Args:
+        daemon_downs: (signal sent, process gone), wall-clock seconds, of every time the
+            daemon went down: a run may rightly end `lost` when that caught it between
+            its app:shutdown and the close of its connection.
+    """
     problems: list[str] = []
     run_files, session_files = read_tree(root, problems)
     runs = {r.run_id: r for r in run_files}
     sessions = {s.session_id: s for s in session_files}
     run_rows, session_rows = read_registry(root)
+    _name_runs(producers, run_rows)
     verdict = Verdict()
     check_delivery(verdict, producers, runs, sessions)
-    check_runs(verdict, producers, runs, run_rows)
+    check_runs(verdict, producers, runs, run_rows, daemon_downs)
     check_sessions(verdict, sessions, session_rows)
     check_ctl(verdict, ctl_runs, ctl_sessions, run_rows, session_rows)
     check_files(verdict, runs, sessions, problems, temp_files(root), rotate_at_bytes)
     return verdict
+
+
+def _name_runs(producers: list[Producer], rows: dict[str, dict[str, Any]]) -> None:
+    # A producer killed between install() and writing its acks file's first line has a run
+    # all the same: its app:start names the producer in argv.
+    by_name = {p.name: p for p in producers if p.run_id is None}
+    for run_id, row in rows.items():
+        argv = row.get("argv") or []
+        if "--name" in argv[:-1]:
+            producer = by_name.get(argv[argv.index("--name") + 1])
+            if producer is not None:
+                producer.run_id = run_id
 
 
 def read_registry(root: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
@@ -125,6 +145,7 @@ def read_registry(root: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict
     for row in runs.values():
         row["pids"] = json.loads(row.pop("pids_json"))
         row["counts"] = json.loads(row.pop("counts_json"))
+        row["argv"] = json.loads(row.pop("argv_json") or "null")
     for row in sessions.values():
         row["runs"] = json.loads(row.pop("runs_json"))
     return runs, sessions
@@ -145,7 +166,8 @@ def check_delivery(
         run = runs.get(producer.run_id or "")
         if run is None:
             verdict.lost += producer.acked
-            verdict.lost_examples.append(f"{producer.name}: run {producer.run_id} not on disk")
+            if len(verdict.lost_examples) < _QUOTE:
+                verdict.lost_examples.append(f"{producer.name}: run {producer.run_id} not on disk")
             continue
         main = run.ids.get("main.log", {})
         component = run.ids.get(f"{APP}.{producer.name.split('.')[0]}.log", {})
@@ -178,8 +200,15 @@ def check_runs(
     producers: list[Producer],
     runs: dict[str, RunFiles],
     rows: dict[str, dict[str, Any]],
+    daemon_downs: list[tuple[float, float]],
 ) -> None:
-    """Registry rows and `metadata.json` against the run folders and the producers' fates."""
+    """Registry rows and `metadata.json` against the run folders and the producers' fates.
+
+    A producer SIGKILLed leaves its run `disconnected` (or `lost`, when no daemon saw it go);
+    one that exited leaves `shutdown`, or `lost` when the daemon went down after its
+    app:shutdown and before its connection closed (SPEC §5: a run open when the daemon
+    stops becomes `lost` at the next start if its processes are gone).
+    """
     by_run = {p.run_id: p for p in producers if p.run_id}
     for run_id in sorted(set(runs) - set(rows)):
         verdict.note(RUN_ROWS, f"run {run_id}: a folder without a registry row")
@@ -210,6 +239,8 @@ def check_runs(
             verdict.note(RUNS_LEFT_ACTIVE, f"{where}: still active after the final stop")
         if producer is not None:
             expected = {"disconnected", "lost"} if producer.killed else {"shutdown"}
+            if not producer.killed and _caught_by_a_stop(run.shutdown_ms, daemon_downs):
+                expected.add("lost")
             for source, reason in (
                 ("registry", row["end_reason"]),
                 ("metadata", meta.get("end_reason")),
@@ -255,6 +286,14 @@ def _check_run_times(
         verdict.note(
             RUN_TIMES, f"{where}: end {row['end_ts']} before last record {_iso(run.last_ms)}"
         )
+
+
+def _caught_by_a_stop(shutdown_ms: int | None, downs: list[tuple[float, float]]) -> bool:
+    # The app:shutdown record's time is the producer's; it is written a moment later, and
+    # during a SIGTERM's drain. 2 s of slack covers a loaded machine's delays.
+    if shutdown_ms is None:
+        return False
+    return any(signalled - 2.0 <= shutdown_ms / 1000 <= gone for signalled, gone in downs)
 
 
 def check_sessions(

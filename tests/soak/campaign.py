@@ -40,7 +40,15 @@ from tests.soak.scan import Producer, read_acks
 # With --keep: the producers' fates and logd-ctl's answers, so `--rescan` can judge again.
 KEPT_BOOKS = "books.json"
 # Relative weights of the faults; the campaign picks one every 0.7-3 s.
-FAULTS = {"kill_daemon": 3, "term_daemon": 2, "kill_producer": 3, "disk_full": 2}
+FAULTS = {
+    "kill_daemon": 3,
+    "term_daemon": 2,
+    "kill_producer": 3,
+    "disk_full": 2,
+    # SIGKILL the daemon, then let a producer exit while it is away: the producer spools,
+    # and the daemon at start (or another producer) delivers the spool.
+    "exit_while_down": 1,
+}
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,7 @@ class Campaign:
         self.episode_until: float | None = None
         self.daemon_due: float | None = None
         self.exits_unasked = 0
+        self.exits_while_down = 0
         self.spools_left = 0
         (base / "acks").mkdir()
 
@@ -132,6 +141,7 @@ class Campaign:
             self.episode_until = None
         if self.daemon.proc is not None and self.daemon.proc.poll() is not None:
             self.o.say(f"daemon exited by itself with {self.daemon.proc.returncode}")
+            self.daemon.downs.append((time.time() - 0.1, time.time()))
             self.daemon.proc = None
             self.exits_unasked += 1
             self.daemon_due = now
@@ -154,6 +164,14 @@ class Campaign:
             status = self.daemon.stop()
             self.o.say(f"daemon: SIGTERM, exit status {status}")
             self.daemon_due = time.monotonic() + self.rng.uniform(0.0, 1.5)
+        elif kind == "exit_while_down":
+            slot = self.rng.choice([s for s in self.slots if _running(s.proc)])
+            assert slot.producer is not None
+            self.o.say(f"daemon: SIGKILL, and producer {slot.producer.name} exits meanwhile")
+            self.daemon.kill()
+            self._quit_file(slot.producer).touch()
+            self.daemon_due = now + self.rng.uniform(2.0, 4.0)
+            self.exits_while_down += 1
         elif kind == "kill_producer":
             slot = self.rng.choice([s for s in self.slots if _running(s.proc)])
             assert slot.proc is not None
@@ -170,6 +188,8 @@ class Campaign:
     def _possible(self, kind: str) -> bool:
         if kind in ("kill_daemon", "term_daemon"):
             return self.daemon.alive
+        if kind == "exit_while_down":
+            return self.daemon.alive and any(_running(s.proc) for s in self.slots)
         if kind == "kill_producer":
             return any(_running(s.proc) for s in self.slots)
         return self.episode_until is None
@@ -179,11 +199,13 @@ class Campaign:
         producer = Producer(f"p{slot.index}.{slot.generation}")
         command = [sys.executable, "-m", "tests.soak.producer", "--name", producer.name]
         command += ["--acks", str(self._acks(producer)), "--stop", str(self.stop_file)]
+        command += ["--quit", str(self._quit_file(producer))]
         command += ["--seed", str(self.producer_rng.randrange(2**31))]
         lifetime = self.producer_rng.uniform(3.0, 20.0)
         command += ["--lifetime", f"{lifetime:.2f}", "--rate", str(self.o.rate)]
         with open(self.base / "producers.stderr", "ab") as stderr:
             slot.proc = subprocess.Popen(command, env=self.env, cwd=REPO, stderr=stderr)
+        producer.pid = slot.proc.pid
         slot.producer = producer
         self.producers.append(producer)
 
@@ -194,6 +216,9 @@ class Campaign:
 
     def _acks(self, producer: Producer) -> Path:
         return self.base / "acks" / f"{producer.name}.acks"
+
+    def _quit_file(self, producer: Producer) -> Path:
+        return self.base / "acks" / f"{producer.name}.quit"
 
     def _start_daemon_once(self) -> bool:
         started = self.daemon.start(preexec=self.disk.preexec())
@@ -256,9 +281,15 @@ class Campaign:
             self.o.keep.mkdir(parents=True, exist_ok=True)
             kept = {"producers": [dataclasses.asdict(p) for p in self.producers]}
             kept |= {"ctl_runs": ctl_runs, "ctl_sessions": ctl_sessions}
+            kept |= {"daemon_downs": self.daemon.downs}
             (self.o.keep / KEPT_BOOKS).write_text(json.dumps(kept), encoding="utf-8")
         verdict = books.judge(
-            self.disk.root, self.producers, ctl_runs, ctl_sessions, rotate_at_bytes=ROTATE_AT_BYTES
+            self.disk.root,
+            self.producers,
+            ctl_runs,
+            ctl_sessions,
+            daemon_downs=self.daemon.downs,
+            rotate_at_bytes=ROTATE_AT_BYTES,
         )
         self.daemon.settle()
         stderr = self.daemon.stderr_path.read_text(encoding="utf-8", errors="replace")
@@ -280,6 +311,7 @@ class Campaign:
             daemon_kills=self.daemon.kills,
             daemon_stops=self.daemon.stops,
             daemon_exits_unasked=self.exits_unasked,
+            exits_while_down=self.exits_while_down,
             failed_starts=self.daemon.start_failures,
             unclean_stops=self.daemon.unclean_stops,
             disk_full_episodes=self.episodes,
@@ -330,6 +362,7 @@ def rescan(kept: Path) -> books.Verdict:
         producers,
         saved["ctl_runs"],
         saved["ctl_sessions"],
+        daemon_downs=[(down[0], down[1]) for down in saved.get("daemon_downs", [])],
         rotate_at_bytes=ROTATE_AT_BYTES,
     )
 

@@ -63,6 +63,8 @@ class Daemon:
     kills: int = 0
     stops: int = 0
     unclean_stops: list[int] = field(default_factory=list)
+    # (signal sent, process gone) in wall-clock seconds, for every time the daemon went down.
+    downs: list[tuple[float, float]] = field(default_factory=list)
     _copiers: list[threading.Thread] = field(default_factory=list)
 
     @property
@@ -110,20 +112,24 @@ class Daemon:
     def kill(self) -> None:
         """SIGKILL, as a crash or the OOM killer would."""
         assert self.proc is not None
+        signalled = time.time()
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
+        self.downs.append((signalled, time.time()))
         self.proc = None
         self.kills += 1
 
     def stop(self, timeout_s: float = 30.0) -> int:
         """SIGTERM and wait; a daemon that does not exit in time is killed (status -9)."""
         assert self.proc is not None
+        signalled = time.time()
         self.proc.send_signal(signal.SIGTERM)
         try:
             status = self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             status = self.proc.wait()
+        self.downs.append((signalled, time.time()))
         self.proc = None
         self.stops += 1
         if status != 0:

@@ -24,6 +24,7 @@ class Summary:
     daemon_kills: int = 0
     daemon_stops: int = 0
     daemon_exits_unasked: int = 0
+    exits_while_down: int = 0
     failed_starts: int = 0
     unclean_stops: list[int] = field(default_factory=list)
     disk_full_episodes: int = 0
@@ -58,7 +59,11 @@ class Summary:
         stops = f"{self.daemon_stops}, non-zero exit statuses: {self.unclean_stops or 'none'}"
         stderr = f"{self.daemon_tracebacks} tracebacks, {self.logging_errors} logging errors"
         rows = [
-            ("producer runs", f"{self.producer_runs} ({self.producer_kills} SIGKILLed)"),
+            (
+                "producer runs",
+                f"{self.producer_runs} ({self.producer_kills} SIGKILLed, "
+                f"{self.exits_while_down} exited while the daemon was down)",
+            ),
             ("records acknowledged", f"{v.acknowledged:,}"),
             ("lost", f"{v.lost:,}"),
             ("duplicated", f"{self.duplicated:,} ({dup})"),
