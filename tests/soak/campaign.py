@@ -2,14 +2,16 @@
 
     python3 -m tests.soak.campaign --seconds 60 [--seed N] [--producers 3] [--no-duplicates]
     python3 -m tests.soak.campaign --minutes 10 --keep /tmp/soak-run
+    python3 -m tests.soak.campaign --rescan /tmp/soak-run     # judge a kept run again
 
 Producer processes (`tests.soak.producer`, the real logd_client) log numbered records and
 note what `flush()` confirmed; a real `python3 -m logd serve` writes them. At random the
 campaign SIGKILLs the daemon or stops it with SIGTERM and starts it again, SIGKILLs
-producers (a new process, with a new run, takes the slot), and fills the disk for a few
-seconds: a tmpfs of its own under the daemon's root when run as root, else the daemon's
-RLIMIT_FSIZE. At the end the producers stop cleanly, the daemon settles and stops, and
-`books` compares acks, files, `index.sqlite3`, `metadata.json` and `logd-ctl --json`.
+producers (a new process, with a new run, takes the slot) or lets one exit while the
+daemon is away (it spools), and fills the disk for a few seconds: a tmpfs of its own
+under the daemon's root when run as root, else the daemon's RLIMIT_FSIZE. At the end the
+producers stop cleanly, the daemon settles and stops, and `books` compares acks, files,
+`index.sqlite3`, `metadata.json` and `logd-ctl --json`.
 Exit status 1 when an acknowledged record is missing, a book check failed (or, with
 `--no-duplicates`, a record was written twice), 0 otherwise.
 """
