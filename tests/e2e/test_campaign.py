@@ -42,6 +42,10 @@ BOOK_CHECKS_FAILING_TODAY = frozenset(
         # A producer that delivers another one's spool joins that run (item 3); the
         # campaign meets this only now and then.
         books.RUN_PIDS,
+        # A run that ends while the disk is full is ended in memory only: its metadata
+        # write fails, a later batch forgets ended runs, and its row stays active. Seen
+        # once in a 10-minute campaign (disk-full handling, items 5-7).
+        books.RUNS_LEFT_ACTIVE,
         # Sessions start over at every daemon restart (item 1).
         books.SESSION_RECORDS,
         books.SESSION_RUNS,

@@ -85,11 +85,21 @@ class Verdict:
         return sum(len(found) for found in self.mismatches.values())
 
 
+@dataclass
+class CtlView:
+    """What `logd-ctl --json runs` / `sessions` answered, and the registry rows read from
+    `index.sqlite3` right after, while the same daemon ran (the final stop may still write)."""
+
+    runs: list[dict[str, Any]]
+    sessions: list[dict[str, Any]]
+    index_runs: dict[str, dict[str, Any]]
+    index_sessions: dict[str, dict[str, Any]]
+
+
 def judge(
     root: Path,
     producers: list[Producer],
-    ctl_runs: list[dict[str, Any]],
-    ctl_sessions: list[dict[str, Any]],
+    ctl: CtlView,
     *,
     daemon_downs: list[tuple[float, float]],
     rotate_at_bytes: int,
@@ -111,7 +121,7 @@ def judge(
     check_delivery(verdict, producers, runs, sessions)
     check_runs(verdict, producers, runs, run_rows, daemon_downs)
     check_sessions(verdict, sessions, session_rows)
-    check_ctl(verdict, ctl_runs, ctl_sessions, run_rows, session_rows)
+    check_ctl(verdict, ctl)
     check_files(verdict, runs, sessions, problems, temp_files(root), rotate_at_bytes)
     return verdict
 
@@ -129,8 +139,9 @@ def _name_runs(producers: list[Producer], rows: dict[str, dict[str, Any]]) -> No
 
 
 def read_registry(root: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    """The app's run and session rows in `index.sqlite3` (read once the daemon stopped)."""
-    db = sqlite3.connect(root / "index.sqlite3")
+    """The app's run and session rows in `index.sqlite3`; read-only, so also while the
+    daemon runs (WAL)."""
+    db = sqlite3.connect(f"file:{root / 'index.sqlite3'}?mode=ro", uri=True)
     db.row_factory = sqlite3.Row
     try:
         runs = {
@@ -335,23 +346,11 @@ def check_sessions(
             )
 
 
-def check_ctl(
-    verdict: Verdict,
-    ctl_runs: list[dict[str, Any]],
-    ctl_sessions: list[dict[str, Any]],
-    runs: dict[str, dict[str, Any]],
-    sessions: dict[str, dict[str, Any]],
-) -> None:
-    """`logd-ctl --json runs` / `sessions` show what the registry holds."""
+def check_ctl(verdict: Verdict, ctl: CtlView) -> None:
+    """`logd-ctl --json runs` / `sessions` show what the registry held at that moment."""
     for kind, key, shown, rows, fields in (
-        ("run", "run_id", ctl_runs, runs, ("records", "end_reason", "start_ts", "end_ts", "pids")),
-        (
-            "session",
-            "session_id",
-            ctl_sessions,
-            sessions,
-            ("records", "runs", "first_ts", "last_ts", "end_ts"),
-        ),
+        ("run", "run_id", ctl.runs, ctl.index_runs, _CTL_RUN_FIELDS),
+        ("session", "session_id", ctl.sessions, ctl.index_sessions, _CTL_SESSION_FIELDS),
     ):
         by_id = {item[key]: item for item in shown}
         if set(by_id) != set(rows):
@@ -368,6 +367,10 @@ def check_ctl(
                         f"{kind} {ident}: {name} {by_id[ident].get(name)!r} in logd-ctl, "
                         f"{rows[ident].get(name)!r} in the index",
                     )
+
+
+_CTL_RUN_FIELDS = ("records", "end_reason", "start_ts", "end_ts", "pids", "counts")
+_CTL_SESSION_FIELDS = ("records", "runs", "first_ts", "last_ts", "end_ts", "end_reason")
 
 
 def check_files(

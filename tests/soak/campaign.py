@@ -31,7 +31,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from tests.soak import books
 from tests.soak.daemon import REPO, ROTATE_AT_BYTES, Daemon, campaign_env
@@ -117,8 +116,7 @@ class Campaign:
                     self.disk.make_room()
                     last_room = now
                 time.sleep(0.05)
-            ctl_runs, ctl_sessions = self._finish()
-            return self._scan(ctl_runs, ctl_sessions)
+            return self._scan(self._finish())
         finally:
             for slot in self.slots:
                 if slot.proc is not None and slot.proc.poll() is None:
@@ -239,7 +237,7 @@ class Campaign:
 
     # --- the end -----------------------------------------------------------------
 
-    def _finish(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def _finish(self) -> books.CtlView:
         """Space back, daemon up, producers stopped cleanly, spools delivered, runs ended."""
         if self.episode_until is not None:
             self.disk.recover()
@@ -267,29 +265,29 @@ class Campaign:
             self._start_daemon(deadline_s=60)
         _wait_until(lambda: not self._spools(), 30)
         self.spools_left = len(self._spools())
-        _wait_until(lambda: not self.daemon.ctl("runs", "--app", "soak", "--active"), 30)
+        if not _wait_until(lambda: not self.daemon.ctl("runs", "--app", "soak", "--active"), 30):
+            self.o.say("runs still active 30 s after the producers stopped")
         ctl_runs = self.daemon.ctl("runs", "--app", "soak")
         ctl_sessions = self.daemon.ctl("sessions", "--app", "soak")
+        ctl = books.CtlView(ctl_runs, ctl_sessions, *books.read_registry(self.disk.root))
         self.o.say(f"final stop: exit status {self.daemon.stop()}")
-        return ctl_runs, ctl_sessions
+        return ctl
 
     def _spools(self) -> list[Path]:
         return sorted((self.base / "spool").glob("spool-*.msgpack"))
 
-    def _scan(self, ctl_runs: list[dict[str, Any]], ctl_sessions: list[dict[str, Any]]) -> Summary:
+    def _scan(self, ctl: books.CtlView) -> Summary:
         for producer in self.producers:
             read_acks(producer, self._acks(producer))
         if self.o.keep is not None:
             self.o.keep.mkdir(parents=True, exist_ok=True)
             kept = {"producers": [dataclasses.asdict(p) for p in self.producers]}
-            kept |= {"ctl_runs": ctl_runs, "ctl_sessions": ctl_sessions}
-            kept |= {"daemon_downs": self.daemon.downs}
+            kept |= {"ctl": dataclasses.asdict(ctl), "daemon_downs": self.daemon.downs}
             (self.o.keep / KEPT_BOOKS).write_text(json.dumps(kept), encoding="utf-8")
         verdict = books.judge(
             self.disk.root,
             self.producers,
-            ctl_runs,
-            ctl_sessions,
+            ctl,
             daemon_downs=self.daemon.downs,
             rotate_at_bytes=ROTATE_AT_BYTES,
         )
@@ -362,8 +360,7 @@ def rescan(kept: Path) -> books.Verdict:
     return books.judge(
         kept / "root",
         producers,
-        saved["ctl_runs"],
-        saved["ctl_sessions"],
+        books.CtlView(**saved["ctl"]),
         daemon_downs=[(down[0], down[1]) for down in saved.get("daemon_downs", [])],
         rotate_at_bytes=ROTATE_AT_BYTES,
     )
