@@ -40,6 +40,9 @@ class Registry:
         self._foreign: dict[tuple[str, str], str] = {}
         self.calls: dict[tuple[str, str], CallState] = {}
         self.sessions: dict[tuple[str, str], SessionState] = {}
+        # Sessions ended since the last commit: one used again before its row is written
+        # must carry on from this state, not from the older row.
+        self._ended_sessions: dict[tuple[str, str], SessionState] = {}
 
     def run_for(self, record: Record, peer: Peer, now_ns: int) -> tuple[RunState, bool]:
         """The run a record belongs to, opening one if needed; True when it is new.
@@ -175,7 +178,9 @@ class Registry:
         if session is None:
             # Known from before a restart, or ended and now used again: the same session,
             # whose records, runs and first time carry on.
-            session = self.lookup_session(record.app, record.session_id, now_ns)
+            session = self._ended_sessions.pop(key, None) or self.lookup_session(
+                record.app, record.session_id, now_ns
+            )
             if session is None:
                 session = SessionState(
                     record.app, record.session_id, record.time_ns, record.time_ns, now_ns
@@ -195,7 +200,12 @@ class Registry:
         if session is not None:
             session.end_ns = session.last_ns
             session.end_reason = reason
+            self._ended_sessions[(app, session_id)] = session
         return session
+
+    def committed(self) -> None:
+        """A batch's rows are written: ended sessions can be read back from them now."""
+        self._ended_sessions.clear()
 
     def idle_sessions(self, now_ns: int, idle_ns: int) -> list[SessionState]:
         """End sessions with no record for `idle_ns` (by arrival time)."""

@@ -195,6 +195,7 @@ class Engine:
                 raise
             raise OSError(f"index: {exc}") from exc
         self.sinks.commit()
+        self.registry.committed()
         pending.committed(batch.run_dirs.values())
         batch.closing += pending.closing
         pending.written()

@@ -128,3 +128,27 @@ def test_a_foreign_tcp_run_ends_after_the_grace_period() -> None:
         rec(80, run_id=None, pid=None), Peer(2, "tcp", address="10.0.0.5:1"), 80 * S
     )
     assert later is not run
+
+
+def test_a_session_ended_and_used_again_before_its_row_is_written_carries_on() -> None:
+    """Within one batch: records, `session:end`, more records. The stored row is older
+    than the batch, so the session must carry on from memory, not from the row."""
+    def row(app: str, sid: str, now: int) -> SessionState:
+        return SessionState("app", "s1", 1 * S, 1 * S, 1 * S, runs=["r0"], records=1)
+
+    reg = registry(set(), lookup_session=row)
+    for t in (10, 11):
+        reg.note_session(rec(t, session_id="s1"), RUN, 60 * S)
+    ended = reg.end_session("app", "s1", "ended")
+    assert ended is not None
+    assert ended.records == 3
+    again = reg.note_session(rec(12, session_id="s1"), RUN, 60 * S)
+    assert again is ended
+    assert again.records == 4
+    assert again.end_ns is None
+    reg.committed()
+    reg.end_session("app", "s1", "ended")
+    reg.committed()
+    after = reg.note_session(rec(13, session_id="s1"), RUN, 61 * S)
+    assert after is not again, "after the commit the row is the truth again"
+    assert after.records == 2
