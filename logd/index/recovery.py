@@ -1,5 +1,5 @@
 """Runs a previous daemon left behind, read back from their registry rows and
-``metadata.json``: adopted while their processes live, else ended as lost.
+``metadata.json``: adopted while their processes live, else ended.
 
 Synchronous reads, in the writer's thread: the engine calls these at start and when a
 record names a run it no longer holds in memory. Lifecycle rules stay in `Registry`
@@ -84,7 +84,8 @@ def persisted_session(
 
 
 def recover_open_runs(store: RegistryStore, registry: Registry, now: int) -> list[RunState]:
-    """Runs a previous daemon left open: adopted if their processes live, else lost.
+    """Runs a previous daemon left open: adopted if their processes live, else ended:
+    as `shutdown` when their app:shutdown was written, else as `lost`.
 
     A run's registry row is committed with every batch that counted records for it, so
     it is read rather than ``metadata.json``, which may lag behind (it is rewritten at
@@ -118,8 +119,13 @@ def recover_open_runs(store: RegistryStore, registry: Registry, now: int) -> lis
             run.idle_since_ns = now
             registry.adopt(run)
             continue
-        # The last record's own time: when the run was last known alive.
-        run.end_ns, run.end_reason = max(run.last_ns, run.start_ns) or now, "lost"
+        if run.shutdown_seen and run.shutdown_ns is not None:
+            # Its app:shutdown was written; the daemon stopped before its connection
+            # closed. A clean end, at the producer's time.
+            run.end_ns, run.end_reason = max(run.shutdown_ns, run.last_ns), "shutdown"
+        else:
+            # The last record's own time: when the run was last known alive.
+            run.end_ns, run.end_reason = max(run.last_ns, run.start_ns) or now, "lost"
         lost.append(run)
     return lost
 

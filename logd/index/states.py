@@ -142,6 +142,9 @@ class RunState:
         run.tcp = not run.pids
         owner = meta.get("foreign_owner")
         run.foreign_owner = owner if isinstance(owner, str) else None
+        shutdown = meta.get("shutdown_time")
+        if shutdown:
+            run.shutdown_ns, run.shutdown_seen = iso_to_ns(shutdown), True
         last = meta.get("last_record_time")
         run.last_ns = iso_to_ns(last) if last else run.start_ns
         return run
@@ -155,6 +158,11 @@ class RunState:
             "end_time": iso_local(self.end_ns, utc) if self.end_ns is not None else None,
             "end_reason": self.end_reason,
             "last_record_time": iso_local(self.last_ns, utc) if self.last_ns else None,
+            **(
+                {"shutdown_time": iso_local(self.shutdown_ns, utc)}
+                if self.shutdown_seen and self.shutdown_ns is not None
+                else {}
+            ),
             "pids": sorted(self.pids),
             "opener_pid": self.opener_pid,
             "host": self.host,

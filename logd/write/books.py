@@ -72,7 +72,12 @@ class Books:
         self.store, self.index, self.opened = store, index, True
         self.pending.committed(self.registry.runs.values())
         if lost:
-            log.info("%d run(s) left open by the previous daemon ended as lost", len(lost))
+            gone = sum(run.end_reason == "lost" for run in lost)
+            log.info(
+                "%d run(s) left open by the previous daemon ended (%d of them lost)",
+                len(lost),
+                gone,
+            )
             self.pending.runs.update(((run.app, run.run_id), run) for run in lost)
             try:
                 store.write(runs=[self.write_metadata(run, now) for run in lost])

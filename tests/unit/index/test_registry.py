@@ -133,6 +133,7 @@ def test_a_foreign_tcp_run_ends_after_the_grace_period() -> None:
 def test_a_session_ended_and_used_again_before_its_row_is_written_carries_on() -> None:
     """Within one batch: records, `session:end`, more records. The stored row is older
     than the batch, so the session must carry on from memory, not from the row."""
+
     def row(app: str, sid: str, now: int) -> SessionState:
         return SessionState("app", "s1", 1 * S, 1 * S, 1 * S, runs=["r0"], records=1)
 

@@ -1,0 +1,67 @@
+"""Runs a daemon left open when it stopped, as the next daemon ends them."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from logd_client import wire
+
+from logd.index.states import Peer
+from logd.index.store import RegistryStore
+from logd.write.engine import Engine
+from logd.write.jobs import Ingest
+from tests.helpers import make_config
+
+RUN = "20251105_143052_a1b2c3d4"
+T0 = 1_764_000_000_000_000_000
+MS = 1_000_000
+
+
+def message(*events: str | None) -> Ingest:
+    entries = []
+    for i, event in enumerate(events):
+        record: dict[str, Any] = {"msg": "m", "app": "a", "run_id": RUN, "pid": 999_999}
+        if event is not None:
+            record["event_type"] = event
+        entries.append((T0 + i * 100 * MS, record))
+    return Ingest(Peer(1, "unix", pid=999_999), wire.Entries("a", entries, {}, []))
+
+
+@pytest.mark.parametrize(
+    ("events", "reason", "end_ms"),
+    [
+        pytest.param(("app:start", None, "app:shutdown"), "shutdown", 200, id="shutdown-written"),
+        pytest.param(("app:start", None, None), "lost", 200, id="no-shutdown"),
+    ],
+)
+def test_a_run_left_open_ends_by_what_its_records_say(
+    tmp_path: Path, events: tuple[str | None, ...], reason: str, end_ms: int
+) -> None:
+    """The daemon stopped after the run's last batch but before its connection closed
+    (a SIGTERM or a kill at that moment); its process is gone by the next start. A run
+    whose app:shutdown was written ended cleanly, at that record's time."""
+    config = make_config(tmp_path / "root", tmp_path)
+    first = Engine(config, pid_alive=lambda pid: True)
+    first.process([message(*events)])
+    first.close()
+    second = Engine(config, pid_alive=lambda pid: pid == os.getpid())
+    second.close()
+    meta = json.loads((tmp_path / "root/a/runs" / RUN / "metadata.json").read_text())
+    assert meta["end_reason"] == reason
+    (row,) = _rows(tmp_path)
+    assert row["end_reason"] == reason
+    end = datetime.fromisoformat(meta["end_time"]).timestamp() * 1000
+    assert round(end) == (T0 // MS) + end_ms
+
+
+def _rows(tmp_path: Path) -> list[dict[str, Any]]:
+    store = RegistryStore(tmp_path / "root" / "index.sqlite3")
+    try:
+        return store.list_runs(app="a")
+    finally:
+        store.close()
