@@ -122,19 +122,34 @@ class RegistryStore:
 
     # --- the batch intent ----------------------------------------------------------
 
-    def begin_batch(self, files: Sequence[tuple[str, int, int]], events_after: int) -> None:
+    def begin_batch(self, files: Sequence[tuple[str, int, int]]) -> None:
         """Record what a batch is about to write, before it writes.
 
-        `files` are `(path, inode, size)` of each file as the batch finds it, and
-        `events_after` the highest event id so far (kept under the path ``""``). Until
-        `write(batch_done=True)` commits the batch, a crash leaves this behind for
-        `pending_batch()` at the next start.
+        `files` are `(path, inode, size)` of each file as the batch finds it; the highest
+        event id so far is kept under the path ``""``. Until `write(batch_done=True)`
+        commits the batch, a crash leaves this behind for `pending_batch()` at the next
+        start. An intent still here now belongs to a batch the disk refused while this
+        daemon ran: its files were cut back then, and its event rows (committed before
+        the refusal) go now, so its resend is indexed once.
         """
-        rows = [*files, ("", 0, events_after)]
-        self._transaction(
-            ("DELETE FROM pending_batch", [()]),
-            ("INSERT INTO pending_batch (path, ino, size) VALUES (?, ?, ?)", rows),
-        )
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.execute(
+                "DELETE FROM events WHERE id > (SELECT size FROM pending_batch WHERE path = '')"
+            )
+            self._conn.execute("DELETE FROM pending_batch")
+            self._conn.executemany(
+                "INSERT INTO pending_batch (path, ino, size) VALUES (?, ?, ?)", files
+            )
+            self._conn.execute(
+                "INSERT INTO pending_batch (path, ino, size)"
+                " SELECT '', 0, coalesce(max(id), 0) FROM events"
+            )
+            self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
 
     def pending_batch(self) -> tuple[list[tuple[str, int, int]], int] | None:
         """The intent of a batch that never committed: its files and the event id to
@@ -153,15 +168,12 @@ class RegistryStore:
         try:
             gone = self._conn.execute("DELETE FROM events WHERE id > ?", [events_after]).rowcount
             self._conn.execute("DELETE FROM pending_batch")
+            self._conn.execute("COMMIT")
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
             raise
-        self._conn.execute("COMMIT")
         return int(gone)
-
-    def max_event_id(self) -> int:
-        row = self._conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
-        return int(row[0])
 
     def delete_paths(self, paths: Collection[str]) -> int:
         """Forget rows whose file or folder cleanup deleted; returns how many went.

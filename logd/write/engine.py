@@ -148,7 +148,7 @@ class Engine:
                 # Before any line: where the files stand, so a crash before the commit
                 # below is cut back at the next start (write/intent.py).
                 intent = self.sinks.intent(batch.lines)
-                self.store.begin_batch(intent, self.store.max_event_id())
+                self.store.begin_batch(intent)
             written = self.sinks.write_many(batch.lines)
             self.sinks.sync()
             for path, count in written.items():

@@ -7,6 +7,7 @@ import json
 import os
 import resource
 import signal
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from logd.write.jobs import Ingest
 from tests.helpers import make_config, read_lines
 
 RUN = "20251105_143052_a1b2c3d4"
+T0 = 1_764_000_000_000_000_000
+MS = 1_000_000
 
 
 def message(seq: int, n: int = 100) -> Ingest:
@@ -83,3 +86,32 @@ def test_a_refused_batch_is_counted_once_when_it_comes_again(
     finally:
         store.close()
     assert (run_row["records"], session["records"], call and call["records"]) == (300, 150, 150)
+
+
+def test_a_batch_refused_after_its_events_were_indexed_is_indexed_once(tmp_path: Path) -> None:
+    """The event rows commit on their own connection before the registry transaction;
+    when the disk refuses that second step, the resent batch must not index them twice.
+    The refusal is SQLite's own SQLITE_FULL, raised where a full disk raises it."""
+    engine = Engine(make_config(tmp_path / "root", tmp_path))
+    events = [
+        (T0 + i * MS, {"msg": f"e{i}", "app": "a", "run_id": RUN, "event_type": "llm:x"})
+        for i in range(10)
+    ]
+    peer = Peer(1, "unix", pid=os.getpid())
+    job = lambda: Ingest(peer, wire.Entries("a", events, {"chunk": f"{'cd' * 8}:0"}, []))  # noqa: E731
+    write = engine.store.write
+
+    def refuse(**rows: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    engine.store.write = refuse
+    with pytest.raises(OSError, match="disk is full"):
+        engine.process([job()])
+    engine.store.write = write
+    engine.process([job()])  # the producer's resend
+    engine.close()
+    with sqlite3.connect(tmp_path / "root" / "index.sqlite3") as db:
+        messages = [r[0] for r in db.execute("SELECT message FROM events WHERE app = 'a'")]
+    assert sorted(messages) == sorted(f"e{i}" for i in range(10))
+    lines = read_lines(tmp_path / "root" / "a" / "events.log")
+    assert len(lines) == 10
