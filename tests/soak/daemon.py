@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from tests.e2e.procs import connectable
 
 REPO = Path(__file__).resolve().parents[2]
 ROTATE_AT_BYTES = 262144
@@ -97,7 +98,7 @@ class Daemon:
         copier.start()
         self._copiers.append(copier)
         deadline = time.monotonic() + timeout_s
-        while not _connectable(self.base / "logd.sock"):
+        while not connectable(self.base / "logd.sock"):
             if proc.poll() is not None or time.monotonic() > deadline:
                 if proc.poll() is None:
                     proc.kill()
@@ -161,12 +162,3 @@ def _copy(source: IO[bytes], path: Path) -> None:
         for line in source:
             target.write(line)
             target.flush()
-
-
-def _connectable(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX) as probe:
-        try:
-            probe.connect(os.fspath(path))
-        except OSError:
-            return False
-    return True
