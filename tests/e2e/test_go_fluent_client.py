@@ -169,13 +169,25 @@ def test_go_time_and_extension_values_are_stored_readably_and_forwarded(
     expected_kv = {"when": TYPED_ISO, "custom": CUSTOM}
     for root in (edge_root, upstream_root):
         session = root / "gotyped" / "sessions" / "session_typed-session.jsonl"
-        wait_for(session.exists, 30)
+
+        def indexed(root: Path = root) -> list[Any]:
+            # The files are written before the batch's event rows are committed: poll both.
+            if not (root / "index.sqlite3").exists():
+                return []
+            with sqlite3.connect(root / "index.sqlite3") as db:
+                query = "SELECT kv_json FROM events WHERE event_type = 'go:typed'"
+                return db.execute(query).fetchall()
+
+        def written(session: Path = session) -> bool:
+            return session.exists() and session.read_text().endswith("\n")
+
+        wait_for(written, 30)
+        wait_for(indexed, 30)
         (line,) = [json.loads(text) for text in session.read_text().splitlines()]
         assert line["when"] == TYPED_ISO, line
         assert line["custom"] == CUSTOM, line
         assert line["kv"] == expected_kv, line
-        with sqlite3.connect(root / "index.sqlite3") as db:
-            (kv_json,) = db.execute("SELECT kv_json FROM events WHERE event_type = 'go:typed'")
+        (kv_json,) = indexed()
         assert json.loads(kv_json[0]) == expected_kv
         events = (root / "gotyped" / "events.log").read_text()
         assert f"when={TYPED_ISO}" in events
