@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -113,6 +114,25 @@ def configured_address(
         raise ValueError(f"{ADDRESS_ENV}: {exc}") from None
 
 
+def user_runtime_dir() -> str:
+    """platformdirs' `user_runtime_dir("logd")`, without its `RuntimeDirWarning`.
+
+    Newer platformdirs warns when `XDG_RUNTIME_DIR` is unset (cron, root shells,
+    containers) and falls back to a /tmp path; every app and child process would print
+    it, and we only probe the path. The daemon silences it the same way.
+
+    Raises:
+        OSError: platformdirs could not make its fallback directory.
+    """
+    # Imported here: platformdirs is only needed when no address is configured.
+    import platformdirs
+
+    category: type[Warning] = getattr(platformdirs, "RuntimeDirWarning", UserWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category)
+        return platformdirs.user_runtime_dir("logd")
+
+
 def default_address() -> UnixAddress:
     """The default ingest socket: the user's daemon if its socket exists, else the system one.
 
@@ -120,10 +140,7 @@ def default_address() -> UnixAddress:
         `user_runtime_dir("logd")/logd.sock` when that path is a socket, else
         `/run/logd/logd.sock`.
     """
-    # Imported here: platformdirs is only needed when no address is configured.
-    from platformdirs import user_runtime_dir
-
-    user_socket = os.path.join(user_runtime_dir("logd"), "logd.sock")
+    user_socket = os.path.join(user_runtime_dir(), "logd.sock")
     try:
         if stat.S_ISSOCK(os.stat(user_socket).st_mode):
             return UnixAddress(user_socket)

@@ -20,11 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from typing import Any, TextIO
 
-from logd.control.requests import MAX_LIMIT, request
-from logd.control.tailing import min_level, public
-from logd.ctl import blocks
-from logd.ctl import format as fmt
-from logd.ctl.connection import (
+from logd_client.control.connection import (
     CONTROL_ENV,
     REPLY_TIMEOUT_S,
     SYSTEM_CONTROL,
@@ -34,6 +30,11 @@ from logd.ctl.connection import (
     control_candidates,
     control_path,
 )
+
+from logd.control.requests import MAX_LIMIT, request
+from logd.control.tailing import min_level, public
+from logd.ctl import blocks
+from logd.ctl import format as fmt
 from logd.ctl.follow import follow
 
 __all__ = [

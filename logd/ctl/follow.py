@@ -3,7 +3,8 @@ restart without losing or repeating a record.
 
 Blocking, stdlib + msgpack only. When the connection drops, it says so once on stderr,
 reconnects with backoff and asks for the records written meanwhile: those after the
-newest it showed, less the ones it already showed (`logd.control.tailing.Cursor`).
+newest it showed, less the ones it already showed. The resume itself is the client's
+(`logd_client.control.protocol.TailFollow`), which `logd_client.follow()` uses too.
 """
 
 from __future__ import annotations
@@ -13,24 +14,18 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TextIO
 
-from logd.control.requests import request
-from logd.control.tailing import Cursor
-from logd.ctl.connection import (
+from logd_client.control.connection import (
     REPLY_TIMEOUT_S,
     ControlConnection,
     DaemonError,
     Unavailable,
-    reply_ok,
 )
+from logd_client.control.protocol import LOST_CODES, TailFollow
 
 __all__ = ["FIRST_RETRY_S", "MAX_RETRY_S", "follow"]
 
 FIRST_RETRY_S = 0.2
 MAX_RETRY_S = 3.0
-# What a dropped conversation looks like; any other error reply ends the follow.
-_LOST = frozenset({"disconnected", "timeout"})
-# A resume that found nothing shown and nothing in the backlog asks for everything.
-_EVERYTHING = "1970-01-01T00:00:00.000Z"
 
 
 class ItemPrinter(Protocol):
@@ -64,14 +59,12 @@ def follow(
         Unavailable: no daemon at the very start (later it is waited for).
         DaemonError: the daemon refused the request.
     """
-    cursor = Cursor()
-    ask = dict(args)
+    state = TailFollow(args)
     conn: ControlConnection | None = connect()
-    started = [False]  # set once the first backlog is shown: from then on, resume
     while True:
         try:
             assert conn is not None
-            _follow_once(conn, ask, printer, cursor, started, err)
+            _follow_once(conn, state, printer, err)
         except _Lost:
             pass
         finally:
@@ -81,11 +74,8 @@ def follow(
         _say(
             err, "lost the connection to logd; reconnecting, records written meanwhile will follow"
         )
+        state.connection_lost()
         conn = _reconnect(connect, sleep)
-        if started[0]:
-            resume = cursor.resume_args()
-            ask["after"] = resume["after"] or _EVERYTHING
-            ask["skip"] = resume["skip"]
 
 
 def _reconnect(
@@ -101,45 +91,28 @@ def _reconnect(
 
 
 def _follow_once(
-    conn: ControlConnection,
-    ask: dict[str, Any],
-    printer: ItemPrinter,
-    cursor: Cursor,
-    started: list[bool],
-    err: TextIO,
+    conn: ControlConnection, state: TailFollow, printer: ItemPrinter, err: TextIO
 ) -> None:
     """One conversation: the request, its backlog, then live records until it drops."""
     try:
         conn.set_timeout(REPLY_TIMEOUT_S)
-        conn.send(request("tail", **ask))
-        reply = reply_ok(conn.receive())
-        items = reply.get("result") or []
-        if started[0]:
-            for item in items:
-                cursor.note(item)
-                printer.item(item)
-        else:
-            started[0] = True
-            cursor.start(reply.get("floor"), reply.get("floor_keys") or [])
-            if reply.get("run") is not None:
-                ask["run"] = reply["run"]
-            if reply.get("waiting"):
-                _say(err, str(reply["waiting"]))
-            for item in items:
-                printer.item(item)
+        conn.send(state.request())
+        items, notice = state.receive_reply(conn.receive())
+        if notice is not None:
+            _say(err, notice)
+        for item in items:
+            printer.item(item)
         conn.set_timeout(None)  # live records may be minutes apart
         while True:
             message = conn.receive()
             if message is None:
                 raise _Lost
-            if "item" in message:
-                cursor.note(message["item"])
-                printer.item(message["item"])
-            elif "notice" in message:
-                _say(err, str(message["notice"]))
-            else:
-                reply_ok(message)  # an error reply ends the follow; anything else is ignored
+            item, notice = state.receive_message(message)
+            if notice is not None:
+                _say(err, notice)
+            if item is not None:
+                printer.item(item)
     except DaemonError as exc:
-        if exc.code in _LOST:
+        if exc.code in LOST_CODES:
             raise _Lost from None
         raise

@@ -17,9 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+from logd_client.control.connection import ControlConnection
+
 from logd.control.requests import parse_time
 from logd.ctl.cli import build_parser, build_request
-from logd.ctl.connection import ControlConnection
 from logd.index.eventline import format_event_line, iso_utc_ms
 from logd.index.events import EventIndex, EventRow
 from tests.bench import common

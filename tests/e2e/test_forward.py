@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 from logd_client import wire
+from logd_client.control.connection import ControlConnection
 
 from logd.control.requests import request
-from logd.ctl.connection import ControlConnection
 from logd.forward.buffer import DiskBuffer
 from tests.e2e.procs import DaemonProcess, start_daemon, wait_for
 

@@ -1,9 +1,10 @@
-"""`logd-ctl`'s side of the control socket: where it is, and one blocking conversation
-with the daemon.
+"""Finding the control socket, and one blocking conversation with the daemon through it.
 
-Request maps out, reply maps in, in the ingest framing (`logd_client.wire`). Stdlib +
-msgpack only (no trio), so `logd-ctl` starts fast. Failures become `Unavailable` (no
-daemon to talk to) or `DaemonError` (it said no, or the conversation broke off).
+Shared by the client's readers (`read_events`, `follow`...) and `logd-ctl`, so both find
+the socket the same way (SPEC §10). Request maps out, reply maps in, in the ingest framing
+(`logd_client.wire`). Stdlib + msgpack only. Failures become `Unavailable` (no daemon to
+talk to; `NoPermission` when the socket refuses this user) or `DaemonError` (it said no,
+or the conversation broke off).
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import os
 import socket
 import stat
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from logd_client import wire
+from .. import wire
+from ..address import user_runtime_dir
+from .protocol import DaemonError, reply_ok, reply_result
 
 __all__ = [
     "CONTROL_ENV",
@@ -23,6 +25,7 @@ __all__ = [
     "SYSTEM_CONTROL",
     "ControlConnection",
     "DaemonError",
+    "NoPermission",
     "Unavailable",
     "connect",
     "control_candidates",
@@ -37,20 +40,17 @@ REPLY_TIMEOUT_S = 60.0
 # The daemon is trusted and `events --limit 1000000` is a legitimate, large reply.
 MAX_REPLY_BYTES = 1 << 30
 _READ_BYTES = 1 << 16
+_ACCESS_HINT = (
+    "(the control socket needs SocketMode=0660 in logd-control.socket, "
+    "or [listen] socket_group for a daemon without systemd)"
+)
 
 
 def _user_runtime_dir() -> str | None:
-    import platformdirs  # only needed when no socket was named
-
-    # Newer platformdirs warns when XDG_RUNTIME_DIR is missing and falls back; we only
-    # need a path to probe (and pytest's filterwarnings=error would make it a crash).
-    category: type[Warning] = getattr(platformdirs, "RuntimeDirWarning", UserWarning)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category)
-        try:
-            return platformdirs.user_runtime_dir("logd")
-        except OSError:  # its /tmp fallback is unusable: then there is no user daemon
-            return None
+    try:
+        return user_runtime_dir()
+    except OSError:  # platformdirs' /tmp fallback is unusable: then there is no user daemon
+        return None
 
 
 def _is_socket(path: str) -> bool:
@@ -94,17 +94,12 @@ def control_candidates(
     return [*user, SYSTEM_CONTROL]
 
 
-class Unavailable(Exception):
+class Unavailable(ConnectionError):
     """The daemon cannot be reached: no socket, nobody listening, or no permission."""
 
 
-class DaemonError(Exception):
-    """The daemon replied with a coded error, or the conversation broke off."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class NoPermission(PermissionError, Unavailable):
+    """The control socket exists but this user may not connect to it."""
 
 
 class ControlConnection:
@@ -130,7 +125,7 @@ class ControlConnection:
             self._sock.connect(path)
         except OSError as exc:
             self._sock.close()
-            raise Unavailable(_unavailable([(path, exc)])) from exc
+            raise _error([(path, exc)]) from exc
 
     def __enter__(self) -> ControlConnection:
         return self
@@ -199,7 +194,13 @@ def connect(paths: Sequence[str], timeout: float | None = REPLY_TIMEOUT_S) -> Co
         except Unavailable as exc:
             cause = exc.__cause__
             failures.append((path, cause if isinstance(cause, OSError) else OSError(str(exc))))
-    raise Unavailable(_unavailable(failures))
+    raise _error(failures)
+
+
+def _error(failures: Sequence[tuple[str, OSError]]) -> Unavailable:
+    if any(isinstance(exc, PermissionError) for _, exc in failures):
+        return NoPermission(_unavailable(failures))
+    return Unavailable(_unavailable(failures))
 
 
 def _reason(path: str, exc: OSError) -> str:
@@ -216,38 +217,11 @@ def _unavailable(failures: Sequence[tuple[str, OSError]]) -> str:
     if len(failures) == 1:
         path, exc = failures[0]
         if isinstance(exc, PermissionError):
-            return f"permission denied: {path}, are you in the logd group?"
+            return f"permission denied: {path}, are you in the logd group? {_ACCESS_HINT}"
         if isinstance(exc, FileNotFoundError | NotADirectoryError | ConnectionRefusedError):
             return f"logd is not running ({_reason(path, exc)})"
         return f"cannot reach logd at {path}: {exc.strerror or exc}"
     reasons = "; ".join(_reason(path, exc) for path, exc in failures)
     if any(isinstance(exc, PermissionError) for _, exc in failures):
-        return f"cannot reach logd ({reasons}): are you in the logd group?"
+        return f"cannot reach logd ({reasons}): are you in the logd group? {_ACCESS_HINT}"
     return f"logd is not running ({reasons})"
-
-
-def reply_ok(reply: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    """An ok reply as it came (its `result` and anything beside it).
-
-    Raises:
-        DaemonError: an error reply (its code and message), an unexpected one, or None
-            (the daemon closed the connection).
-    """
-    if reply is None:
-        raise DaemonError("disconnected", "logd closed the connection without replying")
-    if reply.get("ok") is True:
-        return reply
-    error = reply.get("error")
-    if isinstance(error, Mapping):
-        code, message = str(error.get("code", "error")), str(error.get("message", ""))
-        raise DaemonError(code, message or code)
-    raise DaemonError("bad-reply", f"unexpected reply from logd: {str(reply)[:200]}")
-
-
-def reply_result(reply: Mapping[str, Any] | None) -> Any:
-    """The `result` of an ok reply.
-
-    Raises:
-        DaemonError: as `reply_ok`.
-    """
-    return reply_ok(reply).get("result")
