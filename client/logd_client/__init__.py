@@ -6,7 +6,9 @@
         logging.getLogger("cycling_ai.agent").info("Processing user message")
         logd.event("llm:request", "agent", model="llama3.2", tokens_in=512)
 
-Depends on msgpack and platformdirs only; never imports trio or the daemon.
+Reading back: `read_events()`, `read_records()`, and live `follow()` / `afollow()`,
+through the daemon's control socket. Depends on msgpack and platformdirs only; never
+imports trio or the daemon.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextvars import Token
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast
@@ -27,21 +29,30 @@ from . import context as _context
 from . import recordmap as _recordmap
 from . import runtime as _runtime
 from .address import configured_address
+from .console import SessionFilter, console_handler, console_level
 from .context import check_id, current_session, run_id, session
+from .control.protocol import DaemonError
+from .control.readers import follow, read_events, read_records
 from .handler import LogdHandler
-from .runtime import LIFECYCLE_SOURCE
+from .runtime import LIFECYCLE_SOURCE, events_off_patterns
 from .transport import shared_transport
 
 __all__ = [
+    "DaemonError",
     "LogdHandler",
+    "SessionFilter",
+    "afollow",
     "call",
     "current_session",
     "end_session",
     "error",
     "event",
     "flush",
+    "follow",
     "install",
     "logged",
+    "read_events",
+    "read_records",
     "run_id",
     "session",
 ]
@@ -66,14 +77,20 @@ def install(
     level: int = logging.INFO,
     address: str | None = None,
     *,
+    console: bool | int | str = True,
+    events_off: Iterable[str] | None = None,
     exit_flush_timeout_s: float = 5.0,
 ) -> None:
     """Send this process's logging to logd: add a LogdHandler to the root logger.
 
     Also opens the run (or joins the parent's, through `LOGD_RUN_ID`), sends `app:start`
     when it opened it, and registers an exit hook that sends `app:shutdown`, waits for
-    acknowledgements at most `exit_flush_timeout_s` and closes the connection. A second
-    call, or a call after a LogdHandler was put on the root logger, does nothing.
+    acknowledgements and closes the connection. A second call, or a call after a
+    LogdHandler was put on the root logger, does nothing.
+
+    The console keeps what the app had: when the root logger had no handler (so logging's
+    last resort printed warnings to stderr), a stderr handler at WARNING is added whose
+    lines start with the session id (`[%(session_id)s] - %(levelname)s - %(message)s`).
 
     Args:
         app: the app name; names its folder in the daemon's tree.
@@ -82,20 +99,36 @@ def install(
         address: `unix:/path`, `tcp://host:port` or an absolute socket path. Default:
             `LOGD_ADDRESS`, else the user's daemon socket if present, else
             `/run/logd/logd.sock`.
-        exit_flush_timeout_s: the exit hook's bound on waiting for the daemon.
+        console: True (default) as above; False for no console handler; a level (number
+            or name) adds one at that level.
+        events_off: event type patterns (`conversation:turn`, `debug:*`) whose events
+            `event()` and `error()` do not send; counted in the transport's
+            `statistics().events_off`. Default: `LOGD_EVENTS_OFF` (comma separated),
+            else none.
+        exit_flush_timeout_s: the exit hook's bound on waiting for the daemon while it
+            acknowledges; when it cannot be reached, the exit hook spools at once.
 
     Raises:
-        TypeError: `app` or `address` is not a str.
-        ValueError: `app` is empty, or the address cannot be parsed.
+        TypeError: `app` or `address` is not a str, or `console` not a bool or level.
+        ValueError: `app` is empty, the address cannot be parsed, `console` is an
+            unknown level name, or a pattern of `events_off` is empty.
     """
     check_id("app", app)
+    patterns = events_off_patterns(events_off, os.environ)
     root = logging.getLogger()
     with _install_lock:
         if any(isinstance(h, LogdHandler) for h in root.handlers):
             return
+        level_of_console = console_level(console, bool(root.handlers))
         transport = shared_transport(configured_address(address))
-        _runtime.activate(app, transport, exit_flush_timeout_s=exit_flush_timeout_s)
+        _runtime.activate(
+            app, transport, exit_flush_timeout_s=exit_flush_timeout_s, events_off=patterns
+        )
         root.addHandler(LogdHandler(app=app, address=address))
+        if level_of_console is not None:
+            # After the LogdHandler: the filter adds attributes to the record, which the
+            # LogdHandler would otherwise have to look at as `extra=` fields.
+            root.addHandler(console_handler(level_of_console))
         # NOTSET on the root means "everything": already as loose as it gets.
         if root.level != logging.NOTSET and root.level > level:
             root.setLevel(level)
@@ -134,6 +167,8 @@ def event(event_type: str, source: str, message: str = "", **kv: Any) -> None:
     _check_source(source)
     if not isinstance(message, str):
         raise TypeError(f"message must be a str, not {type(message).__name__}")
+    if _runtime.event_is_off(event_type):
+        return
     _runtime.send_event(event_type, source, message, kv)
 
 
@@ -154,6 +189,8 @@ def error(source: str, exc: BaseException, context: str = "") -> None:
         raise TypeError(f"exc must be an exception, not {type(exc).__name__}")
     if not isinstance(context, str):
         raise TypeError(f"context must be a str, not {type(context).__name__}")
+    if _runtime.event_is_off("error:runtime"):
+        return
     _runtime.send_event(
         "error:runtime",
         source,
@@ -279,3 +316,25 @@ def flush(timeout: float = 5.0) -> bool:
         nothing was ever queued).
     """
     return _runtime.flush_all(timeout)
+
+
+def afollow(
+    *,
+    app: str | None = None,
+    run: str | None = None,
+    session: str | None = None,
+    call: str | None = None,
+    events: str | None = None,
+    n: int = 0,
+    control: str | None = None,
+) -> AsyncIterator[dict[str, Any]]:
+    """`follow()` as an asyncio async iterator: `async for r in afollow(session=sid)`.
+
+    See `logd_client.control.aio.afollow`; imported on first use, so apps that never
+    follow do not load asyncio.
+    """
+    from .control.aio import afollow as _afollow
+
+    return _afollow(
+        app=app, run=run, session=session, call=call, events=events, n=n, control=control
+    )

@@ -76,8 +76,9 @@ class Outbox(Intake):
         self._own_next_seq: int | None = None
         self._spool_retry_at = 0.0
 
-    def wait_acked(self, timeout: float) -> bool:
-        """Wait until everything put before the call is acknowledged (`Transport.flush()`)."""
+    def wait_acked(self, timeout: float, give_up: Callable[[], bool] | None = None) -> bool:
+        """Wait until everything put before the call is acknowledged (`Transport.flush()`);
+        `give_up`, checked under the lock at each wake-up, ends the wait early."""
         deadline = time.monotonic() + max(0.0, timeout)
         with self.cond:
             target = self.seq
@@ -85,7 +86,7 @@ class Outbox(Intake):
             try:
                 while self._oldest_outstanding() <= target:
                     remaining = deadline - time.monotonic()
-                    if remaining <= 0 or self.closed:
+                    if remaining <= 0 or self.closed or (give_up is not None and give_up()):
                         return False
                     self.cond.wait(remaining)
                 return True

@@ -8,13 +8,14 @@ opened the run), flushes with a timeout and spools what is left.
 from __future__ import annotations
 
 import atexit
+import fnmatch
 import logging
 import os
 import socket
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from . import context
@@ -22,6 +23,7 @@ from .recordmap import build_event
 from .transport import Transport, forget_shared_transports, shared_transports
 
 LIFECYCLE_SOURCE: Final = "logd_client"
+EVENTS_OFF_ENV: Final = "LOGD_EVENTS_OFF"
 
 
 class _Runtime:
@@ -30,6 +32,7 @@ class _Runtime:
     app: str | None = None
     transport: Transport | None = None
     exit_flush_timeout_s: float = 5.0
+    events_off: tuple[str, ...] = ()
     atexit_registered = False
     shutdown_sent = False
 
@@ -51,13 +54,54 @@ def client_version() -> str:
         return "unknown"
 
 
-def activate(app: str, transport: Transport, *, exit_flush_timeout_s: float = 5.0) -> bool:
+def events_off_patterns(
+    patterns: Iterable[str] | None, environ: Mapping[str, str]
+) -> tuple[str, ...]:
+    """`install(events_off=...)`, else `LOGD_EVENTS_OFF` (comma separated), as patterns.
+
+    Raises:
+        TypeError: `patterns` is a bare str or holds something else than str.
+        ValueError: a pattern is empty.
+    """
+    if patterns is None:
+        text = environ.get(EVENTS_OFF_ENV, "")
+        return tuple(part.strip() for part in text.split(",") if part.strip())
+    if isinstance(patterns, str):
+        raise TypeError("events_off must be a list of patterns, not a str")
+    out = []
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            raise TypeError(f"events_off patterns must be str, not {type(pattern).__name__}")
+        if not pattern.strip():
+            raise ValueError("events_off patterns must not be empty")
+        out.append(pattern.strip())
+    return tuple(out)
+
+
+def event_is_off(event_type: str) -> bool:
+    """Whether `event_type` is switched off (and then count it as such)."""
+    patterns, transport = _Runtime.events_off, _Runtime.transport
+    if not patterns or not any(fnmatch.fnmatchcase(event_type, p) for p in patterns):
+        return False
+    if transport is not None:
+        transport.count_event_off()
+    return True
+
+
+def activate(
+    app: str,
+    transport: Transport,
+    *,
+    exit_flush_timeout_s: float = 5.0,
+    events_off: tuple[str, ...] = (),
+) -> bool:
     """Make `app` and `transport` the process's defaults and open the run; idempotent.
 
     Args:
         app: the app name for events and lifecycle records.
         transport: where they go.
         exit_flush_timeout_s: how long the exit hook waits for acknowledgements.
+        events_off: event type patterns `event()` and `error()` do not send.
 
     Returns:
         True iff this call set the defaults (False: they were already set).
@@ -68,6 +112,7 @@ def activate(app: str, transport: Transport, *, exit_flush_timeout_s: float = 5.
         _Runtime.app = app
         _Runtime.transport = transport
         _Runtime.exit_flush_timeout_s = exit_flush_timeout_s
+        _Runtime.events_off = events_off
         _Runtime.shutdown_sent = False
         opened = context.open_run()
         if not _Runtime.atexit_registered:
@@ -121,23 +166,30 @@ def send_event(
         transport.count_failure()
 
 
-def flush_all(timeout: float) -> bool:
-    """Flush every shared transport within one overall timeout."""
+def flush_all(timeout: float, *, while_reachable: bool = False) -> bool:
+    """Flush every shared transport within one overall timeout.
+
+    Args:
+        timeout: seconds to wait at most, over all transports.
+        while_reachable: stop waiting for a transport as soon as its daemon has proved
+            unreachable (the exit hook: what is left is spooled at once).
+    """
     deadline = time.monotonic() + timeout
     ok = True
     for transport in shared_transports():
-        ok = transport.flush(max(0.0, deadline - time.monotonic())) and ok
+        remaining = max(0.0, deadline - time.monotonic())
+        ok = transport.flush(remaining, while_reachable=while_reachable) and ok
     return ok
 
 
 def _at_exit() -> None:
-    # Bounded: a missing daemon costs the exiting app at most the flush timeout (plus the
-    # time to spool what is still unacknowledged, when closing the transports).
+    # Bounded: a daemon that acknowledges gets at most the flush timeout; one that cannot
+    # be reached costs one connection attempt, then what is left is spooled.
     try:
         if context.owns_run() and not _Runtime.shutdown_sent:
             _Runtime.shutdown_sent = True
             send_event("app:shutdown", LIFECYCLE_SOURCE, "", {})
-        flush_all(_Runtime.exit_flush_timeout_s)
+        flush_all(_Runtime.exit_flush_timeout_s, while_reachable=True)
         forget_shared_transports()
     except Exception:  # never turn a clean exit into a traceback
         pass
@@ -158,6 +210,7 @@ def reset_runtime() -> None:
     with _Runtime.lock:
         _Runtime.app = None
         _Runtime.transport = None
+        _Runtime.events_off = ()
         _Runtime.shutdown_sent = False
     context.forget_run()
     forget_shared_transports(spool=False)

@@ -50,6 +50,8 @@ class Sender:
         os.set_blocking(self._wake_w, False)
         self.conn: Connection | None = None
         self.connections = 0
+        # Whether the latest connection attempt failed: the exit hook stops waiting then.
+        self.last_connect_failed = False
         self._stopping = self._discard = False
 
     def wake(self) -> None:
@@ -96,6 +98,9 @@ class Sender:
                     except OSError:
                         next_connect_at = now + backoff
                         backoff = min(backoff * 2, self._backoff_max_s)
+                        with box.cond:
+                            self.last_connect_failed = True
+                            box.cond.notify_all()  # a flush that waits while reachable
                 if conn is not None:
                     box.fill_window(conn.queue, self._ack_timeout_s)
                     if box.ack_overdue(now):
@@ -142,6 +147,7 @@ class Sender:
         with self._outbox.lock:
             self.conn = conn
             self.connections += 1
+            self.last_connect_failed = False
         self._outbox.spooler.scan_due = True  # a client that connects delivers orphans
         return conn
 

@@ -48,6 +48,8 @@ class TransportStatistics:
         spooled_records: records written to this transport's spool files so far.
         spool_bytes: bytes of the spool files this transport holds now.
         orphan_records: records of exited processes' spools delivered by this transport.
+        events_off: events not sent because their type is switched off
+            (`install(events_off=...)`, `LOGD_EVENTS_OFF`).
     """
 
     producer_id: str
@@ -64,6 +66,7 @@ class TransportStatistics:
     spooled_records: int
     spool_bytes: int
     orphan_records: int
+    events_off: int = 0
 
 
 class Transport:
@@ -154,6 +157,7 @@ class Transport:
         self._sender: Sender | None = None
         self._thread: threading.Thread | None = None
         self._closing = False
+        self._events_off = 0
 
     # ----------------------------------------------------------------- app side
 
@@ -191,17 +195,32 @@ class Transport:
         """Count a record the caller could not even build (it is lost)."""
         self._outbox.count_failure()
 
-    def flush(self, timeout: float = 5.0) -> bool:
+    def count_event_off(self) -> None:
+        """Count an event not sent because its type is switched off."""
+        with self._lock:
+            self._events_off += 1
+
+    def flush(self, timeout: float = 5.0, *, while_reachable: bool = False) -> bool:
         """Wait until every record enqueued before this call is acknowledged.
 
         Args:
             timeout: seconds to wait at most.
+            while_reachable: give up as soon as a connection attempt failed and none is
+                open: the daemon is down, so waiting would only delay the caller (the
+                exit hook, which spools instead).
 
         Returns:
             True iff nothing enqueued before the call is still waiting, in memory or in the
             spool; records that were dropped do not hold it up (their report does).
         """
-        return self._outbox.wait_acked(timeout)
+        give_up = self._unreachable if while_reachable else None
+        return self._outbox.wait_acked(timeout, give_up=give_up)
+
+    def _unreachable(self) -> bool:
+        # Called under the outbox lock. Before the sender's first attempt nothing is known
+        # yet: it tries at once when the first record arrives, so that wait is short.
+        sender = self._sender
+        return sender is not None and sender.conn is None and sender.last_connect_failed
 
     def close(self, timeout: float = 5.0, *, spool: bool = True) -> None:
         """Stop the sender thread and close the connection; idempotent.
@@ -256,6 +275,7 @@ class Transport:
                 spooled_records=box.spooled_records,
                 spool_bytes=box.spool_bytes,
                 orphan_records=box.orphan_records,
+                events_off=self._events_off,
             )
 
     def pending_records(self) -> list[tuple[str, int, dict[str, Any]]]:

@@ -125,7 +125,7 @@ class ControlConnection:
             self._sock.connect(path)
         except OSError as exc:
             self._sock.close()
-            raise _error([(path, exc)]) from exc
+            raise unavailable_error([(path, exc)]) from exc
 
     def __enter__(self) -> ControlConnection:
         return self
@@ -194,10 +194,12 @@ def connect(paths: Sequence[str], timeout: float | None = REPLY_TIMEOUT_S) -> Co
         except Unavailable as exc:
             cause = exc.__cause__
             failures.append((path, cause if isinstance(cause, OSError) else OSError(str(exc))))
-    raise _error(failures)
+    raise unavailable_error(failures)
 
 
-def _error(failures: Sequence[tuple[str, OSError]]) -> Unavailable:
+def unavailable_error(failures: Sequence[tuple[str, OSError]]) -> Unavailable:
+    """The error for failed connection attempts (path, why): `NoPermission` when a socket
+    refused this user, else `Unavailable`; the message names every path and why."""
     if any(isinstance(exc, PermissionError) for _, exc in failures):
         return NoPermission(_unavailable(failures))
     return Unavailable(_unavailable(failures))
