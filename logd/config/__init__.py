@@ -38,11 +38,13 @@ from logd.config.values import (
     to_name,
     to_number,
     to_path,
+    to_patterns,
 )
 
 __all__ = [
     "Config",
     "ConfigError",
+    "Events",
     "Layout",
     "Limits",
     "Listen",
@@ -104,6 +106,14 @@ class Layout:
 
 
 @dataclass(frozen=True, slots=True)
+class Events:
+    """Events switched off: their records are written as usual, but not to `events.log`
+    nor the index (the event-log design keeps per-turn events off unless enabled)."""
+
+    off: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Limits:
     """Per-connection and per-daemon bounds."""
 
@@ -137,6 +147,7 @@ class Config:
     retention: Retention = field(default_factory=Retention)
     layout: Layout = field(default_factory=Layout)
     limits: Limits = field(default_factory=Limits)
+    events: Events = field(default_factory=Events)
     fsync: FsyncMode = "batch"
     config_file: Path | None = None
     forward: tuple[Forward, ...] = ()
@@ -184,6 +195,7 @@ _SECTIONS: dict[str, Converters] = {
         "session_idle_s": to_number(unit_s=1, positive=True),
         "open_files": to_int(1),
     },
+    "events": {"off": to_patterns},
     "durability": {"fsync": _fsync},
 }
 _ROTATION_KINDS = ("run", "session", "call", "events")
@@ -195,6 +207,7 @@ _TOP_LEVEL = (
     "retention",
     "layout",
     "limits",
+    "events",
     "durability",
     "forward",
 )

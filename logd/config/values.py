@@ -167,6 +167,13 @@ def to_name(value: Any) -> str:
     return value
 
 
+def to_patterns(value: Any) -> tuple[str, ...]:
+    """A list of event type patterns (`conversation:turn`, `debug:*`)."""
+    if not isinstance(value, list) or not all(isinstance(p, str) and p.strip() for p in value):
+        raise BadValue('must be a list of event type patterns, like ["conversation:turn"]')
+    return tuple(p.strip() for p in value)
+
+
 def to_hostport(value: Any) -> tuple[str, int]:
     if not isinstance(value, str):
         raise BadValue('must be a string HOST:PORT like "127.0.0.1:24224"')

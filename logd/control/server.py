@@ -229,6 +229,7 @@ class ControlServer:
                     "records_in",
                     "records_written",
                     "events_indexed",
+                    "events_off",
                     "rejected",
                     "duplicates",
                     "dropped_by_clients",

@@ -129,6 +129,12 @@ def status_block(status: Mapping[str, Any], width: int = STATUS_WIDTH) -> list[s
         ),
         _field("Refused", _joined(totals, "rejected=rejected duplicates=duplicates")),
         _field("Dropped", _joined(totals, "by_clients=dropped_by_clients")),
+        # Only when `[events] off` switched some off: most daemons have none.
+        *(
+            [_field("Events off", count_text(totals["events_off"]))]
+            if totals.get("events_off")
+            else []
+        ),
         _field("Rate", f"{rate_text:<9} {spark} last minute"),
         _field("Open files", count_text(status.get("open_files"))),
         _field(

@@ -55,6 +55,8 @@ class Totals:
     records_in: int = 0
     records_written: int = 0
     events_indexed: int = 0
+    # Events not indexed because `[events] off` matched their type.
+    events_off: int = 0
     rejected: int = 0
     dropped_by_clients: int = 0
     messages: int = 0

@@ -7,6 +7,7 @@ trio side never touches the disk.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import sqlite3
 import time
@@ -28,6 +29,8 @@ from logd.write.dedup import Dedup, chunk_key, highest
 from logd.write.jobs import ConnClosed, Ingest, Job, Maintain, Tick
 from logd.write.records import Normalizer, Record, Unroutable
 from logd.write.routing import (
+    Kind,
+    Routed,
     day_text,
     rejected_write,
     route,
@@ -235,6 +238,7 @@ class Engine:
         for invalid in entries.invalid:
             self._reject(batch, now, invalid.reason, entries.tag, invalid.raw, peer)
         layout = self.layout
+        events_off = self.config.events.off
         templates = self._templates
         registry = self.registry
         lines, rows = batch.lines, batch.rows
@@ -300,6 +304,8 @@ class Engine:
                 paths = template.paths
             else:
                 routed = route(record, run.run_id, layout, call_day=call.day if call else None)
+                if routed.event is not None and events_off:
+                    routed = self._switch_off(routed, events_off)
                 lines.add(routed.writes)
                 paths = tuple((write.kind, write.path) for write in routed.writes)
                 if routed.event is not None:
@@ -315,6 +321,16 @@ class Engine:
                 lifecycle_event(registry, self.totals, record, paths, batch)
         if times:
             self._write_repeats(template, targets, run, last, times, msgs)
+
+    def _switch_off(self, routed: Routed, patterns: tuple[str, ...]) -> Routed:
+        """`[events] off`: a matching event keeps its record lines but loses its
+        `events.log` line and index row, and is counted."""
+        assert routed.event is not None
+        event_type = routed.event.event_type
+        if not any(fnmatch.fnmatchcase(event_type, pattern) for pattern in patterns):
+            return routed
+        self.totals.events_off += 1
+        return Routed([w for w in routed.writes if w.kind != Kind.EVENTS], None)
 
     def _write_repeats(
         self,

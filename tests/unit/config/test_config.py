@@ -262,7 +262,12 @@ PATH = "must be a non-empty path"
 NAME = "must be a non-empty string"
 HOSTPORT = 'must be HOST:PORT like "127.0.0.1:24224"'
 FSYNC = 'must be "none", "batch" or "always"'
-TOP = "(known: durability, forward, layout, limits, listen, retention, root, rotation, state_dir)"
+TOP = (
+    "(known: durability, events, forward, layout, limits, listen, retention, root, rotation, "
+    "state_dir)"
+)
+PATTERNS = 'must be a list of event type patterns, like ["conversation:turn"]'
+
 KINDS = "(known: call, events, run, session)"
 LIMIT_KEYS = (
     "(known: idle_timeout_s, max_connections, max_message_bytes, max_records, open_files, "
@@ -288,6 +293,9 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"rotation": 5}, "rotation = 5: must be a table"),
     ({"listen": "x"}, 'listen = "x": must be a table'),
     ({"bogus": {}}, f"[bogus]: unknown section {TOP}"),
+    ({"events": {"off": "debug:*"}}, f'[events] off = "debug:*": {PATTERNS}'),
+    ({"events": {"off": ["debug:*", ""]}}, f'[events] off = ["debug:*", ""]: {PATTERNS}'),
+    ({"events": {"of": []}}, "[events] of: unknown key (known: off)"),
     ({"rooot": "/x"}, f"rooot: unknown key {TOP}"),
     ({"root": ""}, f'root = "": {PATH}'),
     ({"root": 5}, f"root = 5: {PATH}"),
@@ -354,6 +362,14 @@ def test_long_and_multiline_values_stay_on_one_line(base: Config) -> None:
 
 
 # --------------------------------------------------------------------------- good values
+
+
+def test_events_off_patterns(base: Config) -> None:
+    assert base.events.off == ()
+    cfg = parse_config(
+        {"events": {"off": ["conversation:turn", " debug:* "]}}, source=SRC, base=base
+    )
+    assert cfg.events.off == ("conversation:turn", "debug:*")
 
 
 def test_partial_sections_keep_the_base(base: Config) -> None:
