@@ -95,7 +95,8 @@ def install(
     Args:
         app: the app name; names its folder in the daemon's tree.
         level: the root logger is lowered to this level if it is stricter, as
-            `logging.basicConfig(level=...)` would.
+            `logging.basicConfig(level=...)` would; the app's handlers already on it
+            without a level get the root's old one, so its console shows what it did.
         address: `unix:/path`, `tcp://host:port` or an absolute socket path. Default:
             `LOGD_ADDRESS`, else the user's daemon socket if present, else
             `/run/logd/logd.sock`.
@@ -131,6 +132,11 @@ def install(
             root.addHandler(console_handler(level_of_console))
         # NOTSET on the root means "everything": already as loose as it gets.
         if root.level != logging.NOTSET and root.level > level:
+            for handler in root.handlers:
+                # The app's own handlers (a basicConfig console) keep showing what they
+                # showed: the root's level was their filter.
+                if handler.level == logging.NOTSET and not isinstance(handler, LogdHandler):
+                    handler.setLevel(root.level)
             root.setLevel(level)
 
 

@@ -274,10 +274,11 @@ def test_afollow_survives_a_daemon_restart_and_cancels(log_root: Path, socket_di
                 break
 
     async def idle_then_cancelled() -> bool:
-        """A follower of a session that never comes: cancelling it ends it."""
-        follower = logd_client.afollow(session="never", control=control_of(daemon))
+        """A follower waiting for a live record that never comes: cancelling ends it."""
+        follower = logd_client.afollow(app="steady", n=1, control=control_of(daemon))
+        await follower.__anext__()  # the backlog: from now on it waits on the socket
         task = asyncio.ensure_future(follower.__anext__())
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one turn of the loop: the task runs until it reads
         task.cancel()
         try:
             await task
