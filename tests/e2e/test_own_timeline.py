@@ -45,7 +45,8 @@ def test_start_rotate_stop_and_restart_are_on_the_daemons_timeline(
         wait_ctl_ready(daemon)
         wait_for(lambda: of_type(own_events(daemon), "logd:start"), 10)
         (start,) = own_events(daemon)
-        assert start["app"] == "logd" and start["source"] == "logd"
+        assert start["app"] == "logd"
+        assert start["source"] == "logd"
         assert start["kv"]["pid"] == daemon.proc.pid
         assert start["kv"]["root"] == str(log_root)
         assert any(str(daemon.socket) in name for name in start["kv"]["listeners"])
@@ -57,7 +58,8 @@ def test_start_rotate_stop_and_restart_are_on_the_daemons_timeline(
         # Rotations are written with the next batch; the ticker makes one within seconds.
         wait_for(lambda: of_type(own_events(daemon), "system:log_rotated"), 10)
         rotated = {
-            e["kv"]["file"]: e["kv"]["size"] for e in of_type(own_events(daemon), "system:log_rotated")
+            e["kv"]["file"]: e["kv"]["size"]
+            for e in of_type(own_events(daemon), "system:log_rotated")
         }
         assert rotated[main_log] == size
         first_pid = daemon.proc.pid
@@ -70,7 +72,9 @@ def test_start_rotate_stop_and_restart_are_on_the_daemons_timeline(
         events = own_events(daemon)
         kinds = [e["event_type"] for e in events]
         stop = kinds.index("logd:stop")
-        assert kinds[0] == "logd:start" and kinds[-1] == "logd:start" and 0 < stop < len(kinds) - 1
+        assert kinds[0] == "logd:start"
+        assert kinds[-1] == "logd:start"
+        assert 0 < stop < len(kinds) - 1
         assert events[stop]["kv"]["pid"] == first_pid
         assert events[stop]["kv"]["records_written"] >= 50
         assert events[-1]["kv"]["pid"] == daemon.proc.pid
@@ -88,7 +92,9 @@ def test_start_rotate_stop_and_restart_are_on_the_daemons_timeline(
         line
         for part in sorted((log_root / "logd").glob("events*"))
         for line in (
-            gzip.decompress(part.read_bytes()).decode() if part.suffix == ".gz" else part.read_text()
+            gzip.decompress(part.read_bytes()).decode()
+            if part.suffix == ".gz"
+            else part.read_text()
         ).splitlines()
     ]
     parsed = [parse_event_line(line) for line in lines]
