@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from logd_client.control.protocol import request as request  # the sending side's, re-exported
+
 from logd.control.tailing import min_level, skip_counts
 from logd.index.eventline import iso_utc_ms
 
@@ -86,11 +88,6 @@ class ControlError(Exception):
 class Request:
     command: str
     args: dict[str, Any]
-
-
-def request(command: str, **args: Any) -> dict[str, Any]:
-    """The wire form of a request, for `logd-ctl` (absent arguments are left out)."""
-    return {"cmd": command, "args": {k: v for k, v in args.items() if v is not None}}
 
 
 def parse_request(obj: Mapping[str, Any]) -> Request:

@@ -46,7 +46,12 @@ PURE = {
 }
 # What a pure module may lean on besides PURE: the frozen `Config` dataclasses (their
 # loading functions, which read files, are not called from pure code) and the wire codec.
-PURE_MAY_IMPORT = {"logd.config", "logd_client.wire", "logd_client.control.items"}
+PURE_MAY_IMPORT = {
+    "logd.config",
+    "logd_client.wire",
+    "logd_client.control.items",
+    "logd_client.control.protocol",
+}
 # Standard library and third-party modules that mean I/O, threads or an event loop.
 IO_MODULES = {
     "asyncio",

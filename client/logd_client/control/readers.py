@@ -129,7 +129,9 @@ def follow(
     Starts with the newest `n` records already written, then waits for new ones. An id
     not seen yet (a session about to start) is waited for. When the daemon stops or
     restarts, it reconnects with backoff and goes on with the records written meanwhile:
-    none missed, none twice.
+    none missed, none twice. (A reader too slow for the live stream is the exception: the
+    daemon skips records for it rather than slow the writers, and says so in a notice
+    that is not passed on.)
 
     Args:
         app, run, session, call: filters, combined with AND.
