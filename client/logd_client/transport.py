@@ -15,6 +15,7 @@ import atexit
 import os
 import secrets
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,10 @@ from .sender import Sender
 from .spooler import Spooler
 
 _all_transports: weakref.WeakSet[Transport] = weakref.WeakSet()
+# How long `flush(while_reachable=True)` waits for the next acknowledgement. The daemon
+# acks a batch once it is written and fsynced: milliseconds, unless it is stopped or its
+# disk is full, and then what is left is better spooled than waited for.
+EXIT_STALL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -205,16 +210,30 @@ class Transport:
 
         Args:
             timeout: seconds to wait at most.
-            while_reachable: give up as soon as a connection attempt failed and none is
-                open: the daemon is down, so waiting would only delay the caller (the
-                exit hook, which spools instead).
+            while_reachable: wait only while acknowledgements arrive: give up as soon as
+                a connection attempt failed and none is open (the daemon is down), or when
+                nothing was acknowledged for `EXIT_STALL_S` (it is stopped, or its disk
+                refuses). Waiting would only delay the caller: the exit hook, which
+                spools instead.
 
         Returns:
             True iff nothing enqueued before the call is still waiting, in memory or in the
             spool; records that were dropped do not hold it up (their report does).
         """
-        give_up = self._unreachable if while_reachable else None
-        return self._outbox.wait_acked(timeout, give_up=give_up)
+        if not while_reachable:
+            return self._outbox.wait_acked(timeout)
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            with self._lock:
+                acked_before = self._outbox.acked_records
+            remaining = deadline - time.monotonic()
+            waited = min(remaining, EXIT_STALL_S)
+            if self._outbox.wait_acked(waited, give_up=self._unreachable):
+                return True
+            with self._lock:
+                stalled = self._outbox.acked_records == acked_before or self._unreachable()
+            if stalled or remaining <= waited:
+                return False
 
     def _unreachable(self) -> bool:
         # Called under the outbox lock. Before the sender's first attempt nothing is known

@@ -1,14 +1,17 @@
 """What an app sees of logd_client on its own console and at exit when the daemon is
-absent (#17): real app processes, no daemon, no XDG_RUNTIME_DIR."""
+absent or stopped (#17): real app processes, no XDG_RUNTIME_DIR."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.procs import start_daemon, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -46,8 +49,7 @@ def run_app(
     )
 
 
-def spooled_bytes(tmp_path: Path) -> int:
-    spool = tmp_path / "spool"
+def spooled_bytes(spool: Path) -> int:
     return sum(p.stat().st_size for p in spool.rglob("*") if p.is_file())
 
 
@@ -62,7 +64,7 @@ def test_default_console_keeps_warnings_with_the_session_id(tmp_path: Path) -> N
         "[in-progress] - WARNING - hello",
         "[s-1] - ERROR - in the session",
     ]
-    assert spooled_bytes(tmp_path) > 0
+    assert spooled_bytes(tmp_path / "spool") > 0
 
 
 def test_console_false_prints_nothing(tmp_path: Path) -> None:
@@ -109,3 +111,47 @@ logging.config.dictConfig({
     assert (session, call_id, message) == ("s-1", "None", "in the session")
     assert run_id.startswith(("20", "19"))  # the run install() opened, YYYYMMDD_...
     assert lines[0].startswith("in-progress|")
+
+
+STALLED = r"""
+import logging, sys
+import logd_client as logd
+
+logd.install(app="stalled", console=False, exit_flush_timeout_s=float(sys.argv[1]))
+log = logging.getLogger("stalled")
+log.info("before")
+assert logd.flush(30)
+print("acknowledged", flush=True)
+sys.stdin.readline()  # the daemon is stopped now
+log.info("after")
+"""
+
+
+def test_exit_does_not_wait_for_a_stopped_daemon(log_root: Path, socket_dir: Path) -> None:
+    """Connected, but the daemon sends no more acks (SIGSTOP here; a full disk alike): the
+    exit hook waits while acks arrive, not for its whole timeout, and spools the rest,
+    which the daemon writes once it runs again."""
+    daemon = start_daemon(log_root, socket_dir)
+    try:
+        with subprocess.Popen(
+            [sys.executable, "-c", STALLED, str(FLUSH_BOUND_S)],
+            env=daemon.env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as app:
+            assert app.stdin is not None
+            assert app.stdout is not None
+            assert app.stdout.readline() == "acknowledged\n"
+            daemon.proc.send_signal(signal.SIGSTOP)
+            try:
+                app.stdin.write("go\n")
+                app.stdin.close()
+                assert app.wait(timeout=120) == 0
+            finally:
+                daemon.proc.send_signal(signal.SIGCONT)
+        assert spooled_bytes(Path(daemon.env["LOGD_SPOOL_DIR"])) > 0
+        main_logs = log_root / "stalled"
+        wait_for(lambda: "after" in "".join(p.read_text() for p in main_logs.rglob("main.log")))
+    finally:
+        daemon.stop()
