@@ -156,6 +156,12 @@ def test_errors_reach_the_caller(chat: tuple[DaemonProcess, str], socket_dir: Pa
     with pytest.raises(ConnectionError):
         next(logd_client.follow(control=missing))
 
+    async def first() -> object:
+        return await anext(logd_client.afollow(control=missing))
+
+    with pytest.raises(ConnectionError, match=missing):
+        asyncio.run(first())
+
 
 NOBODY = r"""
 import os, sys
