@@ -221,6 +221,23 @@ class EventIndex:
                 self._conn.execute("ROLLBACK")
             raise
 
+    def insert_taken(self, rows: Sequence[EventRow]) -> int:
+        """Insert what SQLite takes, one by one once a batch is refused (e.g. a lone
+        surrogate in a rebuilt line); returns how many rows went in."""
+        try:
+            self.insert_many(rows)
+            return len(rows)
+        except (sqlite3.Error, UnicodeEncodeError):
+            pass
+        inserted = 0
+        for row in rows:
+            try:
+                self.insert_many([row])
+                inserted += 1
+            except (sqlite3.Error, UnicodeEncodeError):
+                continue
+        return inserted
+
     def query(
         self,
         *,

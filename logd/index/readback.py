@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -216,26 +215,9 @@ def _event_row(app: str, event: ParsedEvent, line: str) -> EventRow:
 
 
 def _insert_events(index: EventIndex, rows: list[EventRow], tally: Tally) -> None:
-    inserted = _insert_rows(index, rows)
+    inserted = index.insert_taken(rows)
     tally.events += inserted
     tally.bad_lines += len(rows) - inserted
-
-
-def _insert_rows(index: EventIndex, rows: list[EventRow]) -> int:
-    """Insert rows, all at once when SQLite takes them; returns how many it took."""
-    try:
-        index.insert_many(rows)
-        return len(rows)
-    except (sqlite3.Error, UnicodeEncodeError):
-        pass  # find the row SQLite refused (e.g. a lone surrogate); keep the others
-    inserted = 0
-    for row in rows:
-        try:
-            index.insert_many([row])
-            inserted += 1
-        except (sqlite3.Error, UnicodeEncodeError):
-            pass
-    return inserted
 
 
 def _index_events(
@@ -417,8 +399,8 @@ def read_app(
     for row in error_rows(root, app, runs, call_rows, keys, tally.problem, utc=utc):
         batch.append(row)
         if len(batch) >= EVENT_BATCH:
-            tally.error_records += _insert_rows(index, batch)
+            tally.error_records += index.insert_taken(batch)
             batch = []
     if batch:
-        tally.error_records += _insert_rows(index, batch)
+        tally.error_records += index.insert_taken(batch)
     return runs, sessions, call_rows
