@@ -452,6 +452,13 @@ def test_status_of_a_fresh_daemon() -> None:
     assert "▁" * blocks.SPARK_WIDTH in text
 
 
+def test_status_shows_events_off_only_when_some_were() -> None:
+    assert not any("Events off" in line for line in blocks.status_block(make_status()))
+    totals = {**make_status()["totals"], "events_off": 1234}
+    lines = blocks.status_block(make_status(totals=totals))
+    assert "  Events off: 1,234" in lines
+
+
 def test_status_tolerates_missing_fields() -> None:
     assert blocks.status_block({})[0].startswith("● logd ?")
 
