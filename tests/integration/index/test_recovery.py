@@ -29,7 +29,7 @@ def message(*events: str | None) -> Ingest:
         if event is not None:
             record["event_type"] = event
         entries.append((T0 + i * 100 * MS, record))
-    return Ingest(Peer(1, "unix", pid=999_999), wire.Entries("a", entries, {}, []))
+    return Ingest(Peer(1, "unix", pid=999_999), [wire.Entries("a", entries, {}, [])])
 
 
 @pytest.mark.parametrize(
