@@ -7,7 +7,7 @@ each record as its own Message-mode message with its own `chunk` and waits for t
 One connection writes N such messages without waiting; the figure is N over the time
 from the first byte to the last ack. The reference is `bare_server --fsync --per-read`:
 decode, append, one fsync per read's worth of messages, acks in order: the floor for a
-trio server with durable acks. Issue 18 goal 4: logd ≥ 0.25× the reference.
+trio server with durable acks. Issue 18 goal 4: logd at least 0.25 times the reference.
 """
 
 from __future__ import annotations
