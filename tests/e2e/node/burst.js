@@ -18,7 +18,7 @@ async function main() {
   const started = Date.now();
   const pending = [];
   for (let i = 0; i < count; i++) {
-    pending.push(client.emit("burst", { msg: `burst record ${i}`, seq: i }));
+    pending.push(client.emit("burst", { msg: `burst record ${i}` }));
   }
   const results = await Promise.allSettled(pending);
   const ms = Date.now() - started;
