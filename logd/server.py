@@ -15,7 +15,7 @@ import socket as stdsocket
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -78,7 +78,7 @@ class LogdServer:
             config=lambda: self.config,
             hostname=self.hostname,
             errors=self.errors,
-            submit=self._submit,
+            submit=self._submit_many,
             enqueue=self._enqueue,
         )
         self.forwarding: Forwarding | None = None
@@ -298,12 +298,17 @@ class LogdServer:
 
     async def _submit(self, peer: Peer, entries: wire.Entries) -> bool:
         """Hand one message to the writer and wait until it is durable (or failed)."""
-        job = Ingest(peer, entries)
+        return await self._submit_many(peer, [entries]) == 1
+
+    async def _submit_many(self, peer: Peer, messages: Sequence[wire.Entries]) -> int:
+        """Hand messages to the writer as one job and wait until they are durable; returns
+        how many of them, from the first, are (all or none: one job is one batch's)."""
+        job = Ingest(peer, messages)
         done = trio.Event()
         if not await self._enqueue(job, done):
-            return False
+            return 0
         await done.wait()
-        return job.ok
+        return len(messages) if job.ok else 0
 
     async def _enqueue(self, job: Job, done: trio.Event | None) -> bool:
         """Queue a job for the writer; False when it did not take it (stopped, or full for

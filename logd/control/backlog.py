@@ -105,15 +105,21 @@ class Backlog:
     # --- the three steps ----------------------------------------------------------------
 
     def plan(self) -> None:
-        """Resolve `--run current`, check the ids, read the families that have ended.
+        """Resolve `--run current` (or a container's name), check the ids, read the
+        families that have ended.
 
         Raises:
             ControlError: an unknown id, unless following with `wait` (then `waiting`
             says so).
         """
         args = self.args
-        if args.get("run") == "current":
+        run = args.get("run")
+        if run == "current":
             self.resolved_run = args["run"] = self.index.current_run(args.get("app"))
+            self.filter = TailFilter.from_args(args)
+        elif run is not None and (found := self.index.container_run(run, args.get("app"))):
+            # `--run NAME` for a container's run, as `docker logs NAME` would.
+            self.resolved_run = args["run"] = found
             self.filter = TailFilter.from_args(args)
         missing = self.index.missing(args)
         if missing is not None:

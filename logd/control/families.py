@@ -85,6 +85,17 @@ class TailIndex:
             raise ControlError("not-found", "there are no runs yet")
         return str(rows[0]["run_id"])
 
+    def container_run(self, name: str, app: str | None) -> str | None:
+        """The newest run of the container named `name`, unless a run has that id."""
+        if self._rows("SELECT 1 FROM runs WHERE run_id = ? LIMIT 1", (name,)):
+            return None
+        rows = self._rows(
+            "SELECT run_id FROM runs WHERE json_extract(extra_json, '$.container_name') = ?"
+            " AND (? IS NULL OR app = ?) ORDER BY start_ts DESC LIMIT 1",
+            (name, app, app),
+        )
+        return str(rows[0]["run_id"]) if rows else None
+
     def missing(self, args: Mapping[str, Any]) -> str | None:
         """`no session 'S'` (or run, call) for the first id in `args` not in the registry."""
         app = args.get("app")

@@ -56,7 +56,7 @@ def _registry_query(root: Path, index: ReadOnlyIndex, req: Request, utc: bool) -
     store = index.registry
     if req.command == "runs":
         return store.list_runs(
-            app=args.get("app"), active=args.get("active"), limit=args.get("limit")
+            app_or_container=args.get("app"), active=args.get("active"), limit=args.get("limit")
         )
     if req.command == "run":
         return _run(root, store, args["run_id"], args.get("app"))

@@ -196,6 +196,11 @@ def run_block(run: Mapping[str, Any], now: float) -> list[str]:
         ("Files", ", ".join(map(str, run.get("files") or ())) or "-"),
         ("Path", str(run.get("path") or "-")),
     ]
+    if run.get("container_id"):
+        # A container's run (Docker's fluentd driver): name, short id, image.
+        image = f", image {run['image']}" if run.get("image") else ""
+        container = f"{run.get('container_name') or '?'} ({str(run['container_id'])[:12]}{image})"
+        pairs.insert(1, ("Container", container))
     return [_field(label, value) for label, value in pairs]
 
 

@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("status", "daemon health, clients, totals and rate")
     runs = add("runs", "list runs, newest first")
-    app_option(runs)
+    runs.add_argument("--app", metavar="A", help="only this app, or this container's runs")
     runs.add_argument("--active", action="store_true", help="only runs still open")
     runs.add_argument("--limit", type=_count_arg, metavar="N", help="at most N runs")
     run = add("run", "one run's metadata")
@@ -125,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     calls.add_argument("--limit", type=_count_arg, metavar="N", help="at most N calls")
     tail = add("tail", "the newest records of every app and run, as run-log lines; -f follows live")
     app_option(tail)
-    tail.add_argument("--run", metavar="R", help='only this run ("current" works)')
+    tail.add_argument(
+        "--run", metavar="R", help='only this run ("current" or a container\'s name works)'
+    )
     tail.add_argument("--session", metavar="S", help="only this session")
     tail.add_argument("--call", metavar="C", help="only this call")
     tail.add_argument("--events", metavar="PATTERN", help="only events matching, e.g. 'llm:*'")

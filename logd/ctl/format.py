@@ -293,6 +293,8 @@ _RUNS: Sequence[tuple[Column, _Cell]] = (
     (Column("ERRORS", ">"), lambda r, now: count_text(_errors(r.get("counts")))),
     (Column("END", min_width=7), _run_end),
 )
+# Shown after APP when any run listed is a container's (Docker's fluentd driver).
+_CONTAINER: tuple[Column, _Cell] = (Column("CONTAINER", min_width=9), _text("container_name"))
 _SESSIONS: Sequence[tuple[Column, _Cell]] = (
     (Column("SESSION_ID"), _text("session_id")),
     (Column("APP", min_width=6), _text("app")),
@@ -327,8 +329,12 @@ def _listing(
 
 
 def runs_table(runs: Sequence[Row], now: float, width: int | None) -> list[str]:
-    """`logd-ctl runs`, in the daemon's order (newest first)."""
-    return _listing(_RUNS, runs, now, width)
+    """`logd-ctl runs`, in the daemon's order (newest first); with a CONTAINER column
+    when a container's run is among them."""
+    spec = _RUNS
+    if any(run.get("container_name") for run in runs):
+        spec = (*_RUNS[:2], _CONTAINER, *_RUNS[2:])
+    return _listing(spec, runs, now, width)
 
 
 def sessions_table(sessions: Sequence[Row], now: float, width: int | None) -> list[str]:

@@ -113,9 +113,10 @@ def recover_open_runs(store: RegistryStore, registry: Registry, now: int) -> lis
         if run.pids and any(registry.pid_alive(pid) for pid in run.pids):
             registry.adopt(run)
             continue
-        if run.tcp:
-            # A TCP peer has no pid to ask about: it gets the grace period to reconnect
-            # and carry on, as after an idle close, and ends as disconnected without.
+        if run.tcp or run.container:
+            # A TCP peer (or a container, behind dockerd) has no pid to ask about: it gets
+            # the grace period to reconnect and carry on, as after an idle close, and ends
+            # as disconnected without.
             run.idle_since_ns = now
             registry.adopt(run)
             continue

@@ -10,11 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from logd.index.states import CallState, EndReason, Peer, RunState, SessionState, new_run_id
+from logd.index.states import (
+    CONTAINER_KEYS,
+    CallState,
+    EndReason,
+    Peer,
+    RunState,
+    SessionState,
+    new_run_id,
+)
 from logd.index.tables import SessionEnd
 from logd.write.records import Record
 
 TCP_GRACE_NS = 60 * 1_000_000_000
+# A container's run ends (disconnected) once it has had no connection this long: the
+# fluentd driver connects once per container, so its stream closed, or dockerd (or logd)
+# restarted and did not bring the container back.
+CONTAINER_GRACE_NS = 5 * 1_000_000_000
 METADATA_EVERY_NS = 10 * 1_000_000_000
 
 
@@ -58,11 +70,13 @@ class Registry:
         """
         run_id = record.run_id
         owner = None
+        container = container_of(record) if run_id is None else None
         if run_id is None:
-            owner = peer.owner
+            owner = f"container {container['container_id']}" if container else peer.owner
             found = self._foreign.get((record.app, owner))
             known = self.runs.get((record.app, found)) if found is not None else None
-            if found is not None and known is not None and known.active:
+            if found is not None and (container or (known is not None and known.active)):
+                # A restarted container (same id) carries on its run, ended or not.
                 run_id = found
             else:
                 run_id = new_run_id(now_ns, self.utc)
@@ -70,7 +84,7 @@ class Registry:
         key = (record.app, run_id)
         run = self.runs.get(key)
         created = False
-        if run is None and record.run_id is not None:
+        if run is None and (record.run_id is not None or container):
             # Not in memory: a run an earlier daemon kept, or one ended and forgotten.
             run = self.lookup(record.app, run_id)
             if run is not None:
@@ -95,13 +109,17 @@ class Registry:
             # a spool delivered after the fact. It ends again when its processes are gone.
             run.end_ns = run.end_reason = None
             run.shutdown_seen = False
+        if container and container != run.container:
+            run.container = {**run.container, **container}
+            run.dirty = True
         relayed = peer.transport == "spool" or (
             peer.pid is not None and record.pid is not None and record.pid != peer.pid
         )
         if not relayed and peer.conn_id not in run.conns:
             run.conns.add(peer.conn_id)
             run.idle_since_ns = None
-            if peer.pid is not None:
+            # dockerd's pid would keep a container's run open as long as dockerd runs.
+            if peer.pid is not None and not run.container:
                 run.pids.add(peer.pid)
             run.peers[peer.conn_id] = {k: v for k, v in peer.as_dict().items() if k != "conn"}
             run.dirty = True
@@ -277,6 +295,12 @@ class Registry:
     def _maybe_end(self, run: RunState, now_ns: int) -> bool:
         if run.shutdown_seen:
             reason: EndReason = "shutdown"
+        elif run.container:
+            if run.idle_since_ns is None:
+                run.idle_since_ns = now_ns
+            if now_ns - run.idle_since_ns < CONTAINER_GRACE_NS:
+                return False
+            reason = "disconnected"
         elif run.tcp and not run.pids:
             if run.idle_since_ns is None or now_ns - run.idle_since_ns < TCP_GRACE_NS:
                 return False
@@ -294,6 +318,22 @@ class Registry:
         run.end_reason = reason
         run.dirty = True
         return True
+
+
+def container_of(record: Record) -> dict[str, str] | None:
+    """What a record from Docker's fluentd driver says of its container, or None.
+
+    The driver sends `container_name` with Docker's leading "/"; kept without it, as
+    `docker ps` shows the name.
+    """
+    extra = record.extra
+    container_id = extra.get("container_id")
+    if not isinstance(container_id, str) or not container_id:
+        return None
+    found = {key: value for key in CONTAINER_KEYS if isinstance(value := extra.get(key), str)}
+    if "container_name" in found:
+        found["container_name"] = found["container_name"].lstrip("/")
+    return found
 
 
 def pid_alive(pid: int) -> bool:

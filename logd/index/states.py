@@ -16,6 +16,7 @@ from typing import Any, Literal
 from logd.index.tables import CallRow, SessionEnd, SessionRow, iso_to_ns
 
 __all__ = [
+    "CONTAINER_KEYS",
     "CallState",
     "EndReason",
     "Peer",
@@ -27,6 +28,9 @@ __all__ = [
 ]
 
 Transport = Literal["unix", "tcp", "spool"]
+# A container's run keeps these in its metadata: the fluentd driver sends the first two
+# with every record, the image only when a label gives it (`--log-opt labels=image`).
+CONTAINER_KEYS = ("container_id", "container_name", "image")
 EndReason = Literal["shutdown", "disconnected", "lost"]
 
 
@@ -108,6 +112,8 @@ class RunState:
     idle_since_ns: int | None = None
     dirty: bool = True
     written_ns: int = 0
+    # A container's run (Docker's fluentd driver): container_id, container_name, image.
+    container: dict[str, str] = field(default_factory=dict)
 
     @property
     def active(self) -> bool:
@@ -139,6 +145,9 @@ class RunState:
             dropped_by_client=int(meta.get("dropped_by_client") or 0),
         )
         run.opener_pid = meta.get("opener_pid")
+        run.container = {
+            key: value for key in CONTAINER_KEYS if isinstance(value := meta.get(key), str)
+        }
         run.tcp = not run.pids
         owner = meta.get("foreign_owner")
         run.foreign_owner = owner if isinstance(owner, str) else None
@@ -170,6 +179,7 @@ class RunState:
             "client_version": self.client_version,
             "opened_by": "daemon" if self.opened_by_daemon else "client",
             **({"foreign_owner": self.foreign_owner} if self.foreign_owner else {}),
+            **self.container,
             "records": self.records,
             "counts": dict(sorted(self.counts.items())),
             "bytes": self.bytes,

@@ -244,10 +244,22 @@ class RegistryStore:
         )
 
     def list_runs(
-        self, *, app: str | None = None, active: bool | None = None, limit: int | None = None
+        self,
+        *,
+        app: str | None = None,
+        active: bool | None = None,
+        limit: int | None = None,
+        app_or_container: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Runs, newest start first; each is its metadata dict plus path, ``*_ts``, active."""
+        """Runs, newest start first; each is its metadata dict plus path, ``*_ts``, active.
+
+        `app_or_container` matches the app or a container's name (`logd-ctl runs --app`).
+        """
         where, params = where_clause([("app", app)], active)
+        if app_or_container is not None:
+            clause = "(app = ? OR json_extract(extra_json, '$.container_name') = ?)"
+            where = f"{where} AND {clause}" if where else f" WHERE {clause}"
+            params += [app_or_container, app_or_container]
         order = " ORDER BY start_ts DESC, app, run_id DESC"
         return self._select(
             f"SELECT * FROM runs{where}{order}{limit_clause(limit, params)}", params

@@ -30,7 +30,7 @@ from logd_client import wire
 
 from logd.config import Config, Limits
 from logd.index.states import Peer, Transport
-from logd.ingest.orphans import Submit
+from logd.ingest.batching import SubmitMany, take_buffered
 from logd.ingest.streams import next_event
 from logd.write.jobs import ConnClosed, Job
 
@@ -76,7 +76,7 @@ class Connections:
         config: the daemon's current config (reload replaces it).
         hostname: ours, sent in the PONG of the shared_key handshake.
         errors: the daemon's error counters (`LogdServer.errors`), counted into.
-        submit: hands one message to the writer; True once it is durable.
+        submit: hands messages to the writer; how many of them, from the first, are durable.
         enqueue: queues a job for the writer without waiting for it.
     """
 
@@ -86,7 +86,7 @@ class Connections:
         config: Callable[[], Config],
         hostname: str,
         errors: Counter[str],
-        submit: Submit,
+        submit: SubmitMany,
         enqueue: Enqueue,
     ) -> None:
         self._config = config
@@ -149,7 +149,22 @@ class Connections:
                 if not authenticated:
                     return
             while True:
-                event = decoder.next_event()
+                taken = take_buffered(decoder)
+                if taken.entries:
+                    conn.last_message = trio.current_time()
+                    conn.asks_acks = conn.asks_acks or any(
+                        entries.chunk is not None for entries in taken.entries
+                    )
+                    # Once the writer has the messages, a stop must not come between their
+                    # write and their acks: the client would resend what is already written.
+                    with trio.CancelScope(shield=True):
+                        done = await self._write_and_ack(stream, taken.entries, conn, limits)
+                    if not done:
+                        by_daemon = True
+                        break
+                if taken.error is not None:
+                    raise taken.error
+                event = taken.stopped_at
                 if event is None:
                     data = await self._receive(stream, decoder, conn, limits)
                     if data is None:
@@ -163,16 +178,7 @@ class Connections:
                 conn.last_message = trio.current_time()
                 if isinstance(event, wire.Closed):
                     break
-                if isinstance(event, wire.Entries):
-                    conn.asks_acks = conn.asks_acks or event.chunk is not None
-                    # Once the writer has the message, a stop must not come between its
-                    # write and its ack: the client would resend what is already written.
-                    with trio.CancelScope(shield=True):
-                        done = await self._write_and_ack(stream, event, conn, limits)
-                    if not done:
-                        by_daemon = True
-                        break
-                elif isinstance(event, wire.Ping):
+                if isinstance(event, wire.Ping):
                     self._count("unexpected-ping")
                     log.warning(
                         "conn %d: PING without shared_key configured; closing", peer.conn_id
@@ -237,25 +243,34 @@ class Connections:
         return deadline
 
     async def _write_and_ack(
-        self, stream: trio.SocketStream, entries: wire.Entries, conn: Conn, limits: Limits
+        self,
+        stream: trio.SocketStream,
+        messages: list[wire.Entries],
+        conn: Conn,
+        limits: Limits,
     ) -> bool:
-        """Hand `entries` to the writer and ack them once durable; False: close the connection.
+        """Hand `messages` to the writer at once and ack them in order once durable; False:
+        close the connection (after acking those that were written).
 
-        Called shielded, so it must end on its own: the writer always answers, and the ack
-        waits for a peer that does not read at most idle_timeout_s (DRAIN_ACK_S at a stop).
+        Called shielded, so it must end on its own: the writer always answers, and the acks
+        wait for a peer that does not read at most idle_timeout_s (DRAIN_ACK_S at a stop).
         """
-        if not await self._submit(conn.peer, entries):
-            return False
-        if entries.chunk is None:
-            return True
-        timeout = DRAIN_ACK_S if self.draining else limits.idle_timeout_s
-        with trio.move_on_after(timeout) as conn.ack_scope:
-            await stream.send_all(wire.encode_ack(entries.chunk))
-        sent = not conn.ack_scope.cancelled_caught
-        conn.ack_scope = None
-        if not sent:
-            self._count("ack-not-read")
-        return sent
+        durable = await self._submit(conn.peer, messages)
+        acks = b"".join(
+            wire.encode_ack(entries.chunk)
+            for entries in messages[:durable]
+            if entries.chunk is not None
+        )
+        if acks:
+            timeout = DRAIN_ACK_S if self.draining else limits.idle_timeout_s
+            with trio.move_on_after(timeout) as conn.ack_scope:
+                await stream.send_all(acks)
+            sent = not conn.ack_scope.cancelled_caught
+            conn.ack_scope = None
+            if not sent:
+                self._count("ack-not-read")
+                return False
+        return durable == len(messages)
 
     def _close_idlest(self, limit: int) -> None:
         """Make room: close the connection quiet longest, if quiet for idle_timeout_s.

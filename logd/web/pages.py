@@ -84,8 +84,25 @@ def runs_page(rows: list[dict[str, Any]], *, query: Mapping[str, Any], now: floa
     ]
     headers = ["App", "Run", "Status", "Started (UTC)", "Duration", "Records", "Errors"]
     headers += ["End reason", "PIDs"]
+    if any(r.get("container_name") for r in rows):
+        # A container's run (Docker's fluentd driver): its name, as `docker ps` shows it.
+        headers.insert(2, "Container")
+        for row, r in zip(table_rows, rows, strict=True):
+            row.insert(2, esc(r.get("container_name") or ""))
     title = f"Runs of {query['app']}" if query.get("app") else "Runs"
     return layout(title, form + table(headers, table_rows, "No runs."), active="/runs")
+
+
+def _container(run: Mapping[str, Any]) -> str:
+    """A container's name, then its id (short, as `docker ps` shows it) and image."""
+    parts = [f"<strong>{esc(run.get('container_name') or '?')}</strong>"]
+    if run.get("container_id"):
+        parts.append(
+            f'<code title="{esc(run["container_id"])}">{esc(run["container_id"][:12])}</code>'
+        )
+    if run.get("image"):
+        parts.append(f"image {esc(run['image'])}")
+    return " ".join(parts)
 
 
 def _errors(run: Mapping[str, Any]) -> int:
@@ -117,6 +134,11 @@ def run_page(data: dict[str, Any], params: Mapping[str, Any], now: float) -> str
             ("Command", f"<code>{esc(' '.join(map(str, run.get('argv') or [])))}</code>"),
             ("Client", esc(run.get("client_version"))),
             ("Opened by", esc(run.get("opened_by"))),
+            *(
+                [("Container", _container(run))]
+                if run.get("container_id") or run.get("container_name")
+                else []
+            ),
             ("Folder", f"<code>{esc(run.get('path'))}</code>"),
         ]
     )

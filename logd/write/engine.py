@@ -16,6 +16,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from logd_client import wire
+
 from logd.config import Config, Layout
 from logd.index.events import EventIndex
 from logd.index.recovery import reset_to_committed
@@ -242,22 +244,24 @@ class Engine:
         for job in jobs:
             if isinstance(job, Ingest):
                 job.ok = True
-                if not job.duplicate:
-                    self.totals.records_written += len(job.entries.entries)
+                self.totals.records_written += job.written
             elif isinstance(job, Maintain) and not job.done:
                 self._maintain(job, now)
         self.timeline.rotated(now, self.sinks.take_rotations())
 
     def _ingest(self, job: Ingest, batch: Batch, now: int) -> None:
-        entries, peer = job.entries, job.peer
-        self.totals.messages += 1
-        key = chunk_key(entries.chunk)
-        if key is not None:
-            if key in batch.chunks or self._dedup.already_written(key):
-                job.duplicate = True
-                self.totals.duplicates += 1
-                return
-            batch.chunks.add(key)
+        for entries in job.messages:
+            self.totals.messages += 1
+            key = chunk_key(entries.chunk)
+            if key is not None:
+                if key in batch.chunks or self._dedup.already_written(key):
+                    self.totals.duplicates += 1
+                    continue
+                batch.chunks.add(key)
+            job.written += len(entries.entries)
+            self._ingest_message(entries, job.peer, batch, now)
+
+    def _ingest_message(self, entries: wire.Entries, peer: Peer, batch: Batch, now: int) -> None:
         self.totals.records_in += len(entries.entries) + len(entries.invalid)
         for invalid in entries.invalid:
             self._reject(batch, now, invalid.reason, entries.tag, invalid.raw, peer)

@@ -1,4 +1,4 @@
-"""What the trio side hands the writer: one message to write, a closed connection, a
+"""What the trio side hands the writer: messages to write, a closed connection, a
 tick, or an operator's maintenance request.
 
 Plain data, no I/O: connection tasks and the control server build these, and the
@@ -7,6 +7,7 @@ writer passes them to `Engine.process` in batches.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +21,13 @@ __all__ = ["ConnClosed", "Ingest", "Job", "Maintain", "Note", "Tick"]
 
 @dataclass(slots=True)
 class Ingest:
-    """One decoded message from one connection; `ok` once it is durable."""
+    """Messages one connection had buffered, in order, written in one batch (never split
+    across two, so a refused batch cannot be overtaken by the rest); `ok` once durable."""
 
     peer: Peer
-    entries: wire.Entries
+    messages: Sequence[wire.Entries]
     ok: bool = False
-    duplicate: bool = False
+    written: int = 0  # records in `messages` not already written (duplicates left out)
 
 
 @dataclass(slots=True)

@@ -297,10 +297,10 @@ class BareServer(Server):
 
     name = "bare"
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *args: str) -> None:
         self.out = folder / "bare.log"
         command = [sys.executable, "-m", "tests.bench.bare_server"]
-        command += ["--socket", str(folder / "s"), "--out", str(self.out)]
+        command += ["--socket", str(folder / "s"), "--out", str(self.out), *args]
         super().__init__(folder, command, folder / "s")
 
     def main_logs(self) -> list[Path]:

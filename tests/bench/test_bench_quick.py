@@ -25,6 +25,7 @@ pytestmark = pytest.mark.e2e
         ("bench_latency", "p99 ms"),
         ("bench_memory", "load peak"),
         ("bench_query", "ms med"),
+        ("bench_connection", "acked msg/s med"),
     ],
 )
 def test_quick_run_prints_its_table(script: str, column: str) -> None:

@@ -51,7 +51,7 @@ peer = Peer(1, "unix", pid=os.getpid())
 
 def ingest(seq):
     tag, entries, option = message_entries(seq)
-    return Ingest(peer, wire.Entries(tag, entries, option, []))
+    return Ingest(peer, [wire.Entries(tag, entries, option, [])])
 
 engine.process([ingest(0)])
 engine.process([ingest(1)])

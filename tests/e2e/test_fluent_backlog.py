@@ -199,3 +199,30 @@ def test_a_node_fluent_client_delivers_its_backlog_when_logd_comes_back(
         if daemon is not None and daemon.proc.poll() is None:
             daemon.proc.kill()
             daemon.proc.wait()
+
+
+NODE_BURST = Path(__file__).with_name("node") / "burst.js"
+BURST = 2_000
+
+
+def test_a_node_message_mode_burst_is_acked_within_the_clients_default_ack_timeout(
+    daemon: DaemonProcess,
+) -> None:
+    """2,000 messages back to back, each with its own chunk, from `@fluent-org/logger` at
+    its defaults (500 ms per ack): served one at a time, most timed out (issue 18)."""
+    modules = node_modules(PACKAGES)
+    done = subprocess.run(
+        ["node", str(NODE_BURST), str(daemon.socket), str(BURST)],
+        env={**os.environ, "NODE_PATH": str(modules)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"{BURST} messages acked in {result['ms']} ms")
+    assert (result["acked"], result["failed"], result["reasons"]) == (BURST, 0, [])
+    lines = backlog_lines(daemon.root / "nodeburst")
+    assert len(lines) == BURST
+    missing = {f"burst record {i}" for i in range(BURST)} - set(lines)
+    assert not missing, sorted(missing)[:5]

@@ -32,7 +32,11 @@ class DiskFullOnce(Engine):
             if (
                 isinstance(job, Ingest)
                 and not self.failed
-                and any(raw.get("msg") == FAIL_ME for _, raw in job.entries.entries)
+                and any(
+                    raw.get("msg") == FAIL_ME
+                    for message in job.messages
+                    for _, raw in message.entries
+                )
             ):
                 DiskFullOnce.failed = True
                 raise OSError(errno.ENOSPC, "No space left on device")

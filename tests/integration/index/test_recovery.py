@@ -14,7 +14,7 @@ from logd_client import wire
 from logd.index.states import Peer
 from logd.index.store import RegistryStore
 from logd.write.engine import Engine
-from logd.write.jobs import Ingest
+from logd.write.jobs import Ingest, Tick
 from tests.helpers import make_config
 
 RUN = "20251105_143052_a1b2c3d4"
@@ -29,7 +29,7 @@ def message(*events: str | None) -> Ingest:
         if event is not None:
             record["event_type"] = event
         entries.append((T0 + i * 100 * MS, record))
-    return Ingest(Peer(1, "unix", pid=999_999), wire.Entries("a", entries, {}, []))
+    return Ingest(Peer(1, "unix", pid=999_999), [wire.Entries("a", entries, {}, [])])
 
 
 @pytest.mark.parametrize(
@@ -65,3 +65,27 @@ def _rows(tmp_path: Path) -> list[dict[str, Any]]:
         return store.list_runs(app="a")
     finally:
         store.close()
+
+
+def test_a_containers_run_left_open_waits_for_dockerd_to_bring_it_back(tmp_path: Path) -> None:
+    """After a restart, a container's run is not lost (dockerd's pid says nothing of the
+    container): it gets the grace to reconnect, then ends as disconnected without."""
+    config = make_config(tmp_path / "root", tmp_path)
+    container = {"container_id": "cd" * 32, "container_name": "/web", "source": "stdout"}
+    record = {"msg": "up", "app": "a", **container}
+    job = Ingest(Peer(1, "unix", pid=4242), [wire.Entries("a.web", [(T0, record)], {}, [])])
+    first = Engine(config, pid_alive=lambda pid: True, clock_ns=lambda: T0)
+    first.process([job])
+    first.close()
+    now = [T0 + 60 * 1000 * MS]
+    second = Engine(config, pid_alive=lambda pid: False, clock_ns=lambda: now[0])
+    (row,) = _rows(tmp_path)
+    assert (row["end_reason"], row["container_name"]) == (None, "web")
+    second.process([Tick()])
+    assert _rows(tmp_path)[0]["end_reason"] is None  # within the grace
+    now[0] += 6 * 1000 * MS
+    second.process([Tick()])
+    second.close()
+    (row,) = _rows(tmp_path)
+    assert row["end_reason"] == "disconnected"
+    assert row["container_id"] == "cd" * 32

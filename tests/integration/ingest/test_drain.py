@@ -36,7 +36,9 @@ class SlowDisk(Engine):
     def process(self, jobs: Sequence[Job]) -> None:
         if any(
             isinstance(job, Ingest)
-            and any(raw.get("msg") == SLOW for _, raw in job.entries.entries)
+            and any(
+                raw.get("msg") == SLOW for message in job.messages for _, raw in message.entries
+            )
             for job in jobs
         ):
             SlowDisk.started.set()

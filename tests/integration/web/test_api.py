@@ -418,3 +418,25 @@ def test_install_hint_for_a_checkout_and_for_an_installed_copy(tmp_path: Path) -
     assert install_hint(site / "logd", tmp_path, "python3") == (
         f'{prefix}python3 -m pip install "logd[web]"'
     )
+
+
+async def test_a_containers_run_shows_its_name_on_the_run_pages(
+    server: LogdServer, web: Web
+) -> None:
+    """Records as Docker's fluentd driver sends them: no run id, a container id and name."""
+    producer = await Producer.unix(server.config.listen.socket)
+    container = {"container_id": "ab" * 32, "container_name": "/shop-web", "image": "shop:1"}
+    message = {"app": "cyc", "msg": "listening", "source": "stdout", **container}
+    await producer.log([message], chunk="c1")
+    with trio.fail_after(10):
+        while not (runs := await web.api("/api/runs?app=cyc")):
+            await trio.sleep(0.05)
+    (run,) = runs
+    assert (run["container_name"], run["image"]) == ("shop-web", "shop:1")
+    listing = (await web.get("/runs")).body.decode()
+    assert "<th>Container</th>" in listing
+    assert "shop-web" in listing
+    page = (await web.get(f"/runs/cyc/{run['run_id']}")).body.decode()
+    assert "shop-web" in page
+    assert "abababababab" in page  # the short id, as `docker ps` shows it
+    await producer.aclose()

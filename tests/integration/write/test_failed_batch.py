@@ -37,7 +37,7 @@ def message(seq: int, n: int = 100) -> Ingest:
             record["call_id"] = "c1"
         entries.append((base + i * 1_000_000, record))
     peer = Peer(1, "unix", pid=os.getpid())
-    return Ingest(peer, wire.Entries("a", entries, {"chunk": f"{'ab' * 8}:{seq}"}, []))
+    return Ingest(peer, [wire.Entries("a", entries, {"chunk": f"{'ab' * 8}:{seq}"}, [])])
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ def test_a_batch_refused_after_its_events_were_indexed_is_indexed_once(tmp_path:
         for i in range(10)
     ]
     peer = Peer(1, "unix", pid=os.getpid())
-    job = lambda: Ingest(peer, wire.Entries("a", events, {"chunk": f"{'cd' * 8}:0"}, []))  # noqa: E731
+    job = lambda: Ingest(peer, [wire.Entries("a", events, {"chunk": f"{'cd' * 8}:0"}, [])])  # noqa: E731
     write = engine.store.write
 
     def refuse(**rows: Any) -> None:

@@ -512,6 +512,21 @@ def test_runs_table() -> None:
     assert first.index("12,345") + len("12,345") == header.index("RECORDS") + len("RECORDS")
 
 
+def test_runs_table_shows_a_containers_name_when_there_is_one() -> None:
+    runs = [RUNS[0], {**RUNS[1], "container_name": "shop-web", "container_id": "ab" * 32}]
+    header, first, second = fmt.runs_table(runs, NOW, None)
+    assert columns_of(header)[:3] == ["RUN_ID", "APP", "CONTAINER"]
+    assert columns_of(first)[2] == "-"
+    assert columns_of(second)[2] == "shop-web"
+
+
+def test_run_block_names_a_containers_run() -> None:
+    run = {**RUNS[0], "container_id": "ab" * 32, "container_name": "shop-web", "image": "shop:1"}
+    text = "\n".join(blocks.run_block(run, NOW))
+    assert "shop-web (abababababab, image shop:1)" in text
+    assert "Container" not in "\n".join(blocks.run_block(RUNS[0], NOW))
+
+
 def test_tables_cut_to_the_terminal_but_never_the_ids() -> None:
     wide = fmt.runs_table(RUNS, NOW, None)
     assert max(map(len, wide)) > 80

@@ -153,3 +153,62 @@ def test_a_session_ended_and_used_again_before_its_row_is_written_carries_on() -
     after = reg.note_session(rec(13, session_id="s1"), RUN, 61 * S)
     assert after is not again, "after the commit the row is the truth again"
     assert after.records == 2
+
+
+DOCKERD = 4100
+C1, C2 = "c1" * 32, "c2" * 32
+
+
+def container_rec(t: float, container_id: str, name: str = "/web", **extra: Any) -> Record:
+    fields = {"container_id": container_id, "container_name": name, **extra}
+    return rec(t, run_id=None, pid=None, extra=fields)
+
+
+def test_each_container_has_its_own_run_with_its_metadata() -> None:
+    reg = registry({DOCKERD})
+    peer = unix(1, DOCKERD)  # one dockerd relays every container
+    one, created = reg.run_for(container_rec(10, C1, image="busybox"), peer, 10 * S)
+    two, _ = reg.run_for(container_rec(11, C2, "/db"), unix(2, DOCKERD), 11 * S)
+    again, _ = reg.run_for(container_rec(12, C1), peer, 12 * S)
+    assert created
+    assert one is again
+    assert one is not two
+    meta = one.metadata(utc=True)
+    assert (meta["container_id"], meta["container_name"], meta["image"]) == (C1, "web", "busybox")
+    assert "image" not in two.metadata(utc=True)
+    assert one.pids == set()  # dockerd's pid would keep the run open while dockerd runs
+
+
+def test_a_container_run_ends_disconnected_after_its_stream_closes_and_a_grace() -> None:
+    reg = registry({DOCKERD})
+    run, _ = reg.run_for(container_rec(10, C1), unix(1, DOCKERD), 10 * S)
+    reg.note_record(run, container_rec(10, C1))
+    assert reg.connection_closed(1, by_daemon=False, now_ns=11 * S) == []
+    assert reg.tick(15 * S) == []
+    assert reg.tick(16 * S) == [run]
+    assert (run.end_reason, run.end_ns) == ("disconnected", 10 * S)
+
+
+def test_a_restarted_container_continues_its_run_a_new_one_gets_a_new_run() -> None:
+    reg = registry({DOCKERD})
+    run, _ = reg.run_for(container_rec(10, C1), unix(1, DOCKERD), 10 * S)
+    reg.connection_closed(1, by_daemon=False, now_ns=11 * S)
+    assert reg.tick(20 * S) == [run]
+    reg.forget_ended()
+    restarted, _ = reg.run_for(container_rec(30, C1), unix(2, DOCKERD), 30 * S)
+    assert restarted is run
+    assert run.active
+    other, _ = reg.run_for(container_rec(31, C2, "/web"), unix(3, DOCKERD), 31 * S)
+    assert other is not run
+
+
+def test_a_container_run_forgotten_is_taken_back_from_the_registry() -> None:
+    kept: dict[str, Any] = {}
+    reg = registry({DOCKERD}, lookup=lambda app, run_id: kept.get(run_id))
+    run, _ = reg.run_for(container_rec(10, C1), unix(1, DOCKERD), 10 * S)
+    reg.connection_closed(1, by_daemon=False, now_ns=11 * S)
+    reg.tick(20 * S)
+    reg.runs.clear()  # forgotten, as after other apps' runs pushed it out
+    kept[run.run_id] = run
+    back, created = reg.run_for(container_rec(30, C1), unix(2, DOCKERD), 30 * S)
+    assert (back, created) == (run, True)

@@ -282,7 +282,7 @@ def test_engine_writes_the_same_with_and_without_repeats(tmp_path: Path) -> None
         # One message (repeats recognised) or one message per record (none can be).
         groups = [[e] for e in entries] if split else [entries]
         for n, group in enumerate(groups):
-            engine.process([Ingest(peer, wire.Entries("cyc", group, {"chunk": f"x:{n}"}, []))])
+            engine.process([Ingest(peer, [wire.Entries("cyc", group, {"chunk": f"x:{n}"}, [])])])
         sessions = {key: s.records for key, s in engine.registry.sessions.items()}
         runs = {key: (r.records, dict(r.counts)) for key, r in engine.registry.runs.items()}
         engine.close()

@@ -6,6 +6,11 @@
 //	stream  posts {"msg": "seq N", "seq": N} for N = 0, 1, ... without pause until stdin closes
 //	typed   posts one event whose fields hold a time.Time (msgpack ext 5) and an ext 7 value
 //	quiet   posts "line 0", "line 1", "line 2", waiting -quiet-ms between them
+//	container  posts what Docker's fluentd driver sends for a container's output:
+//	        {"container_id", "container_name": "/NAME", "source": "stdout"|"stderr",
+//	        "log": "line N"}, N from -from, every third line from stderr; -lines of them,
+//	        or until stdin closes when -lines is 0, waiting -pause-us between them; with
+//	        -bare the log is N alone
 //
 // Every Post is synchronous (with -ack it returns once the daemon acknowledged). At the end
 // it prints {"sent": N} on stdout; a Post that fails prints the error on stderr, exit 1.
@@ -42,15 +47,25 @@ func main() {
 	mode := flag.String("mode", "stream", "stream, typed or quiet")
 	tag := flag.String("tag", "gosend", "Fluent tag (logd takes the app from it)")
 	quietMs := flag.Int("quiet-ms", 1000, "quiet mode: pause between posts")
+	containerID := flag.String("container-id", "", "container mode: the container's id")
+	containerName := flag.String("container-name", "", "container mode: its name")
+	lines := flag.Int("lines", 0, "container mode: how many lines (0: until stdin closes)")
+	pauseUs := flag.Int("pause-us", 0, "container mode: pause between lines")
+	subSecond := flag.Bool("sub-second", false, "SubSecondPrecision (EventTime)")
+	async := flag.Bool("async", false, "Async: buffer and send in the background")
+	from := flag.Int("from", 0, "container mode: the first line's number")
+	bare := flag.Bool("bare", false, "container mode: the number alone, as seq prints it")
 	flag.Parse()
 
 	config := fluent.Config{
-		FluentNetwork: *network,
-		RequestAck:    *ack,
-		RetryWait:     20,
-		MaxRetry:      200,
-		MaxRetryWait:  200,
-		Timeout:       5 * time.Second,
+		FluentNetwork:      *network,
+		RequestAck:         *ack,
+		RetryWait:          20,
+		MaxRetry:           200,
+		MaxRetryWait:       200,
+		Timeout:            5 * time.Second,
+		SubSecondPrecision: *subSecond,
+		Async:              *async,
 	}
 	if *network == "unix" {
 		config.FluentSocketPath = *address
@@ -96,6 +111,29 @@ func main() {
 			}
 			post(map[string]interface{}{"msg": fmt.Sprintf("line %d", i)})
 		}
+	case "container":
+		var stop atomic.Bool
+		if *lines == 0 {
+			go func() {
+				_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+				stop.Store(true)
+			}()
+		}
+		for n := 0; (*lines == 0 && !stop.Load()) || n < *lines; n++ {
+			source := "stdout"
+			if (*from+n)%3 == 2 {
+				source = "stderr"
+			}
+			post(map[string]interface{}{
+				"container_id":   *containerID,
+				"container_name": "/" + *containerName,
+				"source":         source,
+				"log":            text(*bare, *from+n),
+			})
+			if *pauseUs > 0 {
+				time.Sleep(time.Duration(*pauseUs) * time.Microsecond)
+			}
+		}
 	default:
 		fail(fmt.Errorf("unknown mode %q", *mode))
 	}
@@ -104,6 +142,13 @@ func main() {
 	}
 	out, _ := json.Marshal(map[string]int{"sent": sent})
 	fmt.Println(string(out))
+}
+
+func text(bare bool, n int) string {
+	if bare {
+		return fmt.Sprint(n)
+	}
+	return fmt.Sprintf("line %d", n)
 }
 
 func fail(err error) {
