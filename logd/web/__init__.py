@@ -22,8 +22,10 @@ class WebSettings:
         root: the daemon's log root (read-only here).
         control: the daemon's control socket, for status and live tail.
         token: when set, every request must carry it.
+        utc: the daemon writes text-line times in UTC (`[layout] utc`), not local time.
     """
 
     root: Path
     control: Path
     token: str | None = None
+    utc: bool = False

@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import re
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+from logd.web.timefmt import clock_epoch, epoch_of, local_text
 
 __all__ = [
     "LEVELS",
@@ -21,10 +24,14 @@ __all__ = [
     "Kind",
     "Record",
     "Source",
+    "Span",
     "gunzip",
     "level_number",
     "merge_timeline",
+    "offset_until",
     "read_page",
+    "record_epoch",
+    "scan_times",
 ]
 
 Kind = Literal["run", "call", "session"]
@@ -163,9 +170,19 @@ def _head_fields(kind: Kind, line: str) -> dict[str, Any] | None:
     return fields
 
 
+def record_epoch(fields: dict[str, Any], kind: Kind, utc: bool) -> float | None:
+    """When a record was written: session files keep ISO UTC, text lines clock text."""
+    moment = fields.get("time")
+    if not isinstance(moment, str):
+        return None
+    return epoch_of(moment) if kind == "session" else clock_epoch(moment, utc)
+
+
 def _session_text(fields: dict[str, Any], line: str) -> str:
-    """A session JSON line as a readable line (the raw JSON stays in the API's fields)."""
-    parts = [str(fields.get(k)) for k in ("time", "level", "logger") if fields.get(k)]
+    """A session JSON line as a readable line (the raw JSON stays in the API's fields),
+    its time in local time as the run log writes it."""
+    shown = {**fields, "time": local_text(fields["time"], ms=True) if fields.get("time") else None}
+    parts = [str(shown.get(k)) for k in ("time", "level", "logger") if shown.get(k)]
     if fields.get("event_type"):
         parts.append(str(fields["event_type"]))
     parts.append(str(fields.get("msg") or ""))
@@ -194,8 +211,31 @@ def _records(kind: Kind, data: bytes, offset: int) -> list[Record]:
     return records
 
 
-def _keep(record: Record, min_level: int, needle: str | None) -> bool:
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A time range filter (epoch seconds, both ends inclusive) and how to date a record."""
+
+    since: float | None
+    until: float | None
+    epoch: Callable[[dict[str, Any]], float | None]
+
+    def holds(self, record: Record) -> bool:
+        moment = self.epoch(record.fields) if record.head else None
+        if moment is None:
+            return False
+        return (self.since is None or moment >= self.since) and (
+            self.until is None or moment <= self.until
+        )
+
+    def before_start(self, record: Record) -> bool:
+        moment = self.epoch(record.fields) if record.head else None
+        return moment is not None and self.since is not None and moment < self.since
+
+
+def _keep(record: Record, min_level: int, needle: str | None, span: Span | None = None) -> bool:
     if min_level and level_number(record.fields.get("level")) < min_level:
+        return False
+    if span is not None and not span.holds(record):
         return False
     return needle is None or needle in record.text.casefold()
 
@@ -210,6 +250,7 @@ def read_page(
     page_bytes: int = PAGE_BYTES,
     scan_bytes: int = SCAN_BUDGET_BYTES,
     max_matches: int = MAX_MATCHES,
+    span: Span | None = None,
 ) -> dict[str, Any]:
     """The records ending at byte ``before`` (default: the end), newest page first.
 
@@ -226,11 +267,12 @@ def read_page(
     end = size if before is None else min(max(before, 0), size)
     first_end = end
     needle = text.casefold() if text else None
-    filtering = bool(min_level) or needle is not None
+    filtering = bool(min_level) or needle is not None or span is not None
+    reached_start = False
     limit = scan_bytes if filtering else page_bytes
     windows: list[list[Record]] = []
     scanned = matched = 0
-    while end > 0 and scanned < limit and matched < max_matches:
+    while end > 0 and scanned < limit and matched < max_matches and not reached_start:
         start = max(0, end - page_bytes)
         data = source.pread(end - start, start)
         scanned += len(data)
@@ -241,7 +283,7 @@ def read_page(
                 # (waiting for its start could read the whole file).
                 text = data.rstrip(b"\n").decode("utf-8", "replace")
                 cut = Record(start, "… " + text, head=False)
-                windows.append([cut] if _keep(cut, min_level, needle) else [])
+                windows.append([cut] if _keep(cut, min_level, needle, span) else [])
                 end = start
                 continue
             data, start = data[newline + 1 :], start + newline + 1
@@ -252,14 +294,16 @@ def read_page(
             end = records[0].offset
         else:
             end = start
-        kept = [r for r in records if _keep(r, min_level, needle)]
+        kept = [r for r in records if _keep(r, min_level, needle, span)]
+        # Files are in time order: once a window starts before the range, stop there.
+        reached_start = span is not None and any(span.before_start(r) for r in records[:1])
         matched += len(kept)
         windows.append(kept)
     out = [r.as_dict() for window in reversed(windows) for r in window]
     return {
         "size": size,
         "before": first_end,
-        "older": end if end > 0 else None,
+        "older": end if end > 0 and not reached_start else None,
         "scanned_bytes": scanned,
         "filtered": filtering,
         "records": out,
@@ -295,3 +339,59 @@ def merge_timeline(
         merged.append((str(event.get("ts") or ""), n, item))
     merged.sort(key=lambda entry: (entry[0], entry[1]))
     return [item for _, _, item in merged]
+
+
+def scan_times(
+    source: Source, kind: Kind, epoch: Callable[[dict[str, Any]], float | None], budget: int
+) -> tuple[list[tuple[float, int]], bool]:
+    """``(time, level number)`` of the records in the last ``budget`` bytes, and whether
+    that was the whole file: what a volume chart counts."""
+    start = max(0, source.size - budget)
+    data = source.pread(source.size - start, start)
+    if start > 0:
+        data = data[data.find(b"\n") + 1 :]
+    points = []
+    for fields in _heads(kind, data):
+        moment = epoch(fields)
+        if moment is not None:
+            points.append((moment, level_number(fields.get("level"))))
+    return points, start == 0
+
+
+def _heads(kind: Kind, data: bytes) -> Iterator[dict[str, Any]]:
+    first = b"{" if kind == "session" else (b"[" if kind == "run" else None)
+    for raw in data.splitlines():
+        if first is not None and not raw.startswith(first):
+            continue  # a continuation line: no need to try the pattern
+        fields = _head_fields(kind, raw.decode("utf-8", "replace"))
+        if fields is not None:
+            yield fields
+
+
+def offset_until(
+    source: Source, kind: Kind, epoch: Callable[[dict[str, Any]], float | None], until: float
+) -> int:
+    """A line start at or after which every record is later than ``until`` (the file's
+    size when none is): where a narrowed page starts reading back, found by bisection."""
+    low, high = 0, source.size
+    while high - low > PAGE_BYTES:
+        middle = (low + high) // 2
+        data = source.pread(min(PAGE_BYTES, high - middle), middle)
+        newline = data.find(b"\n")
+        if newline < 0:
+            break
+        pos = middle + newline + 1
+        moment = None
+        for raw in data[newline + 1 :].splitlines():
+            fields = _head_fields(kind, raw.decode("utf-8", "replace"))
+            if fields is not None:
+                moment = epoch(fields)
+                break
+            pos += len(raw) + 1
+        if moment is None or pos >= high:
+            break
+        if moment > until:
+            high = pos
+        else:
+            low = pos
+    return high

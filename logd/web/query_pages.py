@@ -3,36 +3,43 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from logd.web.charts import TYPE_COLOURS, histogram, spread_table
 from logd.web.html import (
-    a,
     badge,
     duration,
     esc,
     facts,
     field,
     filter_form,
+    ident,
     layout,
     link,
     size,
     table,
     when,
 )
+from logd.web.timefmt import epoch_of
+from logd.web.volume import bucket, spreads
 
 
 def events_page(rows: list[dict[str, Any]], *, query: Mapping[str, Any], limit: Any) -> str:
+    """The newest events (all, until a filter is given), charted per type over time, with
+    p50/p95 of their numeric fields."""
     form = filter_form(
         "/events",
         [
             field("type", "Type", query.get("type"), "llm:* or error:runtime"),
-            field("since", "Since", query.get("since"), "1h, 30m, 2d or ISO", "10em"),
-            field("until", "Until", query.get("until"), "now", "10em"),
-            field("app", "App", query.get("app"), "all apps", "9em"),
-            field("session", "Session", query.get("session"), "any", "9em"),
-            field("run", "Run", query.get("run"), "any", "9em"),
-            field("limit", "Limit", limit, "1000", "5em"),
+            field("since", "Since", query.get("since"), "1h, 30m, 2d or ISO", "medium"),
+            field("until", "Until", query.get("until"), "now", "medium"),
+            field("app", "App", query.get("app"), "all apps", "medium"),
+            field("session", "Session", query.get("session"), "any", "medium"),
+            field("run", "Run", query.get("run"), "any", "medium"),
+            field("call", "Call", query.get("call"), "any", "medium"),
+            field("limit", "Limit", limit, "200", "narrow"),
         ],
     )
     table_rows = [
@@ -44,16 +51,59 @@ def events_page(rows: list[dict[str, Any]], *, query: Mapping[str, Any], limit: 
             f"<code>{esc(json.dumps(e['kv'], ensure_ascii=False, default=str))}</code>"
             if e.get("kv")
             else "",
-            esc(e.get("app")),
-            a(link("sessions", e["app"], e["session_id"]), e["session_id"])
+            ident(e.get("app")),
+            ident(e["session_id"], link("sessions", e["app"], e["session_id"]))
             if e.get("session_id")
+            else "",
+            ident(e["call_id"], link("calls", query={"app": e["app"], "call": e["call_id"]}))
+            if e.get("call_id")
             else "",
         ]
         for e in rows
     ]
-    headers = ["Time (UTC)", "Type", "Source", "Message", "Fields", "App", "Session"]
-    body = form + table(headers, table_rows, "No events match.", "events")
+    headers = ["Time", "Type", "Source", "Message", "Fields", "App", "Session", "Call"]
+    filtered = any(query.get(k) for k in query)
+    shown = f"The newest {len(rows):,} events" if len(rows) >= int(limit or 0) else ""
+    if not filtered:
+        shown = shown or f"All {len(rows):,} events"
+        shown += "; type a filter to narrow them."
+    note = f'<p class="hint">{esc(shown)}</p>' if shown else ""
+    body = (
+        form
+        + _events_chart(rows, query, limit)
+        + note
+        + table(headers, table_rows, "No events match.", "events")
+    )
     return layout("Events", body, active="/events")
+
+
+def _events_chart(rows: list[dict[str, Any]], query: Mapping[str, Any], limit: Any) -> str:
+    if not rows:
+        return ""
+    counts = Counter(str(e.get("event_type")) for e in rows)
+    ranked = [t for t, _ in counts.most_common(TYPE_COLOURS - 1)]
+    series = [*ranked, "other"] if len(counts) > len(ranked) else ranked
+    colour = {name: f"t{i}" for i, name in enumerate(series)}
+
+    def series_of(event: Mapping[str, Any]) -> str:
+        name = str(event.get("event_type"))
+        return name if name in colour and name != "other" else "other"
+
+    points = [(epoch_of(e.get("ts")), series_of(e)) for e in rows]
+    buckets = bucket((t, name) for t, name in points if t is not None)
+    keep = {k: v for k, v in query.items() if k not in ("since", "until")} | {"limit": limit}
+
+    def narrow(since: str, until: str) -> str:
+        return link("events", query=keep | {"since": since, "until": until})
+
+    chart = histogram(
+        buckets,
+        narrow,
+        what="events",
+        series=list(reversed(series)),
+        classes=lambda name: f"v-{colour[name]}",
+    )
+    return chart + spread_table(spreads(rows))
 
 
 def status_page(status: dict[str, Any]) -> str:
@@ -91,11 +141,11 @@ def live_page(query: Mapping[str, Any]) -> str:
     form = filter_form(
         "/live",
         [
-            field("app", "App", query.get("app"), "all apps", "9em"),
-            field("run", "Run", query.get("run"), "any", "14em"),
-            field("session", "Session", query.get("session"), "any", "10em"),
-            field("call", "Call", query.get("call"), "any", "10em"),
-            field("events", "Events", query.get("events"), "llm:*", "8em"),
+            field("app", "App", query.get("app"), "all apps", "medium"),
+            field("run", "Run", query.get("run"), "any", "wide"),
+            field("session", "Session", query.get("session"), "any", "medium"),
+            field("call", "Call", query.get("call"), "any", "medium"),
+            field("events", "Events", query.get("events"), "llm:*", "short"),
         ],
         button="Follow",
     )
