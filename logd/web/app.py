@@ -31,7 +31,7 @@ from logd.control.requests import ControlError
 from logd.web import WebSettings, call_pages, pages, query_pages, session_pages, views
 from logd.web.data import BadRequest, NotFound, WebError
 from logd.web.guard import Guard
-from logd.web.live import TailEvents, ask
+from logd.web.live import MAX_MARK_CHARS, TailEvents, ask
 from logd.web.params import bool_param, int_param, is_api, log_args, log_params, param, segments
 from logd.web.replies import JSON, on_http_error, on_sqlite_error, on_web_error
 
@@ -102,7 +102,8 @@ def create_app(settings: WebSettings) -> ASGIApp:
             "active": bool_param(request, "active"),
             "limit": int_param(request, "limit", DEFAULT_LIST_LIMIT),
         }
-        data = await _in_thread(partial(views.sessions, root, **query))
+        listing = partial(views.sessions, root, **query, with_errors=not is_api(request))
+        data = await _in_thread(listing)
         return reply(request, data, partial(session_pages.sessions_page, query=query))
 
     async def session(request: Request) -> Response:
@@ -174,7 +175,9 @@ def create_app(settings: WebSettings) -> ASGIApp:
             key: param(request, key) for key in ("app", "run", "session", "call", "events")
         }
         args["n"] = int_param(request, "n", 100, 1000)
-        return TailEvents(settings.control, {k: v for k, v in args.items() if v is not None})
+        wanted = {k: v for k, v in args.items() if v is not None}
+        last_id = request.headers.get("last-event-id")
+        return TailEvents(settings.control, wanted, last_id[:MAX_MARK_CHARS] if last_id else None)
 
     async def live(request: Request) -> Response:
         query = {key: param(request, key) for key in ("app", "run", "session", "call", "events")}

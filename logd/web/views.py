@@ -198,13 +198,20 @@ def run_page(root: Path, app: str, run_id: str, **log: Any) -> dict[str, Any]:
 
 
 def sessions(
-    root: Path, *, app: str | None, active: bool | None, limit: int | None
+    root: Path,
+    *,
+    app: str | None,
+    active: bool | None,
+    limit: int | None,
+    with_errors: bool = False,
 ) -> list[dict[str, Any]]:
-    """`logd-ctl sessions --json`, each with ``errors``: its ``error:*`` events."""
+    """`logd-ctl sessions --json`; `with_errors` adds ``errors``, its ``error:*`` events."""
     with ReadOnlyIndex(root) as index:
         if not _listing(index, "sessions"):
             return []
         rows = index.registry.list_sessions(app=app, active=active, limit=limit)
+        if not with_errors:
+            return rows
         errors = error_events(index, ("app", "session_id"), app=app)
     return [{**row, "errors": errors.get((row["app"], row["session_id"]), 0)} for row in rows]
 
