@@ -153,6 +153,7 @@ def layout(title: str, body: str, *, active: str = "", crumbs: str = "") -> str:
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)} · logd</title>"
+        '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">'
         '<link rel="stylesheet" href="/static/style.css">'
         '<script src="/static/app.js" defer></script></head><body>'
         f'<header><a class="brand" href="/">logd</a><nav>{nav}</nav>'
