@@ -200,7 +200,7 @@ def log_view(log: Mapping[str, Any], base: str, params: Mapping[str, Any]) -> st
     for key, text in span.items():
         if text:
             controls.append(f'<input type="hidden" name="{key}" value="{esc(text)}">')
-    keep_file = {"file": chosen if chosen != (families[:1] or [None])[0] else None}
+    keep_file = {"file": params.get("file")}
     clear = _with_query(base, {"file": chosen if len(families) > 1 else None})
     form = (
         f'<form class="filters" method="get" action="{esc(base)}">{"".join(controls)}'
