@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import trio
+from logd_client import wire
 
 from logd.__main__ import main
 from logd.config import Config
@@ -418,3 +419,34 @@ def test_install_hint_for_a_checkout_and_for_an_installed_copy(tmp_path: Path) -
     assert install_hint(site / "logd", tmp_path, "python3") == (
         f'{prefix}python3 -m pip install "logd[web]"'
     )
+
+
+async def test_a_reused_call_id_shows_every_instance_and_events_open_on_the_newest(
+    server: LogdServer, web: Web
+) -> None:
+    producer = await Producer.unix(server.config.listen.socket)
+    two_days_ago = time.time_ns() - 2 * 86_400 * 10**9
+    first = [
+        (two_days_ago, rec("first use", call_id="c-re", bot_id="9")),
+        (two_days_ago + 10**6, rec("", call_id="c-re", bot_id="9", event_type="call:end")),
+    ]
+    await producer.send(wire.encode_forward("cyc", first, chunk="old"))
+    with trio.fail_after(10):
+        assert await producer.receive() == wire.Ack("old")
+    await producer.log([rec("second use", call_id="c-re", bot_id="9")], chunk="new")
+
+    calls = await web.api("/api/calls?call=c-re")
+    assert len(calls) == 2
+    newer, older = calls
+    assert newer["day"] > older["day"]
+    page = (await web.get(f"/calls/cyc/{newer['day']}/c-re")).body.decode()
+    assert "This id was used 2 times" in page
+    assert f"/calls/cyc/{older['day']}/c-re" in page
+    listing = (await web.get("/calls?call=c-re")).body.decode()
+    assert listing.count('class="id call-link"') == 2
+
+    events = (await web.get("/events")).body.decode()
+    assert "No events match." not in events, "the newest events without a filter"
+    assert events.count("call:end") >= 1
+    assert "/calls?app=cyc&amp;call=c-re" in events, "the call column links every use"
+    await producer.aclose()
