@@ -17,6 +17,8 @@ __all__ = ["TYPE_COLOURS", "histogram", "spread_table", "volume_chart"]
 
 WIDTH = 1000
 HEIGHT = 90
+# Fewer steps than this are drawn as this many slots, so one busy second is not a wall.
+MIN_SLOTS = 30
 TYPE_COLOURS = 8  # event types get classes t0..t7 (style.css); more share the last
 _LEVEL_NAMES = {"debug": "debug", "info": "info", "warning": "warnings", "error": "errors"}
 # The legend reads top down, as the bars stack bottom up.
@@ -58,7 +60,7 @@ def histogram(
         return f'<p class="empty chart-empty">No {esc(what)} to chart.</p>'
     n = len(buckets.counts)
     peak = buckets.peak
-    bar = WIDTH / n
+    bar = WIDTH / max(n, MIN_SLOTS)
     bars = []
     for i, counts in enumerate(buckets.counts):
         total = sum(counts.get(s, 0) for s in series)

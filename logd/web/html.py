@@ -190,8 +190,13 @@ def log_view(log: Mapping[str, Any], base: str, params: Mapping[str, Any]) -> st
     chosen = log.get("file")
     controls = []
     if len(families) > 1 or (chosen is not None and chosen not in families):
+        # A family is every part of a log; a rotated part can also be read alone.
         options = [(n, n) for n in families]
-        options += [(str(f["name"]), f"only {f['name']} ({size(f['size'])})") for f in log["files"]]
+        options += [
+            (str(f["name"]), f"only {f['name']} ({size(f['size'])})")
+            for f in log["files"]
+            if str(f["name"]) not in families
+        ]
         controls.append(select("file", "File", options, chosen))
     levels = [("", "all levels"), *((lv, f"{lv} and above") for lv in LEVELS)]
     controls.append(select("level", "Level", levels, params.get("level")))

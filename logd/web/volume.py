@@ -99,8 +99,8 @@ def _percentile(ordered: Sequence[float], fraction: float) -> float:
 
 
 def spreads(events: Iterable[Mapping[str, Any]]) -> list[Spread]:
-    """p50/p95 of every numeric ``kv`` field, per event type (``llm:response``'s
-    ``latency_ms``, ``tokens_out``...), by type then key."""
+    """p50/p95 of every numeric ``kv`` field seen at least twice, per event type
+    (``llm:response``'s ``latency_ms``, ``tokens_out``...), by type then key."""
     values: dict[tuple[str, str], list[float]] = {}
     for event in events:
         kv = event.get("kv")
@@ -112,6 +112,8 @@ def spreads(events: Iterable[Mapping[str, Any]]) -> list[Spread]:
                 values.setdefault((str(event.get("event_type")), str(key)), []).append(value)
     out = []
     for (event_type, key), found in sorted(values.items()):
+        if len(found) < 2:
+            continue  # one value has no spread (an app:start's pid)
         ordered = sorted(found)
         out.append(
             Spread(

@@ -224,9 +224,9 @@ def test_browse_filter_and_follow_live(
 
         page = b.visit("/runs")
         assert page.locator("a.run-link").count() == 1
-        b.shot("runs.png")
         page = b.visit("/runs?app=shop")
         assert page.locator("svg.volume a").count() > 20, "the app's records over an hour"
+        b.shot("runs.png")
 
         page.locator("a.run-link").click()
         page = b.loaded()
