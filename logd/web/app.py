@@ -31,7 +31,7 @@ from logd.control.requests import ControlError
 from logd.web import WebSettings, call_pages, pages, query_pages, session_pages, views
 from logd.web.data import BadRequest, NotFound, WebError
 from logd.web.guard import Guard
-from logd.web.live import MAX_MARK_CHARS, TailEvents, ask
+from logd.web.live import MAX_MARK_CHARS, ControlUnavailable, TailEvents, ask
 from logd.web.params import bool_param, int_param, is_api, log_args, log_params, param, segments
 from logd.web.replies import JSON, on_http_error, on_sqlite_error, on_web_error
 
@@ -167,8 +167,16 @@ def create_app(settings: WebSettings) -> ASGIApp:
         return reply(request, data, partial(query_pages.events_page, query=query, limit=limit))
 
     async def status(request: Request) -> Response:
-        data = await ask(str(settings.control), "status")
-        return reply(request, data, query_pages.status_page)
+        if is_api(request):
+            return JSON(await ask(str(settings.control), "status"))
+        timeline = await _in_thread(partial(views.daemon_timeline, root))
+        try:
+            data = await ask(str(settings.control), "status")
+        except ControlUnavailable as exc:
+            # The timeline says when and how it stopped: worth showing without it.
+            page = query_pages.status_page(None, timeline=timeline, problem=exc.message)
+            return HTMLResponse(page)
+        return HTMLResponse(query_pages.status_page(data, timeline=timeline))
 
     async def tail(request: Request) -> Response:
         args: dict[str, Any] = {

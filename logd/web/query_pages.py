@@ -9,6 +9,7 @@ from typing import Any
 
 from logd.web.charts import TYPE_COLOURS, histogram, spread_table
 from logd.web.html import (
+    a,
     badge,
     duration,
     esc,
@@ -106,7 +107,43 @@ def _events_chart(rows: list[dict[str, Any]], query: Mapping[str, Any], limit: A
     return chart + spread_table(spreads(rows))
 
 
-def status_page(status: dict[str, Any]) -> str:
+def status_page(
+    status: dict[str, Any] | None,
+    *,
+    timeline: list[dict[str, Any]] | None = None,
+    problem: str | None = None,
+) -> str:
+    """The daemon's status (or why it could not be asked) and its own timeline."""
+    body = f'<p class="error">{esc(problem)}</p>' if problem else ""
+    if status is not None:
+        body += _status_facts(status)
+    rows = [
+        [
+            when(e.get("ts"), ms=True),
+            badge(e.get("event_type"), _timeline_kind(str(e.get("event_type")))),
+            f'<span class="msg">{esc(e.get("message"))}</span>',
+            f"<code>{esc(json.dumps(e['kv'], ensure_ascii=False, default=str))}</code>"
+            if e.get("kv")
+            else "",
+        ]
+        for e in timeline or []
+    ]
+    more = a(link("events", query={"app": "logd"}), "all of them on the events page")
+    body += (
+        f'<h2 id="timeline">Timeline of the daemon</h2><p class="hint">What logd itself did and'
+        f" saw, newest first ({more}).</p>"
+        + table(["Time", "Event", "Message", "Fields"], rows, "Nothing yet.", "daemon-timeline")
+    )
+    return layout("Daemon status", body, active="/status")
+
+
+def _timeline_kind(event_type: str) -> str:
+    if event_type.startswith("error:"):
+        return "errors"
+    return "event-type"
+
+
+def _status_facts(status: dict[str, Any]) -> str:
     totals = status.get("totals") or {}
     active = status.get("active") or {}
     meta = facts(
@@ -133,8 +170,7 @@ def status_page(status: dict[str, Any]) -> str:
         ]
         for c in status.get("clients") or []
     ]
-    body = meta + "<h2>Connected clients</h2>" + table(["PID", "Apps", "Runs"], clients, "None.")
-    return layout("Daemon status", body, active="/status")
+    return meta + "<h2>Connected clients</h2>" + table(["PID", "Apps", "Runs"], clients, "None.")
 
 
 def live_page(query: Mapping[str, Any]) -> str:

@@ -354,3 +354,16 @@ def events(
             return index.events.query(**filters, limit=1000 if limit is None else limit)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
+
+
+DAEMON_APP = "logd"  # `write.timeline.APP`: the daemon files its own facts as this app
+DAEMON_TIMELINE = 100
+
+
+def daemon_timeline(root: Path, limit: int = DAEMON_TIMELINE) -> list[dict[str, Any]]:
+    """The daemon's own events (start, stop, reload, rotation, disk, cleanup, I/O
+    errors), newest first: what the status page shows, even with the daemon down."""
+    with ReadOnlyIndex(root) as index:
+        if not index.has_table("events"):
+            return []
+        return list(reversed(index.events.query(app=DAEMON_APP, limit=limit)))

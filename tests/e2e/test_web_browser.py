@@ -322,8 +322,11 @@ def test_browse_filter_and_follow_live(
         record.wait_for(timeout=2000)
         assert time.monotonic() - started < 2.0
         b.shot("live-tail.png")
-        b.page.goto(web_url + "/status")
-        b.loaded()
+        page = b.visit("/status")
+        first = page.locator("table.daemon-timeline tbody tr").first.inner_text()
+        assert "logd:start" in page.locator("table.daemon-timeline").inner_text()
+        assert "logd:stop" not in first, "newest first: the daemon is running"
+        b.shot("status.png")
         b.close()
     _publish(shots)
 

@@ -290,7 +290,12 @@ async def test_without_a_daemon_the_files_still_show_and_nothing_is_written(
             reply = await web.get(path)
             assert reply.status == 503
             assert "not running" in reply.json()["error"]
-        assert (await web.get("/status")).status == 503
+        status = await web.get("/status")
+        assert status.status == 200, "the page says why, and shows the daemon's own timeline"
+        page = status.body.decode()
+        assert "not running" in page
+        timeline = page.split('id="timeline"')[1]
+        assert timeline.index("logd:stop") < timeline.index("logd:start"), "newest first"
     assert snapshot() == before, "logd web never writes into the root"
 
 
