@@ -455,3 +455,40 @@ async def test_a_reused_call_id_shows_every_instance_and_events_open_on_the_newe
     assert events.count("call:end") >= 1
     assert "/calls?app=cyc&amp;call=c-re" in events, "the call column links every use"
     await producer.aclose()
+
+
+async def _sse_until_ready(web: Web, path: str, last_id: str | None = None) -> list[Any]:
+    """The SSE events up to `ready`, as (id, event, data) triples."""
+    stream = await trio.open_tcp_stream("127.0.0.1", web.port)
+    head = f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n"
+    if last_id is not None:
+        head += f"Last-Event-ID: {last_id}\r\n"
+    await stream.send_all((head + "\r\n").encode())
+    received = b""
+    with trio.fail_after(10):
+        while b"event: ready" not in received:
+            received += await stream.receive_some(65536)
+    await stream.aclose()
+    events = []
+    for block in received.split(b"\r\n\r\n", 1)[1].decode().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in fields:
+            events.append((fields.get("id"), fields["event"], json.loads(fields["data"])))
+    return events
+
+
+async def test_a_browser_back_from_a_lost_connection_resumes_after_its_last_id(
+    server: LogdServer, web: Web
+) -> None:
+    producer = await Producer.unix(server.config.listen.socket)
+    await producer.log([rec("a1"), rec("a2")], chunk="a")
+    first = await _sse_until_ready(web, "/api/tail?app=cyc&n=5")
+    items = [(i, data["msg"]) for i, kind, data in first if kind == "item"]
+    assert [msg for _, msg in items] == ["a1", "a2"]
+    last_id = items[-1][0]
+    assert last_id is not None
+    await producer.log([rec("a3"), rec("a4")], chunk="b")
+    again = await _sse_until_ready(web, "/api/tail?app=cyc&n=5", last_id)
+    assert [data["msg"] for _, kind, data in again if kind == "item"] == ["a3", "a4"]
+    assert again[-1][1:] == ("ready", {"backlog": 2, "resumed": True})
+    await producer.aclose()
