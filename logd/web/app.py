@@ -44,7 +44,7 @@ DEFAULT_LIST_LIMIT = 1000
 EVENTS_PAGE_LIMIT = 200
 EVENTS_API_LIMIT = 1000
 _DATE_RE = re.compile(r"\d{4}-\d\d-\d\d")
-_EVENT_FILTERS = ("app", "type", "since", "until", "session", "run", "call")
+_EVENT_FILTERS = ("app", "type", "since", "until", "session", "run", "call", "level")
 
 
 async def _in_thread(fn: Callable[[], _T]) -> _T:

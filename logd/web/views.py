@@ -9,7 +9,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from logd.control.requests import event_filters
+from logd.control.requests import ControlError, event_filters
 from logd.web.data import (
     BadRequest,
     NotFound,
@@ -351,6 +351,9 @@ def events(
             return []
         try:
             filters = event_filters({**query, **bounds})
+        except ControlError as exc:  # a level below ERROR: the index keeps no such records
+            raise BadRequest(exc.message) from None
+        try:
             return index.events.query(**filters, limit=1000 if limit is None else limit)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None

@@ -302,6 +302,15 @@ def test_browse_filter_and_follow_live(
         assert page.locator("table.events tbody tr").count() == 21
         call_cells = page.locator("table.events tbody td:last-child a")
         assert call_cells.count() == 0, "the llm events belong to no call"
+        page = b.visit("/events")
+        page.select_option("select[name=level]", "ERROR")
+        page.fill("input[name=type]", "")
+        page.get_by_role("button", name="Show").click()
+        page.wait_for_url("**level=ERROR**")
+        page = b.loaded()
+        records = page.locator("table.events tbody .badge.errors", has_text="(ERROR)")
+        assert records.count() == 22, "the traffic's plain ERROR records are listed too"
+        assert page.locator("table.events .badge", has_text="error:runtime").count() == 1
 
         page = b.visit("/calls")
         page.locator("a.call-link").first.click()

@@ -492,3 +492,23 @@ async def test_a_browser_back_from_a_lost_connection_resumes_after_its_last_id(
     assert [data["msg"] for _, kind, data in again if kind == "item"] == ["a3", "a4"]
     assert again[-1][1:] == ("ready", {"backlog": 2, "resumed": True})
     await producer.aclose()
+
+
+async def test_the_events_page_lists_error_records_when_asked_for_a_level(
+    server: LogdServer, web: Web
+) -> None:
+    producer = await _log_a_day(server)
+    await producer.log([rec("plain error", level="ERROR"), rec("worse", level="CRITICAL")], "e")
+    rows = await web.api("/api/events?level=ERROR")
+    plain = [(r["event_type"], r["level"], r["message"]) for r in rows if r["event_type"] is None]
+    assert plain == [(None, "ERROR", "plain error"), (None, "CRITICAL", "worse")]
+    assert "error:runtime" in {r["event_type"] for r in rows}, "the traceback's event too"
+    assert [r["level"] for r in await web.api("/api/events?level=CRITICAL")] == ["CRITICAL"]
+    assert all(r["event_type"] for r in await web.api("/api/events")), "events only by default"
+    page = (await web.get("/events?level=ERROR")).body.decode()
+    assert page.count(">(ERROR)</span>") == 1
+    assert page.count(">(CRITICAL)</span>") == 1
+    below = await web.get("/api/events?level=WARNING")
+    assert below.status == 400
+    assert "tail --level" in below.json()["error"]
+    await producer.aclose()
