@@ -9,6 +9,7 @@ from __future__ import annotations
 import calendar
 import time
 from datetime import UTC, datetime, tzinfo
+from functools import lru_cache
 from typing import Any
 
 __all__ = ["clock_epoch", "epoch_of", "iso_utc", "local_text", "zone_label"]
@@ -32,13 +33,24 @@ def epoch_of(value: Any) -> float | None:
 def clock_epoch(text: str, utc: bool) -> float | None:
     """The epoch of a text-line time (``2025-11-05 14:30:52,123``), written in local time
     unless the layout says UTC (`[layout] utc`)."""
+    whole = _second_epoch(text[:19], utc)
+    if whole is None:
+        return None
     try:
-        parsed = time.strptime(text[:19], "%Y-%m-%d %H:%M:%S")
         millis = int(text[20:23]) if len(text) >= 23 else 0
     except ValueError:
         return None
-    whole = calendar.timegm(parsed) if utc else time.mktime(parsed)
     return whole + millis / 1000
+
+
+@lru_cache(maxsize=4096)
+def _second_epoch(text: str, utc: bool) -> float | None:
+    # Cached: a chart dates tens of thousands of records, most sharing their second.
+    try:
+        parsed = time.strptime(text, "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return None
+    return float(calendar.timegm(parsed) if utc else time.mktime(parsed))
 
 
 def iso_utc(epoch: float) -> str:
