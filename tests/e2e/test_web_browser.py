@@ -348,9 +348,14 @@ logd.install(app="steady")
 log = logging.getLogger("steady")
 print("ready", flush=True)
 for line in sys.stdin:
-    log.info("line %s", line.strip())
+    if line.startswith("burst "):
+        for i in range(int(line.split()[1])):
+            log.info("burst %d", i)  # no flush: these are in flight when logd stops
+    else:
+        log.info("line %s", line.strip())
     print("logged", flush=True)
 """
+BURST = 500
 
 
 def test_live_tail_resumes_after_a_daemon_restart(
@@ -389,6 +394,7 @@ def test_live_tail_resumes_after_a_daemon_restart(
             page.locator("#tail .rec", has_text="line one").wait_for()
             say("two")
             page.locator("#tail .rec", has_text="line two").wait_for()
+            say(f"burst {BURST}")
             assert daemon.stop() == 0
             page.wait_for_selector("#live-state.wait")
             say("while away")  # spooled by the client until logd is back
@@ -398,12 +404,19 @@ def test_live_tail_resumes_after_a_daemon_restart(
             say("three")
             page.locator("#tail .rec", has_text="line three").wait_for()
             texts = page.locator("#tail .rec:not(.notice)").all_inner_texts()
-            lines = [re.sub(r".* - ", "", t) for t in texts if "line " in t]
+            shown = [re.sub(r".* - ", "", t) for t in texts]
+            lines = [t for t in shown if t.startswith("line ")]
             assert lines == ["line one", "line two", "line while away", "line three"], lines
+            burst = [t for t in shown if t.startswith("burst ")]
+            assert len(burst) == len(set(burst)), "nothing twice"
+            missing = {f"burst {i}" for i in range(BURST)} - set(burst)
+            assert not missing, f"{len(missing)} lost, e.g. {sorted(missing)[:3]}"
+            assert shown.index("line two") < shown.index("burst 0")
+            assert shown.index(f"burst {BURST - 1}") < shown.index("line three")
             notices = page.locator("#tail .rec.notice").all_inner_texts()
             assert len(notices) == 2, notices
             assert "reconnecting" in notices[0]
-            assert "1 record written meanwhile" in notices[1]
+            assert "written meanwhile" in notices[1]
             b.close()
     finally:
         producer.stdin.close()
