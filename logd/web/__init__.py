@@ -2,8 +2,9 @@
 
 A separate process from the daemon: it reads ``index.sqlite3`` and the files (never
 writing into the root) and asks the control socket for status and live records. This
-package imports Starlette and hypercorn (the ``web`` extra) only from ``app``, ``live``
-and ``server``'s runner, so ``logd`` itself works without them.
+package imports Starlette and hypercorn (the ``web`` extra) only from the request side
+(``app``, ``params``, ``replies``, ``guard``, ``live``) and ``server``'s runner, so
+``logd`` itself works without them; pages, charts, views and log reading are plain Python.
 """
 
 from __future__ import annotations
