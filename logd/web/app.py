@@ -43,6 +43,7 @@ DEFAULT_LIST_LIMIT = 1000
 # The events page opens on the newest events; the API keeps `logd-ctl events`' limit.
 EVENTS_PAGE_LIMIT = 200
 EVENTS_API_LIMIT = 1000
+EVENTS_CHARTED = 20_000
 _DATE_RE = re.compile(r"\d{4}-\d\d-\d\d")
 _EVENT_FILTERS = ("app", "type", "since", "until", "session", "run", "call", "level")
 
@@ -164,7 +165,14 @@ def create_app(settings: WebSettings) -> ASGIApp:
         except ControlError as exc:
             raise BadRequest(exc.message) from None
         data = await _in_thread(partial(views.events, root, query, bounds, limit))
-        return reply(request, data, partial(query_pages.events_page, query=query, limit=limit))
+        if api:
+            return JSON(data)
+        charted = data
+        if limit is not None and len(data) >= limit and limit < EVENTS_CHARTED:
+            # The table shows the newest few; the chart and p50/p95 take many more.
+            charted = await _in_thread(partial(views.events, root, query, bounds, EVENTS_CHARTED))
+        page = query_pages.events_page(data, query=query, limit=limit, charted=charted)
+        return HTMLResponse(page)
 
     async def status(request: Request) -> Response:
         if is_api(request):

@@ -28,9 +28,15 @@ from logd.web.timefmt import epoch_of
 from logd.web.volume import bucket, spreads
 
 
-def events_page(rows: list[dict[str, Any]], *, query: Mapping[str, Any], limit: Any) -> str:
+def events_page(
+    rows: list[dict[str, Any]],
+    *,
+    query: Mapping[str, Any],
+    limit: Any,
+    charted: list[dict[str, Any]] | None = None,
+) -> str:
     """The newest events (all, until a filter is given), charted per type over time, with
-    p50/p95 of their numeric fields."""
+    p50/p95 of their numeric fields; `charted` (default `rows`) are the events counted."""
     form = filter_form(
         "/events",
         [
@@ -75,7 +81,7 @@ def events_page(rows: list[dict[str, Any]], *, query: Mapping[str, Any], limit: 
     note = f'<p class="hint">{esc(shown)}</p>' if shown else ""
     body = (
         form
-        + _events_chart(rows, query, limit)
+        + _events_chart(rows if charted is None else charted, query, limit)
         + note
         + table(headers, table_rows, "No events match.", "events")
     )

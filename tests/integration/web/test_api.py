@@ -454,6 +454,10 @@ async def test_a_reused_call_id_shows_every_instance_and_events_open_on_the_newe
     assert "No events match." not in events, "the newest events without a filter"
     assert events.count("call:end") >= 1
     assert "/calls?app=cyc&amp;call=c-re" in events, "the call column links every use"
+    one = (await web.get("/events?limit=1")).body.decode()
+    assert one.split('class="events"')[1].count("<tr>") == 2, "a header and one event"
+    counted = int(one.split("<figcaption>")[1].split(" events per")[0].replace(",", ""))
+    assert counted == len(await web.api("/api/events")) > 1, "the chart counts past the table"
     await producer.aclose()
 
 
