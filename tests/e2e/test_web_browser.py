@@ -474,8 +474,11 @@ def test_rotated_run_is_one_log_and_long_ids_stay_in_their_columns(
             producer.stdin.write(batch + "\n")
             producer.stdin.flush()
             assert _read_line(producer.stdout, 20) == "ok\n"
+        assert ok(daemon, "rotate").startswith("Rotated ")
         (folder,) = (daemon.root / "rot" / "runs").glob("2*")
-        wait_for(lambda: {"main.log.1.gz", "main.log.2.gz"} <= set(os.listdir(folder)))
+        parts = {"main.log.1.gz", "main.log.2.gz", "main.log.3.gz"}
+        wait_for(lambda: parts <= set(os.listdir(folder)))
+        assert not (folder / "main.log").exists(), "made again by the next record"
         with sync_playwright() as pw:
             b = Browser(pw, web_url, tmp_path)
             page = b.visit("/runs?app=rot")
