@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from logd.web.timefmt import clock_epoch, epoch_of, local_text
+from logd.web.timefmt import local_text
 
 __all__ = [
     "LEVELS",
@@ -26,12 +26,10 @@ __all__ = [
     "Source",
     "Span",
     "gunzip",
+    "head_fields",
     "level_number",
     "merge_timeline",
-    "offset_until",
     "read_page",
-    "record_epoch",
-    "scan_times",
 ]
 
 Kind = Literal["run", "call", "session"]
@@ -142,7 +140,7 @@ class Record:
         return {"offset": self.offset, "text": self.text, **self.fields}
 
 
-def _head_fields(kind: Kind, line: str) -> dict[str, Any] | None:
+def head_fields(kind: Kind, line: str) -> dict[str, Any] | None:
     """The fields of a record's first line, or None for a continuation line."""
     if kind == "session":
         try:
@@ -170,14 +168,6 @@ def _head_fields(kind: Kind, line: str) -> dict[str, Any] | None:
     return fields
 
 
-def record_epoch(fields: dict[str, Any], kind: Kind, utc: bool) -> float | None:
-    """When a record was written: session files keep ISO UTC, text lines clock text."""
-    moment = fields.get("time")
-    if not isinstance(moment, str):
-        return None
-    return epoch_of(moment) if kind == "session" else clock_epoch(moment, utc)
-
-
 def _session_text(fields: dict[str, Any], line: str) -> str:
     """A session JSON line as a readable line (the raw JSON stays in the API's fields),
     its time in local time as the run log writes it."""
@@ -199,7 +189,7 @@ def _records(kind: Kind, data: bytes, offset: int) -> list[Record]:
     pos = 0
     for raw in data.splitlines(keepends=True):
         line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
-        fields = _head_fields(kind, line)
+        fields = head_fields(kind, line)
         if fields is not None:
             text = _session_text(fields, line) if kind == "session" else line
             records.append(Record(offset + pos, text, True, fields))
@@ -339,59 +329,3 @@ def merge_timeline(
         merged.append((str(event.get("ts") or ""), n, item))
     merged.sort(key=lambda entry: (entry[0], entry[1]))
     return [item for _, _, item in merged]
-
-
-def scan_times(
-    source: Source, kind: Kind, epoch: Callable[[dict[str, Any]], float | None], budget: int
-) -> tuple[list[tuple[float, int]], bool]:
-    """``(time, level number)`` of the records in the last ``budget`` bytes, and whether
-    that was the whole file: what a volume chart counts."""
-    start = max(0, source.size - budget)
-    data = source.pread(source.size - start, start)
-    if start > 0:
-        data = data[data.find(b"\n") + 1 :]
-    points = []
-    for fields in _heads(kind, data):
-        moment = epoch(fields)
-        if moment is not None:
-            points.append((moment, level_number(fields.get("level"))))
-    return points, start == 0
-
-
-def _heads(kind: Kind, data: bytes) -> Iterator[dict[str, Any]]:
-    first = b"{" if kind == "session" else (b"[" if kind == "run" else None)
-    for raw in data.splitlines():
-        if first is not None and not raw.startswith(first):
-            continue  # a continuation line: no need to try the pattern
-        fields = _head_fields(kind, raw.decode("utf-8", "replace"))
-        if fields is not None:
-            yield fields
-
-
-def offset_until(
-    source: Source, kind: Kind, epoch: Callable[[dict[str, Any]], float | None], until: float
-) -> int:
-    """A line start at or after which every record is later than ``until`` (the file's
-    size when none is): where a narrowed page starts reading back, found by bisection."""
-    low, high = 0, source.size
-    while high - low > PAGE_BYTES:
-        middle = (low + high) // 2
-        data = source.pread(min(PAGE_BYTES, high - middle), middle)
-        newline = data.find(b"\n")
-        if newline < 0:
-            break
-        pos = middle + newline + 1
-        moment = None
-        for raw in data[newline + 1 :].splitlines():
-            fields = _head_fields(kind, raw.decode("utf-8", "replace"))
-            if fields is not None:
-                moment = epoch(fields)
-                break
-            pos += len(raw) + 1
-        if moment is None or pos >= high:
-            break
-        if moment > until:
-            high = pos
-        else:
-            low = pos
-    return high

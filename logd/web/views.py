@@ -32,12 +32,10 @@ from logd.web.logview import (
     gunzip,
     level_number,
     merge_timeline,
-    offset_until,
     read_page,
-    record_epoch,
-    scan_times,
 )
 from logd.web.parts import ChainSource, Part, families, gzip_size
+from logd.web.timespan import offset_until, record_epoch, scan_times
 from logd.web.volume import bucket, level_class
 
 TIMELINE_EVENTS = 5000

@@ -10,9 +10,10 @@ import pytest
 
 from logd.web.charts import histogram, spread_table
 from logd.web.html import highlight
-from logd.web.logview import BytesSource, Span, offset_until, read_page, record_epoch
+from logd.web.logview import BytesSource, Span, read_page
 from logd.web.parts import ChainSource, Part, families, gzip_size
 from logd.web.timefmt import clock_epoch, epoch_of, iso_utc, local_text, zone_label
+from logd.web.timespan import offset_until, record_epoch
 from logd.web.volume import bucket, level_class, spreads
 
 T0 = 1_762_353_000.0  # 2025-11-05T14:30:00Z
