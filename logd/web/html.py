@@ -188,16 +188,7 @@ def log_view(log: Mapping[str, Any], base: str, params: Mapping[str, Any]) -> st
     """Volume chart, filter form, paging links and one page of records (`views._read_log`)."""
     families = [str(f["name"]) for f in log.get("families", [])]
     chosen = log.get("file")
-    controls = []
-    if len(families) > 1 or (chosen is not None and chosen not in families):
-        # A family is every part of a log; a rotated part can also be read alone.
-        options = [(n, n) for n in families]
-        options += [
-            (str(f["name"]), f"only {f['name']} ({size(f['size'])})")
-            for f in log["files"]
-            if str(f["name"]) not in families
-        ]
-        controls.append(select("file", "File", options, chosen))
+    controls = _file_select(log, families)
     levels = [("", "all levels"), *((lv, f"{lv} and above") for lv in LEVELS)]
     controls.append(select("level", "Level", levels, params.get("level")))
     controls.append(field("q", "Search", params.get("q"), "text in the record"))
@@ -221,11 +212,7 @@ def log_view(log: Mapping[str, Any], base: str, params: Mapping[str, Any]) -> st
         )
     if span["since"] or span["until"]:
         whole = _with_query(base, {k: params.get(k) for k in ("level", "q")} | keep_file)
-        shown = " to ".join(
-            local_text(span[k], ms=True) if span[k] else ("the start" if k == "since" else "now")
-            for k in ("since", "until")
-        )
-        chart += f'<p class="range">Only {esc(shown)}. {a(whole, "Whole log", "whole")}</p>'
+        chart += _range_note(span, whole)
     if log.get("missing"):
         return chart + form + '<p class="empty">This file is not there (yet, or any more).</p>'
     nav = []
@@ -244,12 +231,36 @@ def log_view(log: Mapping[str, Any], base: str, params: Mapping[str, Any]) -> st
             f"{len(records)} matching records in {size(log.get('scanned_bytes'))} read{across}"
         )
         if log.get("older") is not None:
-            summary += "; older parts of the log may match too"
+            summary += "; older records may match too"
     needle = params.get("q")
     body = "".join(record_html(r, needle) for r in records)
     body = body or '<p class="empty">No records here.</p>'
     pager = f'<div class="pager"><span>{esc(summary)}</span> {" ".join(nav)}</div>'
     return f'{chart}{form}{pager}<div class="log" id="log">{body}</div>{pager}'
+
+
+def _file_select(log: Mapping[str, Any], families: list[str]) -> list[str]:
+    """The file menu: each log with its rotated parts (a family), and each rotated part
+    alone; none when there is only one log."""
+    chosen = log.get("file")
+    if len(families) < 2 and (chosen is None or chosen in families):
+        return []
+    options = [(n, n) for n in families]
+    options += [
+        (str(f["name"]), f"only {f['name']} ({size(f['size'])})")
+        for f in log["files"]
+        if str(f["name"]) not in families
+    ]
+    return [select("file", "File", options, chosen)]
+
+
+def _range_note(span: Mapping[str, Any], whole: str) -> str:
+    """Which time range a narrowed log shows, and the way back to all of it."""
+    shown = " to ".join(
+        local_text(span[k], ms=True) if span[k] else ("the start" if k == "since" else "now")
+        for k in ("since", "until")
+    )
+    return f'<p class="range">Only {esc(shown)}. {a(whole, "Whole log", "whole")}</p>'
 
 
 def _with_query(base: str, query: Mapping[str, Any]) -> str:
