@@ -12,6 +12,7 @@ from typing import Any
 from logd.control.requests import ControlError, event_filters
 from logd.web.data import (
     BadRequest,
+    Gone,
     NotFound,
     OpenFile,
     ReadOnlyIndex,
@@ -132,8 +133,15 @@ def _read_log(
 
     span = Span(since, until, epoch) if since is not None or until is not None else None
     with ExitStack() as stack:
-        handles = [stack.enter_context(open_under_root(root, f"{folder}/{n}")) for n in chosen]
-        source = ChainSource([_part(h, n) for h, n in zip(handles, chosen, strict=True)])
+        opened = []
+        for n in chosen:
+            try:
+                opened.append(_part(stack.enter_context(open_under_root(root, f"{folder}/{n}")), n))
+            except Gone:
+                # Rotated away (renamed, compressed) since the listing: the rest still reads.
+                if len(chosen) == 1:
+                    raise
+        source = ChainSource(opened)
         try:
             start = before
             if until is not None and before is None:
