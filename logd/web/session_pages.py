@@ -80,6 +80,13 @@ def session_page(data: dict[str, Any], params: Mapping[str, Any]) -> str:
             ("First record", when(s.get("first_ts"))),
             ("Last record", when(s.get("last_ts"))),
             ("Records", f"{s.get('records', 0):,}"),
+            (
+                "Errors",
+                error_count(
+                    data.get("errors", 0),
+                    link("events", query={"app": app, "session": sid, "type": "error:*"}),
+                ),
+            ),
             ("Runs", " ".join(ident(r, link("runs", app, r)) for r in s.get("runs") or [])),
         ]
     )

@@ -238,8 +238,12 @@ def session_log(root: Path, app: str, session_id: str, **log: Any) -> dict[str, 
 
 
 def session_page(root: Path, app: str, session_id: str, **log: Any) -> dict[str, Any]:
-    row = session(root, app, session_id)
-    return {"session": row, "log": _file_log(row, root, "session", **log)}
+    """A session, its log, and how many ``error:*`` events it has."""
+    with ReadOnlyIndex(root) as index:
+        row = session_row(index, app, session_id)
+        errors = error_events(index, ("app",), app=app, session_id=session_id)
+    page = {"session": row, "log": _file_log(row, root, "session", **log)}
+    return page | {"errors": errors.get((app,), 0)}
 
 
 def timeline(root: Path, app: str, session_id: str, *, before: int | None) -> dict[str, Any]:

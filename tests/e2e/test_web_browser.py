@@ -272,6 +272,7 @@ def test_browse_filter_and_follow_live(
         page.wait_for_selector("#log .rec")
         assert "payment failed" in page.locator("#log").inner_text()
         assert page.locator("figure.chart svg.volume").count() == 1
+        assert page.locator("dl.facts a.badge.errors").inner_text() == "1"
         page.get_by_role("link", name="Timeline").click()
         page = b.loaded()
         page.wait_for_selector("table.timeline")
