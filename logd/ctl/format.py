@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 __all__ = [
     "ELLIPSIS",
+    "ID_WIDTH",
     "Column",
     "calls_table",
     "colour_line",
@@ -283,9 +284,12 @@ def _event_message(row: Row, now: float) -> str:
     return " ".join([text, *pairs] if text else pairs).replace("\n", "\\n")
 
 
-# Ids an operator copies are never shortened; free text goes first on a narrow terminal.
+# Ids an operator copies are not shortened up to a UUID's length; longer ones (a 300-
+# character call id) are cut on a terminal rather than push every other column off it
+# (`--json` has them whole). Free text goes first on a narrow terminal.
+ID_WIDTH = 36
 _RUNS: Sequence[tuple[Column, _Cell]] = (
-    (Column("RUN_ID"), _text("run_id")),
+    (Column("RUN_ID", min_width=ID_WIDTH), _text("run_id")),
     (Column("APP", min_width=5), _text("app")),
     (Column("START", min_width=11, compact=_month_to_minute), _time("start_time")),
     (Column("DURATION", ">"), lambda r, now: elapsed(r.get("start_time"), r.get("end_time"), now)),
@@ -296,7 +300,7 @@ _RUNS: Sequence[tuple[Column, _Cell]] = (
 # Shown after APP when any run listed is a container's (Docker's fluentd driver).
 _CONTAINER: tuple[Column, _Cell] = (Column("CONTAINER", min_width=9), _text("container_name"))
 _SESSIONS: Sequence[tuple[Column, _Cell]] = (
-    (Column("SESSION_ID"), _text("session_id")),
+    (Column("SESSION_ID", min_width=ID_WIDTH), _text("session_id")),
     (Column("APP", min_width=6), _text("app")),
     (Column("FIRST", min_width=11, compact=_month_to_minute), _time("first_ts")),
     (Column("LAST", min_width=11, compact=_month_to_minute), _time("last_ts")),
@@ -305,7 +309,7 @@ _SESSIONS: Sequence[tuple[Column, _Cell]] = (
     (Column("END", min_width=6), _session_end),
 )
 _CALLS: Sequence[tuple[Column, _Cell]] = (
-    (Column("CALL_ID"), _text("call_id")),
+    (Column("CALL_ID", min_width=ID_WIDTH), _text("call_id")),
     (Column("APP", min_width=6), _text("app")),
     (Column("BOT", min_width=6), _text("bot_id")),
     (Column("START", min_width=11, compact=_month_to_minute), _time("start_ts")),

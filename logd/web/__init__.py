@@ -2,8 +2,9 @@
 
 A separate process from the daemon: it reads ``index.sqlite3`` and the files (never
 writing into the root) and asks the control socket for status and live records. This
-package imports Starlette and hypercorn (the ``web`` extra) only from ``app``, ``live``
-and ``server``'s runner, so ``logd`` itself works without them.
+package imports Starlette and hypercorn (the ``web`` extra) only from the request side
+(``app``, ``params``, ``replies``, ``guard``, ``live``) and ``server``'s runner, so
+``logd`` itself works without them; pages, charts, views and log reading are plain Python.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ class WebSettings:
         root: the daemon's log root (read-only here).
         control: the daemon's control socket, for status and live tail.
         token: when set, every request must carry it.
+        utc: the daemon writes text-line times in UTC (`[layout] utc`), not local time.
     """
 
     root: Path
     control: Path
     token: str | None = None
+    utc: bool = False

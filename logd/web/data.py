@@ -19,17 +19,21 @@ from typing import Any
 
 from logd.index.names import safe_name
 from logd.index.reader import ReadOnlyIndex
+from logd.index.tables import decode_row
 
 __all__ = [
     "MAX_ID_CHARS",
     "BadRequest",
     "Gone",
     "NotFound",
+    "OpenFile",
     "ReadOnlyIndex",
     "WebError",
     "app_summaries",
+    "call_instances",
     "call_row",
     "duration_s",
+    "error_events",
     "list_dir_files",
     "open_under_root",
     "run_info",
@@ -99,12 +103,48 @@ def app_summaries(index: ReadOnlyIndex) -> list[dict[str, Any]]:
             continue
         for row in index.conn.execute(f"SELECT app, count(*) FROM {table} GROUP BY app"):
             entry(row[0])[table] = row[1]
+    errors = error_events(index, ("app",))
     for item in apps.values():
+        item["errors"] = errors.get((item["app"],), 0)
         item.setdefault("sessions", 0)
         item.setdefault("calls", 0)
         newest = index.registry.list_runs(app=item["app"], limit=1)
         item["newest_run"] = newest[0]["run_id"] if newest else None
     return sorted(apps.values(), key=lambda a: str(a["app"]))
+
+
+def error_events(
+    index: ReadOnlyIndex, by: tuple[str, ...], **where: str | None
+) -> dict[tuple[Any, ...], int]:
+    """How many ``error:*`` events each app (or app and session...) has in the index.
+
+    The type range ``error:`` to ``error;`` lets SQLite seek ``idx_events_type_ts``.
+    """
+    if index.conn is None or not index.has_table("events"):
+        return {}
+    columns = ", ".join(by)
+    sql = f"SELECT {columns}, count(*) FROM events WHERE event_type >= ? AND event_type < ?"
+    params: list[Any] = ["error:", "error;"]
+    for column, value in where.items():
+        if value is not None and column in ("app", "session_id", "call_id", "run_id"):
+            sql += f" AND {column} = ?"
+            params.append(value)
+    out: dict[tuple[Any, ...], int] = {}
+    for row in index.conn.execute(f"{sql} GROUP BY {columns}", params):
+        values = tuple(row)
+        out[values[:-1]] = int(values[-1])
+    return out
+
+
+def call_instances(index: ReadOnlyIndex, app: str | None, call_id: str) -> list[dict[str, Any]]:
+    """Every call with this id (an id reused on several days is several calls), newest first."""
+    if index.conn is None or not index.has_table("calls"):
+        return []
+    rows = index.conn.execute(
+        "SELECT * FROM calls WHERE call_id = ? AND (? IS NULL OR app = ?) ORDER BY start_ts DESC",
+        [check_id(call_id, "call id"), app, app],
+    )
+    return [decode_row(row) for row in rows]
 
 
 def _require(index: ReadOnlyIndex, table: str) -> None:
@@ -206,7 +246,7 @@ def _checked(root: Path, rel: str, *, directory: bool = False) -> Path:
     return resolved
 
 
-class _File:
+class OpenFile:
     """An open regular file under the root: ``read(n)`` from the start, or ``pread``."""
 
     def __init__(self, fd: int, size: int) -> None:
@@ -224,7 +264,7 @@ class _File:
 
 
 @contextmanager
-def open_under_root(root: Path, rel: str) -> Iterator[_File]:
+def open_under_root(root: Path, rel: str) -> Iterator[OpenFile]:
     """Open a regular file below the root for reading, refusing links and non-files.
 
     Raises:
@@ -241,7 +281,7 @@ def open_under_root(root: Path, rel: str) -> Iterator[_File]:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise Gone(f"{rel} is not a regular file")
-        yield _File(fd, info.st_size)
+        yield OpenFile(fd, info.st_size)
     finally:
         os.close(fd)
 

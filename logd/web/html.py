@@ -7,11 +7,18 @@ segment at a time (`link`), and pages carry no inline script, so the CSP can for
 from __future__ import annotations
 
 import html
+import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from logd.web.charts import volume_chart
 from logd.web.logview import LEVELS
+from logd.web.timefmt import epoch_of, iso_utc, local_text, zone_label
+
+# Input widths as classes: the CSP (no 'unsafe-inline') refuses style="..." attributes.
+WIDTHS = ("narrow", "short", "medium", "wide")
 
 _NAV = (
     ("/", "Apps"),
@@ -52,12 +59,24 @@ def status_badge(row: Mapping[str, Any]) -> str:
 
 
 def when(ts: Any, *, ms: bool = False) -> str:
-    """An index time (``2025-11-05T14:30:52.123Z``) as ``2025-11-05 14:30:52`` in a <time>."""
+    """An index time (``2025-11-05T14:30:52.123Z``) as local ``2025-11-05 15:30:52`` in a
+    <time>, the ISO UTC form in its tooltip (the page names the zone once, in `layout`)."""
     if not ts:
         return ""
-    text = str(ts)
-    short = text.replace("T", " ")[: 23 if ms else 19]
-    return f'<time datetime="{esc(text)}" title="{esc(text)} (UTC)">{esc(short)}</time>'
+    epoch = epoch_of(ts)
+    iso = iso_utc(epoch) if epoch is not None else str(ts)
+    shown = local_text(ts, ms=ms)
+    return f'<time datetime="{esc(iso)}" title="{esc(iso)}">{esc(shown)}</time>'
+
+
+def ident(value: Any, href: str | None = None, cls: str = "") -> str:
+    """An id that may be 300 characters long: cut with an ellipsis by CSS (``.id``), whole
+    in its tooltip, so it cannot push the other columns off the screen."""
+    text = esc(value)
+    klass = f"id {cls}".strip()
+    if href is None:
+        return f'<span class="{klass}" title="{text}">{text}</span>'
+    return f'<a href="{esc(href)}" class="{klass}" title="{text}">{text}</a>'
 
 
 def duration(seconds: Any) -> str:
@@ -99,10 +118,13 @@ def facts(pairs: Iterable[tuple[str, str]]) -> str:
 
 
 def field(name: str, label: str, value: Any, placeholder: str = "", width: str = "") -> str:
-    style = f' style="width:{esc(width)}"' if width else ""
+    """A text input; ``width`` is one of `WIDTHS` (a class, never an inline style)."""
+    if width and width not in WIDTHS:
+        raise ValueError(f"width must be one of {WIDTHS}")
+    klass = f' class="w-{width}"' if width else ""
     return (
         f'<label>{esc(label)} <input name="{esc(name)}" value="{esc(value)}"'
-        f' placeholder="{esc(placeholder)}"{style}></label>'
+        f' placeholder="{esc(placeholder)}"{klass}></label>'
     )
 
 
@@ -131,9 +153,12 @@ def layout(title: str, body: str, *, active: str = "", crumbs: str = "") -> str:
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)} · logd</title>"
+        '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">'
         '<link rel="stylesheet" href="/static/style.css">'
         '<script src="/static/app.js" defer></script></head><body>'
-        f'<header><a class="brand" href="/">logd</a><nav>{nav}</nav></header>'
+        f'<header><a class="brand" href="/">logd</a><nav>{nav}</nav>'
+        f'<span class="zone" title="every time on this page; ISO UTC in tooltips">'
+        f"times in {esc(zone_label(time.time()))}</span></header>"
         f"<main>{crumbs and f'<p class=crumbs>{crumbs}</p>'}<h1>{esc(title)}</h1>{body}</main>"
         "</body></html>"
     )
@@ -144,32 +169,52 @@ def _level_class(level: Any) -> str:
     return f"lvl-{text.lower()}" if text in LEVELS else "lvl-other"
 
 
-def record_html(record: Mapping[str, Any]) -> str:
+def highlight(text: str, needle: str | None) -> str:
+    """``text`` escaped, each case-insensitive match of ``needle`` in a <mark>."""
+    if not needle:
+        return esc(text)
+    pieces = re.split(f"({re.escape(needle)})", text, flags=re.IGNORECASE)
+    return "".join(f"<mark>{esc(p)}</mark>" if i % 2 else esc(p) for i, p in enumerate(pieces))
+
+
+def record_html(record: Mapping[str, Any], needle: str | None = None) -> str:
     level = record.get("level")
     kind = " event" if record.get("event_type") or record.get("kind") == "event" else ""
-    return f'<div class="rec {_level_class(level)}{kind}">{esc(record.get("text"))}</div>'
+    text = highlight(str(record.get("text") or ""), needle)
+    return f'<div class="rec {_level_class(level)}{kind}">{text}</div>'
 
 
 def log_view(log: Mapping[str, Any], base: str, params: Mapping[str, Any]) -> str:
-    """Filter form, paging links and one page of records (see `logview.read_page`)."""
-    files = [str(f["name"]) for f in log.get("files", [])]
+    """Volume chart, filter form, paging links and one page of records (`views._read_log`)."""
+    families = [str(f["name"]) for f in log.get("families", [])]
     chosen = log.get("file")
-    controls = []
-    if len(files) > 1:
-        sizes = {str(f["name"]): f["size"] for f in log["files"]}
-        options = [(n, f"{n} ({size(sizes[n])})") for n in files]
-        controls.append(select("file", "File", options, chosen))
+    controls = _file_select(log, families)
     levels = [("", "all levels"), *((lv, f"{lv} and above") for lv in LEVELS)]
     controls.append(select("level", "Level", levels, params.get("level")))
     controls.append(field("q", "Search", params.get("q"), "text in the record"))
-    clear = _with_query(base, {"file": chosen if len(files) > 1 else None})
+    span = {k: params.get(k) for k in ("since", "until")}
+    for key, text in span.items():
+        if text:
+            controls.append(f'<input type="hidden" name="{key}" value="{esc(text)}">')
+    keep_file = {"file": params.get("file")}
+    clear = _with_query(base, {"file": chosen if len(families) > 1 else None})
     form = (
         f'<form class="filters" method="get" action="{esc(base)}">{"".join(controls)}'
         f'<button type="submit">Filter</button> {a(clear, "Clear")}</form>'
     )
+    keep = {k: params.get(k) for k in ("level", "q")} | {"file": chosen} | span
+    chart = ""
+    volume = log.get("volume")
+    if volume is not None:
+        narrow_base = {k: params.get(k) for k in ("level", "q")} | keep_file
+        chart = volume_chart(
+            volume, lambda s, u: _with_query(base, narrow_base | {"since": s, "until": u})
+        )
+    if span["since"] or span["until"]:
+        whole = _with_query(base, {k: params.get(k) for k in ("level", "q")} | keep_file)
+        chart += _range_note(span, whole)
     if log.get("missing"):
-        return form + '<p class="empty">This file is not there (yet, or any more).</p>'
-    keep = {k: params.get(k) for k in ("level", "q")} | {"file": chosen}
+        return chart + form + '<p class="empty">This file is not there (yet, or any more).</p>'
     nav = []
     if log.get("older") is not None:
         nav.append(a(_with_query(base, keep | {"before": log["older"]}), "← older", "older"))
@@ -178,12 +223,44 @@ def log_view(log: Mapping[str, Any], base: str, params: Mapping[str, Any]) -> st
     records = log.get("records", [])
     start = log.get("older") or 0
     end, total = log.get("before", 0), log.get("size", 0)
-    summary = f"{len(records)} records, bytes {start:,} to {end:,} of {total:,}"
+    parts = log.get("parts") or []
+    across = f" across {len(parts)} parts" if len(parts) > 1 else ""
+    summary = f"{len(records)} records, bytes {start:,} to {end:,} of {total:,}{across}"
     if log.get("filtered"):
-        summary = f"{len(records)} matching records in {size(log.get('scanned_bytes'))} read"
-    body = "".join(record_html(r) for r in records) or '<p class="empty">No records here.</p>'
+        summary = (
+            f"{len(records)} matching records in {size(log.get('scanned_bytes'))} read{across}"
+        )
+        if log.get("older") is not None:
+            summary += "; older records may match too"
+    needle = params.get("q")
+    body = "".join(record_html(r, needle) for r in records)
+    body = body or '<p class="empty">No records here.</p>'
     pager = f'<div class="pager"><span>{esc(summary)}</span> {" ".join(nav)}</div>'
-    return f'{form}{pager}<div class="log" id="log">{body}</div>{pager}'
+    return f'{chart}{form}{pager}<div class="log" id="log">{body}</div>{pager}'
+
+
+def _file_select(log: Mapping[str, Any], families: list[str]) -> list[str]:
+    """The file menu: each log with its rotated parts (a family), and each rotated part
+    alone; none when there is only one log."""
+    chosen = log.get("file")
+    if len(families) < 2 and (chosen is None or chosen in families):
+        return []
+    options = [(n, n) for n in families]
+    options += [
+        (str(f["name"]), f"only {f['name']} ({size(f['size'])})")
+        for f in log["files"]
+        if str(f["name"]) not in families
+    ]
+    return [select("file", "File", options, chosen)]
+
+
+def _range_note(span: Mapping[str, Any], whole: str) -> str:
+    """Which time range a narrowed log shows, and the way back to all of it."""
+    shown = " to ".join(
+        local_text(span[k], ms=True) if span[k] else ("the start" if k == "since" else "now")
+        for k in ("since", "until")
+    )
+    return f'<p class="range">Only {esc(shown)}. {a(whole, "Whole log", "whole")}</p>'
 
 
 def _with_query(base: str, query: Mapping[str, Any]) -> str:

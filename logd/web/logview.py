@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+from logd.web.timefmt import local_text
 
 __all__ = [
     "LEVELS",
@@ -21,7 +24,9 @@ __all__ = [
     "Kind",
     "Record",
     "Source",
+    "Span",
     "gunzip",
+    "head_fields",
     "level_number",
     "merge_timeline",
     "read_page",
@@ -135,7 +140,7 @@ class Record:
         return {"offset": self.offset, "text": self.text, **self.fields}
 
 
-def _head_fields(kind: Kind, line: str) -> dict[str, Any] | None:
+def head_fields(kind: Kind, line: str) -> dict[str, Any] | None:
     """The fields of a record's first line, or None for a continuation line."""
     if kind == "session":
         try:
@@ -164,8 +169,10 @@ def _head_fields(kind: Kind, line: str) -> dict[str, Any] | None:
 
 
 def _session_text(fields: dict[str, Any], line: str) -> str:
-    """A session JSON line as a readable line (the raw JSON stays in the API's fields)."""
-    parts = [str(fields.get(k)) for k in ("time", "level", "logger") if fields.get(k)]
+    """A session JSON line as a readable line (the raw JSON stays in the API's fields),
+    its time in local time as the run log writes it."""
+    shown = {**fields, "time": local_text(fields["time"], ms=True) if fields.get("time") else None}
+    parts = [str(shown.get(k)) for k in ("time", "level", "logger") if shown.get(k)]
     if fields.get("event_type"):
         parts.append(str(fields["event_type"]))
     parts.append(str(fields.get("msg") or ""))
@@ -182,7 +189,7 @@ def _records(kind: Kind, data: bytes, offset: int) -> list[Record]:
     pos = 0
     for raw in data.splitlines(keepends=True):
         line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
-        fields = _head_fields(kind, line)
+        fields = head_fields(kind, line)
         if fields is not None:
             text = _session_text(fields, line) if kind == "session" else line
             records.append(Record(offset + pos, text, True, fields))
@@ -194,8 +201,31 @@ def _records(kind: Kind, data: bytes, offset: int) -> list[Record]:
     return records
 
 
-def _keep(record: Record, min_level: int, needle: str | None) -> bool:
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A time range filter (epoch seconds, both ends inclusive) and how to date a record."""
+
+    since: float | None
+    until: float | None
+    epoch: Callable[[dict[str, Any]], float | None]
+
+    def holds(self, record: Record) -> bool:
+        moment = self.epoch(record.fields) if record.head else None
+        if moment is None:
+            return False
+        return (self.since is None or moment >= self.since) and (
+            self.until is None or moment <= self.until
+        )
+
+    def before_start(self, record: Record) -> bool:
+        moment = self.epoch(record.fields) if record.head else None
+        return moment is not None and self.since is not None and moment < self.since
+
+
+def _keep(record: Record, min_level: int, needle: str | None, span: Span | None = None) -> bool:
     if min_level and level_number(record.fields.get("level")) < min_level:
+        return False
+    if span is not None and not span.holds(record):
         return False
     return needle is None or needle in record.text.casefold()
 
@@ -210,6 +240,7 @@ def read_page(
     page_bytes: int = PAGE_BYTES,
     scan_bytes: int = SCAN_BUDGET_BYTES,
     max_matches: int = MAX_MATCHES,
+    span: Span | None = None,
 ) -> dict[str, Any]:
     """The records ending at byte ``before`` (default: the end), newest page first.
 
@@ -226,11 +257,12 @@ def read_page(
     end = size if before is None else min(max(before, 0), size)
     first_end = end
     needle = text.casefold() if text else None
-    filtering = bool(min_level) or needle is not None
+    filtering = bool(min_level) or needle is not None or span is not None
+    reached_start = False
     limit = scan_bytes if filtering else page_bytes
     windows: list[list[Record]] = []
     scanned = matched = 0
-    while end > 0 and scanned < limit and matched < max_matches:
+    while end > 0 and scanned < limit and matched < max_matches and not reached_start:
         start = max(0, end - page_bytes)
         data = source.pread(end - start, start)
         scanned += len(data)
@@ -241,7 +273,7 @@ def read_page(
                 # (waiting for its start could read the whole file).
                 text = data.rstrip(b"\n").decode("utf-8", "replace")
                 cut = Record(start, "… " + text, head=False)
-                windows.append([cut] if _keep(cut, min_level, needle) else [])
+                windows.append([cut] if _keep(cut, min_level, needle, span) else [])
                 end = start
                 continue
             data, start = data[newline + 1 :], start + newline + 1
@@ -252,14 +284,16 @@ def read_page(
             end = records[0].offset
         else:
             end = start
-        kept = [r for r in records if _keep(r, min_level, needle)]
+        kept = [r for r in records if _keep(r, min_level, needle, span)]
+        # Files are in time order: once a window starts before the range, stop there.
+        reached_start = span is not None and any(span.before_start(r) for r in records[:1])
         matched += len(kept)
         windows.append(kept)
     out = [r.as_dict() for window in reversed(windows) for r in window]
     return {
         "size": size,
         "before": first_end,
-        "older": end if end > 0 else None,
+        "older": end if end > 0 and not reached_start else None,
         "scanned_bytes": scanned,
         "filtered": filtering,
         "records": out,

@@ -1,11 +1,12 @@
-"""The HTML pages of `logd web`, each rendered from the data its ``/api`` twin returns."""
+"""The HTML pages of apps and runs, each rendered from the data its ``/api`` twin returns
+(sessions in `session_pages`, calls in `call_pages`, queries in `query_pages`)."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from logd.web.charts import volume_chart
 from logd.web.data import duration_s
 from logd.web.html import (
     a,
@@ -15,10 +16,10 @@ from logd.web.html import (
     facts,
     field,
     filter_form,
+    ident,
     layout,
     link,
     log_view,
-    record_html,
     select,
     size,
     status_badge,
@@ -29,7 +30,7 @@ from logd.web.logview import level_number
 
 ERROR_LEVEL = 40
 RELATED_OPEN = 8
-_ACTIVE = [("", "any"), ("true", "active"), ("false", "ended")]
+ACTIVE_CHOICES = [("", "any"), ("true", "active"), ("false", "ended")]
 
 
 def error_page(status: int, message: str) -> str:
@@ -37,41 +38,61 @@ def error_page(status: int, message: str) -> str:
     return layout(f"{status}", body)
 
 
+def error_count(count: int, href: str) -> str:
+    """An error count, red and linked to the errors when there are any."""
+    return a(href, f"{count:,}", "badge errors") if count else "0"
+
+
 def apps_page(apps: list[dict[str, Any]]) -> str:
     rows = [
         [
-            a(link("runs", query={"app": x["app"]}), x["app"]),
+            ident(x["app"], link("runs", query={"app": x["app"]})),
             str(x["runs"]),
             str(x["active_runs"]),
-            a(link("runs", x["app"], x["newest_run"]), x["newest_run"]) if x["newest_run"] else "",
+            ident(x["newest_run"], link("runs", x["app"], x["newest_run"]))
+            if x["newest_run"]
+            else "",
             when(x["newest_start"]),
             a(link("sessions", query={"app": x["app"]}), x["sessions"]),
             a(link("calls", query={"app": x["app"]}), x["calls"]),
+            error_count(
+                x.get("errors", 0), link("events", query={"app": x["app"], "type": "error:*"})
+            ),
         ]
         for x in apps
     ]
-    headers = ["App", "Runs", "Active", "Newest run", "Started", "Sessions", "Calls"]
+    headers = ["App", "Runs", "Active", "Newest run", "Started", "Sessions", "Calls", "Errors"]
     empty = "No apps yet: nothing has logged to this root."
     return layout("Apps", table(headers, rows, empty), active="/")
 
 
-def _active_value(query: Mapping[str, Any]) -> str:
+def active_value(query: Mapping[str, Any]) -> str:
     active = query.get("active")
     return "" if active is None else ("true" if active else "false")
 
 
-def runs_page(rows: list[dict[str, Any]], *, query: Mapping[str, Any], now: float) -> str:
+def runs_page(
+    rows: list[dict[str, Any]],
+    *,
+    query: Mapping[str, Any],
+    now: float,
+    volume: Mapping[str, Any] | None = None,
+) -> str:
+    """The runs, and above those of one app the volume of its newest runs' records."""
+    chart = ""
+    if volume is not None:
+        chart = volume_chart(volume, _app_narrow(query["app"], rows))
     form = filter_form(
         "/runs",
         [
             field("app", "App", query.get("app"), "all apps"),
-            select("active", "Status", _ACTIVE, _active_value(query)),
+            select("active", "Status", ACTIVE_CHOICES, active_value(query)),
         ],
     )
     table_rows = [
         [
-            esc(r["app"]),
-            a(link("runs", r["app"], r["run_id"]), r["run_id"], "run-link"),
+            ident(r["app"]),
+            ident(r["run_id"], link("runs", r["app"], r["run_id"]), "run-link"),
             status_badge(r),
             when(r.get("start_ts")),
             duration(duration_s(r, now)),
@@ -82,7 +103,7 @@ def runs_page(rows: list[dict[str, Any]], *, query: Mapping[str, Any], now: floa
         ]
         for r in rows
     ]
-    headers = ["App", "Run", "Status", "Started (UTC)", "Duration", "Records", "Errors"]
+    headers = ["App", "Run", "Status", "Started", "Duration", "Records", "Errors"]
     headers += ["End reason", "PIDs"]
     if any(r.get("container_name") for r in rows):
         # A container's run (Docker's fluentd driver): its name, as `docker ps` shows it.
@@ -90,7 +111,21 @@ def runs_page(rows: list[dict[str, Any]], *, query: Mapping[str, Any], now: floa
         for row, r in zip(table_rows, rows, strict=True):
             row.insert(2, esc(r.get("container_name") or ""))
     title = f"Runs of {query['app']}" if query.get("app") else "Runs"
-    return layout(title, form + table(headers, table_rows, "No runs."), active="/runs")
+    body = chart + form + table(headers, table_rows, "No runs.")
+    return layout(title, body, active="/runs")
+
+
+def _app_narrow(app: str, rows: list[dict[str, Any]]) -> Callable[[str, str], str]:
+    """A bar of the app's chart opens the run it falls in, narrowed to the bar's time."""
+
+    def narrow(since: str, until: str) -> str:
+        for row in rows:
+            started, ended = str(row.get("start_ts") or ""), row.get("end_ts")
+            if started <= until and (ended is None or str(ended) >= since):
+                return link("runs", app, row["run_id"], query={"since": since, "until": until})
+        return link("runs", query={"app": app})
+
+    return narrow
 
 
 def _container(run: Mapping[str, Any]) -> str:
@@ -124,8 +159,8 @@ def run_page(data: dict[str, Any], params: Mapping[str, Any], now: float) -> str
     meta = facts(
         [
             ("Status", status_badge(run)),
-            ("Started", esc(run.get("start_time"))),
-            ("Ended", esc(run.get("end_time") or "—")),
+            ("Started", when(run.get("start_ts"))),
+            ("Ended", when(run.get("end_ts")) or "—"),
             ("Duration", duration(duration_s(run, now))),
             ("Records", f"{run.get('records', 0):,} ({esc(counts)})"),
             ("Bytes", size(run.get("bytes"))),
@@ -149,7 +184,7 @@ def run_page(data: dict[str, Any], params: Mapping[str, Any], now: float) -> str
     )
     sessions = [
         [
-            a(link("sessions", app, s["session_id"]), s["session_id"]),
+            ident(s["session_id"], link("sessions", app, s["session_id"])),
             when(s.get("first_ts")),
             str(s.get("records", 0)),
             status_badge(s),
@@ -158,8 +193,8 @@ def run_page(data: dict[str, Any], params: Mapping[str, Any], now: float) -> str
     ]
     calls = [
         [
-            a(link("calls", app, c["day"], c["call_id"]), c["call_id"]),
-            esc(c.get("bot_id")),
+            ident(c["call_id"], link("calls", app, c["day"], c["call_id"])),
+            ident(c.get("bot_id")),
             when(c.get("start_ts")),
             str(c.get("records", 0)),
             str(c.get("errors", 0)),
@@ -173,7 +208,7 @@ def run_page(data: dict[str, Any], params: Mapping[str, Any], now: float) -> str
         + _related("Calls", ["Call", "Bot", "Start", "Records", "Errors"], calls)
         + f"<h2>Log</h2>{log_view(data['log'], base, params)}"
     )
-    crumbs = a(link("runs", query={"app": app}), app) + " / run"
+    crumbs = ident(app, link("runs", query={"app": app})) + " / run"
     return layout(f"Run {run_id}", body, active="/runs", crumbs=crumbs)
 
 
@@ -184,159 +219,3 @@ def _related(what: str, headers: list[str], rows: list[list[str]]) -> str:
         f'<details class="related"{opened}><summary>{what} in this run ({len(rows)})</summary>'
         f"{table(headers, rows, f'No {what.lower()}.', 'related')}</details>"
     )
-
-
-def sessions_page(rows: list[dict[str, Any]], *, query: Mapping[str, Any]) -> str:
-    form = filter_form(
-        "/sessions",
-        [
-            field("app", "App", query.get("app"), "all apps"),
-            select("active", "Status", _ACTIVE, _active_value(query)),
-        ],
-    )
-    table_rows = [
-        [
-            esc(s["app"]),
-            a(link("sessions", s["app"], s["session_id"]), s["session_id"], "session-link"),
-            status_badge(s),
-            when(s.get("first_ts")),
-            when(s.get("last_ts")),
-            f"{s.get('records', 0):,}",
-            " ".join(a(link("runs", s["app"], r), r) for r in (s.get("runs") or [])[:3]),
-            a(link("sessions", s["app"], s["session_id"], "timeline"), "timeline"),
-        ]
-        for s in rows
-    ]
-    headers = ["App", "Session", "Status", "First", "Last", "Records", "Runs", ""]
-    return layout("Sessions", form + table(headers, table_rows, "No sessions."), active="/sessions")
-
-
-def _session_actions(app: str, session_id: str) -> str:
-    return " ".join(
-        [
-            a(link("sessions", app, session_id), "Log", "button"),
-            a(link("sessions", app, session_id, "timeline"), "Timeline", "button"),
-            a(link("live", query={"app": app, "session": session_id}), "Live tail", "button live"),
-            a(link("events", query={"app": app, "session": session_id}), "Events", "button"),
-        ]
-    )
-
-
-def session_page(data: dict[str, Any], params: Mapping[str, Any]) -> str:
-    s = data["session"]
-    app, sid = str(s["app"]), str(s["session_id"])
-    meta = facts(
-        [
-            ("Status", status_badge(s)),
-            ("First record", when(s.get("first_ts"))),
-            ("Last record", when(s.get("last_ts"))),
-            ("Records", f"{s.get('records', 0):,}"),
-            ("Runs", " ".join(a(link("runs", app, r), r) for r in s.get("runs") or [])),
-        ]
-    )
-    body = (
-        f'<p class="actions">{_session_actions(app, sid)}</p>{meta}<h2>Log</h2>'
-        f"{log_view(data['log'], link('sessions', app, sid), params)}"
-    )
-    crumbs = a(link("sessions", query={"app": app}), app) + " / session"
-    return layout(f"Session {sid}", body, active="/sessions", crumbs=crumbs)
-
-
-def timeline_page(data: dict[str, Any]) -> str:
-    s = data["session"]
-    app, sid = str(s["app"]), str(s["session_id"])
-    rows = [
-        [
-            when(e.get("time"), ms=True),
-            badge(e["kind"], e["kind"]),
-            esc(e.get("level")),
-            esc(e.get("logger")),
-            esc(e.get("event_type")),
-            record_html({**e, "text": _entry_text(e)}),
-        ]
-        for e in data["entries"]
-    ]
-    older = ""
-    if data.get("older") is not None:
-        href = link("sessions", app, sid, "timeline", query={"before": data["older"]})
-        older = f'<p class="pager">{a(href, "← older", "older")}</p>'
-    body = (
-        f'<p class="actions">{_session_actions(app, sid)}</p>'
-        '<p class="hint">Records of the session file and events of the index, by time.</p>'
-        + table(
-            ["Time (UTC)", "Kind", "Level", "Source", "Event", "Message"],
-            rows,
-            "Nothing in this session.",
-            "timeline",
-        )
-        + older
-    )
-    return layout(f"Timeline of {sid}", body, active="/sessions", crumbs=esc(app))
-
-
-def _entry_text(entry: Mapping[str, Any]) -> str:
-    parts = [str(entry.get("msg") or "")]
-    if entry.get("kv"):
-        parts.append(json.dumps(entry["kv"], ensure_ascii=False, default=str))
-    text = " ".join(p for p in parts if p)
-    if entry.get("exc"):
-        text += "\n" + str(entry["exc"]).rstrip()
-    return text
-
-
-def calls_page(rows: list[dict[str, Any]], *, query: Mapping[str, Any]) -> str:
-    form = filter_form(
-        "/calls",
-        [
-            field("app", "App", query.get("app"), "all apps"),
-            field("date", "Date", query.get("date"), "YYYY-MM-DD", "8em"),
-            field("bot", "Bot", query.get("bot"), "any bot", "8em"),
-            select("active", "Status", _ACTIVE, _active_value(query)),
-        ],
-    )
-    table_rows = [
-        [
-            esc(c["app"]),
-            a(link("calls", c["app"], c["day"], c["call_id"]), c["call_id"]),
-            esc(c.get("bot_id")),
-            status_badge(c),
-            when(c.get("start_ts")),
-            duration((c["duration_ms"] / 1000) if c.get("duration_ms") is not None else None),
-            str(c.get("records", 0)),
-            badge(c["errors"], "errors") if c.get("errors") else "0",
-            a(link("sessions", c["app"], c["session_id"]), c["session_id"])
-            if c.get("session_id")
-            else "",
-        ]
-        for c in rows
-    ]
-    headers = ["App", "Call", "Bot", "Status", "Start", "Duration", "Records", "Errors"]
-    headers.append("Session")
-    return layout("Calls", form + table(headers, table_rows, "No calls."), active="/calls")
-
-
-def call_page(data: dict[str, Any], params: Mapping[str, Any]) -> str:
-    c = data["call"]
-    app, day, cid = str(c["app"]), str(c["day"]), str(c["call_id"])
-    meta = facts(
-        [
-            ("Status", status_badge(c)),
-            ("Bot", esc(c.get("bot_id"))),
-            ("Start", when(c.get("start_ts"))),
-            ("End", when(c.get("end_ts"))),
-            ("Records", f"{c.get('records', 0)} ({c.get('errors', 0)} errors)"),
-            (
-                "Session",
-                a(link("sessions", app, c["session_id"]), c["session_id"])
-                if c.get("session_id")
-                else "",
-            ),
-            ("Run", a(link("runs", app, c["run_id"]), c["run_id"]) if c.get("run_id") else ""),
-        ]
-    )
-    live = a(link("live", query={"app": app, "call": cid}), "Live tail", "button live")
-    body = (
-        f'<p class="actions">{live}</p>{meta}<h2>Log</h2>'
-        f"{log_view(data['log'], link('calls', app, day, cid), params)}"
-    )
-    return layout(f"Call {cid}", body, active="/calls", crumbs=esc(app))

@@ -143,7 +143,7 @@ def run_web(
         # Like logd-ctl: a system-wide daemon's socket when the user has none running.
         control_socket = Path(control_path(None, environ))
 
-    settings = WebSettings(root=cfg.root, control=control_socket, token=token)
+    settings = WebSettings(root=cfg.root, control=control_socket, token=token, utc=cfg.layout.utc)
     try:
         sock = listen_socket(host, port)
     except OSError as exc:

@@ -57,18 +57,28 @@ function startLive(section) {
     state.className = "state " + cls;
   };
 
+  // The server reconnects to a restarted daemon itself (`lost`, then `resumed` with what
+  // was written meanwhile); if logd web itself goes away, EventSource retries, sending the
+  // last item's id so the server resumes from there.
   const source = new EventSource(section.dataset.src);
   source.addEventListener("item", (e) => add(itemRow(JSON.parse(e.data))));
   source.addEventListener("notice", (e) => add(noticeRow(JSON.parse(e.data).notice)));
   source.addEventListener("ready", () => setState("live", "ok"));
-  source.addEventListener("end", (e) => {
-    add(noticeRow(JSON.parse(e.data).reason));
-    setState("ended", "bad");
-    source.close();
+  source.addEventListener("lost", (e) => {
+    add(noticeRow(JSON.parse(e.data).reason + "; reconnecting…"));
+    setState("reconnecting to logd…", "wait");
+  });
+  source.addEventListener("resumed", (e) => {
+    const missed = JSON.parse(e.data).missed;
+    add(noticeRow(`logd is back; ${missed} record${missed === 1 ? "" : "s"} written meanwhile shown above`));
+    setState("live", "ok");
   });
   source.onerror = () => {
-    setState("disconnected: reload the page to retry", "bad");
-    source.close();
+    if (source.readyState === EventSource.CLOSED) {
+      setState("disconnected: reload the page to retry", "bad");
+    } else {
+      setState("reconnecting to logd web…", "wait");
+    }
   };
   pause.addEventListener("click", () => {
     paused = !paused;

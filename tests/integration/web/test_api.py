@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import trio
+from logd_client import wire
 
 from logd.__main__ import main
 from logd.config import Config
@@ -289,7 +290,12 @@ async def test_without_a_daemon_the_files_still_show_and_nothing_is_written(
             reply = await web.get(path)
             assert reply.status == 503
             assert "not running" in reply.json()["error"]
-        assert (await web.get("/status")).status == 503
+        status = await web.get("/status")
+        assert status.status == 200, "the page says why, and shows the daemon's own timeline"
+        page = status.body.decode()
+        assert "not running" in page
+        timeline = page.split('id="timeline"')[1]
+        assert timeline.index("logd:stop") < timeline.index("logd:start"), "newest first"
     assert snapshot() == before, "logd web never writes into the root"
 
 
@@ -439,4 +445,96 @@ async def test_a_containers_run_shows_its_name_on_the_run_pages(
     page = (await web.get(f"/runs/cyc/{run['run_id']}")).body.decode()
     assert "shop-web" in page
     assert "abababababab" in page  # the short id, as `docker ps` shows it
+    await producer.aclose()
+
+
+async def test_a_reused_call_id_shows_every_instance_and_events_open_on_the_newest(
+    server: LogdServer, web: Web
+) -> None:
+    producer = await Producer.unix(server.config.listen.socket)
+    two_days_ago = time.time_ns() - 2 * 86_400 * 10**9
+    first = [
+        (two_days_ago, rec("first use", call_id="c-re", bot_id="9")),
+        (two_days_ago + 10**6, rec("", call_id="c-re", bot_id="9", event_type="call:end")),
+    ]
+    await producer.send(wire.encode_forward("cyc", first, chunk="old"))
+    with trio.fail_after(10):
+        assert await producer.receive() == wire.Ack("old")
+    await producer.log([rec("second use", call_id="c-re", bot_id="9")], chunk="new")
+
+    calls = await web.api("/api/calls?call=c-re")
+    assert len(calls) == 2
+    newer, older = calls
+    assert newer["day"] > older["day"]
+    page = (await web.get(f"/calls/cyc/{newer['day']}/c-re")).body.decode()
+    assert "This id was used 2 times" in page
+    assert f"/calls/cyc/{older['day']}/c-re" in page
+    listing = (await web.get("/calls?call=c-re")).body.decode()
+    assert listing.count('class="id call-link"') == 2
+
+    events = (await web.get("/events")).body.decode()
+    assert "No events match." not in events, "the newest events without a filter"
+    assert events.count("call:end") >= 1
+    assert "/calls?app=cyc&amp;call=c-re" in events, "the call column links every use"
+    one = (await web.get("/events?limit=1")).body.decode()
+    assert one.split('class="events"')[1].count("<tr>") == 2, "a header and one event"
+    counted = int(one.split("<figcaption>")[1].split(" events per")[0].replace(",", ""))
+    assert counted == len(await web.api("/api/events")) > 1, "the chart counts past the table"
+    await producer.aclose()
+
+
+async def _sse_until_ready(web: Web, path: str, last_id: str | None = None) -> list[Any]:
+    """The SSE events up to `ready`, as (id, event, data) triples."""
+    stream = await trio.open_tcp_stream("127.0.0.1", web.port)
+    head = f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n"
+    if last_id is not None:
+        head += f"Last-Event-ID: {last_id}\r\n"
+    await stream.send_all((head + "\r\n").encode())
+    received = b""
+    with trio.fail_after(10):
+        while b"event: ready" not in received:
+            received += await stream.receive_some(65536)
+    await stream.aclose()
+    events = []
+    for block in received.split(b"\r\n\r\n", 1)[1].decode().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in fields:
+            events.append((fields.get("id"), fields["event"], json.loads(fields["data"])))
+    return events
+
+
+async def test_a_browser_back_from_a_lost_connection_resumes_after_its_last_id(
+    server: LogdServer, web: Web
+) -> None:
+    producer = await Producer.unix(server.config.listen.socket)
+    await producer.log([rec("a1"), rec("a2")], chunk="a")
+    first = await _sse_until_ready(web, "/api/tail?app=cyc&n=5")
+    items = [(i, data["msg"]) for i, kind, data in first if kind == "item"]
+    assert [msg for _, msg in items] == ["a1", "a2"]
+    last_id = items[-1][0]
+    assert last_id is not None
+    await producer.log([rec("a3"), rec("a4")], chunk="b")
+    again = await _sse_until_ready(web, "/api/tail?app=cyc&n=5", last_id)
+    assert [data["msg"] for _, kind, data in again if kind == "item"] == ["a3", "a4"]
+    assert again[-1][1:] == ("ready", {"backlog": 2, "resumed": True})
+    await producer.aclose()
+
+
+async def test_the_events_page_lists_error_records_when_asked_for_a_level(
+    server: LogdServer, web: Web
+) -> None:
+    producer = await _log_a_day(server)
+    await producer.log([rec("plain error", level="ERROR"), rec("worse", level="CRITICAL")], "e")
+    rows = await web.api("/api/events?level=ERROR")
+    plain = [(r["event_type"], r["level"], r["message"]) for r in rows if r["event_type"] is None]
+    assert plain == [(None, "ERROR", "plain error"), (None, "CRITICAL", "worse")]
+    assert "error:runtime" in {r["event_type"] for r in rows}, "the traceback's event too"
+    assert [r["level"] for r in await web.api("/api/events?level=CRITICAL")] == ["CRITICAL"]
+    assert all(r["event_type"] for r in await web.api("/api/events")), "events only by default"
+    page = (await web.get("/events?level=ERROR")).body.decode()
+    assert page.count(">(ERROR)</span>") == 1
+    assert page.count(">(CRITICAL)</span>") == 1
+    below = await web.get("/api/events?level=WARNING")
+    assert below.status == 400
+    assert "tail --level" in below.json()["error"]
     await producer.aclose()

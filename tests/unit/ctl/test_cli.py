@@ -538,6 +538,24 @@ def test_tables_cut_to_the_terminal_but_never_the_ids() -> None:
     assert fmt.short_time(RUNS[0]["start_time"])[5:16] in narrow[1]  # compact start
 
 
+@pytest.mark.parametrize("listing", ["runs", "sessions", "calls"])
+def test_a_300_character_id_is_cut_and_the_other_columns_stay(listing: str) -> None:
+    long_id = "x" * 290 + "-long-id"
+    key = {"runs": "run_id", "sessions": "session_id", "calls": "call_id"}[listing]
+    row = {**RUNS[0], key: long_id, "first_ts": "2025-11-05T14:30:52Z", "bot_id": "7"}
+    render = {"runs": fmt.runs_table, "sessions": fmt.sessions_table, "calls": fmt.calls_table}
+    header, line = render[listing]([row], NOW, 100)
+    assert max(len(header), len(line)) <= 100
+    cells = columns_of(line)
+    assert cells[0].endswith("…")
+    assert long_id.startswith(cells[0][:-1])
+    assert len(cells[0]) >= fmt.ID_WIDTH, "ids are cut last, and never below a UUID's length"
+    assert cells[1] == "shop", "the next column keeps its place"
+    assert line.index("shop") == header.index("APP")
+    wide = render[listing]([row], NOW, None)
+    assert long_id in wide[1], "not on a terminal (a pipe): whole"
+
+
 def test_events_table_cuts_the_message_first() -> None:
     events = [
         {
