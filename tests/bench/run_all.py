@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tests.bench import common
 
-SCRIPTS = ("caller", "throughput", "cpu", "latency", "memory", "query")
+SCRIPTS = ("peers", "sweep", "caller", "throughput", "cpu", "latency", "memory", "query")
 
 
 def run(name: str, quick: bool) -> tuple[int, str, float]:

@@ -25,6 +25,8 @@ pytestmark = pytest.mark.e2e
         ("bench_latency", "p99 ms"),
         ("bench_memory", "load peak"),
         ("bench_query", "ms med"),
+        ("bench_peers", "collector µs/rec"),
+        ("bench_sweep", "batch rec/s"),
     ],
 )
 def test_quick_run_prints_its_table(script: str, column: str) -> None:
