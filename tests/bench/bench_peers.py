@@ -13,11 +13,13 @@ table shows medians; ratios are taken within each round, then their median.
 
 from __future__ import annotations
 
+import pstats
 import sys
 from collections import defaultdict
+from pathlib import Path
 
 from tests.bench import common, peerjob
-from tests.bench.common import X, emit
+from tests.bench.common import Daemon, X, emit
 from tests.bench.peers import rsyslog_missing, syslog_ng_missing
 
 PRODUCERS = 4
@@ -41,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     p = common.parser(__doc__ or "")
     p.add_argument("--records", type=int, help="records per producer (default 100,000)")
     p.add_argument("--sessions", type=int, default=100, help="sessions (default 100)")
+    p.add_argument("--profile", type=Path, help="only profile logd (fsync=none) under cProfile")
     args = p.parse_args(argv)
+    if args.profile:
+        return profile(args.profile, args.records or 50_000, args.sessions)
     per = args.records or (1_000 if args.quick else 100_000)
     n_rounds = common.rounds(args, full=3)
     systems, skipped = available()
@@ -100,6 +105,24 @@ def main(argv: list[str] | None = None) -> int:
     emit()
     for line in goals(runs, n_rounds):
         emit(line)
+    return 0
+
+
+def profile(prefix: Path, per: int, sessions: int) -> int:
+    """One logd run of the job under cProfile (loop and writer); print the top functions."""
+    system = peerjob.System(
+        "logd none (profiled)",
+        lambda folder, _k: Daemon(
+            folder, fsync="none", config_text=peerjob.LOGD_CONFIG, profile=prefix
+        ),
+        ("logd",),
+    )
+    res = peerjob.run(system, "logd", producers=PRODUCERS, per=per, sessions=sessions)
+    emit(f"profiled run: {res.rate:,.0f} rec/s, collector {res.server_us:.1f} µs/rec")
+    for part in ("loop", "writer"):
+        stats = pstats.Stats(f"{prefix}.{part}.prof")
+        emit(f"\n-- {part}: top 25 by own time")
+        stats.sort_stats("tottime").print_stats(25)
     return 0
 
 
