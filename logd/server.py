@@ -25,6 +25,7 @@ from logd_client import spool, wire
 
 from logd import __version__
 from logd.config import Config
+from logd.config.changes import changed_keys, needs_restart
 from logd.control.server import ControlServer
 from logd.forward.service import Forwarding
 from logd.index.states import Peer, Transport
@@ -33,7 +34,7 @@ from logd.ingest.listeners import Listeners, Listening, StartupError, describe
 from logd.ingest.orphans import deliver_orphans
 from logd.systemd import Notifier, status_text
 from logd.write.engine import Engine
-from logd.write.jobs import Ingest, Job, Maintain, Tick
+from logd.write.jobs import Ingest, Job, Maintain, Note, Tick
 from logd.write.rootlock import RootLock, RootUnavailable, lock_root
 
 log = logging.getLogger("logd.server")
@@ -83,6 +84,7 @@ class LogdServer:
         self.forwarding: Forwarding | None = None
         self._last_failure_report = -FAILURE_REPORT_EVERY_S
         self._unreported_failures = 0
+        self._started = time.monotonic()
 
     # --- public --------------------------------------------------------------------
 
@@ -107,7 +109,14 @@ class LogdServer:
 
     async def reload(self, config: Config) -> None:
         """Apply a new configuration (SIGHUP); `root` and `[listen]` need a restart."""
+        changed = changed_keys(self.config, config)
         await self.maintain(Maintain("reload", config=config))
+        self._note(
+            "logd:reload",
+            "configuration reloaded",
+            changed=changed,
+            restart_needed=needs_restart(changed),
+        )
         if config.forward != self.config.forward or config.state_dir != self.config.state_dir:
             log.warning("[[forward]] and state_dir changes take effect at the next start")
         self.config = replace(
@@ -196,6 +205,15 @@ class LogdServer:
                             self.config.root,
                         )
                         nursery.start_soon(self.control.serve, control_listener)
+                        self._note(
+                            "logd:start",
+                            "started",
+                            version=__version__,
+                            pid=os.getpid(),
+                            root=str(self.config.root),
+                            listeners=list(self.listener_names),
+                            fsync=self.config.fsync,
+                        )
                         task_status.started(listening)
                         nursery.start_soon(self._deliver_spools)
                         self.notifier.ready(status_text(self.statistics()))
@@ -218,6 +236,9 @@ class LogdServer:
                         nursery.cancel_scope.deadline = trio.current_time() + DRAIN_GRACE_S
                 finally:
                     with trio.CancelScope(shield=True):
+                        stop = Note(time.time_ns(), "logd:stop", "stopped", self._stop_fields())
+                        with trio.move_on_after(DRAIN_GRACE_S):
+                            await send.send((stop, None))
                         await send.aclose()
         finally:
             with trio.CancelScope(shield=True):
@@ -295,6 +316,25 @@ class LogdServer:
                 return False
             return True
         return False
+
+    def _note(self, event_type: str, text: str, **fields: Any) -> None:
+        """Put a fact on the daemon's own timeline; dropped (and logged) if the writer's
+        queue is full, which only a stuck disk causes."""
+        assert self._send is not None
+        try:
+            self._send.send_nowait((Note(time.time_ns(), event_type, text, fields), None))
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            log.warning(
+                "%s not recorded in the timeline: the writer is not taking jobs", event_type
+            )
+
+    def _stop_fields(self) -> dict[str, Any]:
+        totals = self.engine.totals if self.engine else None
+        return {
+            "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self._started, 3),
+            "records_written": totals.records_written if totals else 0,
+        }
 
     def _count(self, code: str) -> None:
         self.errors[code] += 1

@@ -119,7 +119,8 @@ def build_sized(
         size += len(exc_text)
     attrs = record.__dict__
     if len(attrs) > _STANDARD_COUNT:  # skip the set difference when there is no extra
-        extras = [key for key in attrs.keys() - _STANDARD_ATTRS if key not in _RESERVED_KEYS]
+        # In the app's order: text lines show extra fields as the app passed them.
+        extras = [key for key in attrs if key not in _STANDARD_ATTRS and key not in _RESERVED_KEYS]
         for key in extras:
             _add_extra(out, key, attrs[key])
             size += len(key) + value_bytes(out.get(key))

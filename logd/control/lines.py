@@ -9,6 +9,11 @@ Text lines do not say which records are events: a message may start with a word 
 `retry:3`. The backlog reader passes the index rows of the same span (`EventRows`),
 and a line is an event only when a row with its time, logger and type exists; the
 row also gives its fields with their types.
+
+Extra fields ride at the end of a text line as ` key=value` (the event line's quoting),
+and are read back from there. A record without extras whose message itself ends in
+`key=value` words reads back with those as extras: only the session file (JSON) keeps
+the two apart for certain.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from logd.index.eventline import format_event_line, iso_utc_ms
+from logd.index.eventline import format_event_line, format_message, iso_utc_ms, split_message
 from logd.index.tables import iso_to_ns
 from logd.write.routing import NO_SESSION, clock_text
 
@@ -102,16 +107,39 @@ def _body_fields(
     for row in events.get((time, run_id, call_id), ()):
         if row.get("event_type") != word or (logger is not None and row.get("source") != logger):
             continue
-        kv = row.get("kv")
+        kv = dict(row["kv"]) if isinstance(row.get("kv"), Mapping) else {}
+        _, fields = _trailing_fields(first[len(word) + 1 :])
+        taken = {*kv, "session_id", "call_id"}
         return {
             "logger": logger if logger is not None else row.get("source"),
             "msg": str(row.get("message") or ""),
             "event_type": word,
-            "kv": dict(kv) if isinstance(kv, Mapping) else {},
+            "kv": kv,
             "exc": "\n".join(rest) or None,
+            "extras": {k: v for k, v in fields.items() if k not in taken},
         }
     msg, exc = _split_exc(first, rest)
-    return {"logger": logger, "msg": msg, "event_type": None, "kv": {}, "exc": exc}
+    extras: dict[str, Any] = {}
+    if "\n" not in msg:
+        msg, extras = _trailing_fields(msg)
+    return {
+        "logger": logger,
+        "msg": msg,
+        "event_type": None,
+        "kv": {},
+        "exc": exc,
+        "extras": extras,
+    }
+
+
+def _trailing_fields(text: str) -> tuple[str, dict[str, Any]]:
+    """Message and extra fields of a text line's body; all message when not in that form."""
+    if "=" not in text:
+        return text, {}
+    try:
+        return split_message(text)
+    except ValueError:
+        return text, {}
 
 
 def _item(base: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
@@ -243,14 +271,19 @@ def render_line(item: Mapping[str, Any], utc: bool) -> str:
     level = item.get("level") or "INFO"
     msg = str(item.get("msg") or "")
     event_type = item.get("event_type")
+    extras = item.get("extras") or {}
     if isinstance(event_type, str):
         fields: dict[str, Any] = dict(item.get("kv") or {})
         for name in ("session_id", "call_id"):
             if item.get(name) is not None:
                 fields[name] = item[name]
+        for key, value in extras.items():
+            fields.setdefault(key, value)
         line = format_event_line(0, event_type, str(logger or ""), msg, fields)
         message = line.split("|", 3)[3]
         body = f"{event_type} {message}" if message else event_type
+    elif extras:
+        body = format_message(msg, extras)
     else:
         body = msg
     exc = item.get("exc")

@@ -15,7 +15,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,7 +23,8 @@ from typing import Any, Protocol
 import trio
 from logd_client import wire
 
-from logd.config import Config, ConfigError, Listen
+from logd.config import Config, ConfigError
+from logd.config.changes import changed_keys, needs_restart
 from logd.control import queries
 from logd.control import requests as control
 from logd.control.backlog import Backlog
@@ -190,7 +191,7 @@ class ControlServer:
                 raise ControlError("unsupported", "this daemon was started without a config reader")
             try:
                 config = reader()
-                pending = _restart_keys(server.config, config)
+                pending = needs_restart(changed_keys(server.config, config))
                 await server.reload(config)
             except ConfigError as exc:
                 raise ControlError("bad-config", str(exc)) from exc
@@ -294,21 +295,6 @@ def _read_backlog(root: Path, args: dict[str, Any], utc: bool) -> list[dict[str,
 
 def _resolved(reader: Backlog) -> dict[str, Any]:
     return {"run": reader.resolved_run} if reader.resolved_run is not None else {}
-
-
-def _restart_keys(running: Config, new: Config) -> list[str]:
-    """The changed settings a reload cannot apply (SPEC §10): they wait for a restart."""
-    changed = ["root"] if new.root != running.root else []
-    changed += [
-        f"listen.{item.name}"
-        for item in fields(Listen)
-        if getattr(new.listen, item.name) != getattr(running.listen, item.name)
-    ]
-    if new.forward != running.forward:
-        changed.append("forward")
-    if new.state_dir != running.state_dir:
-        changed.append("state_dir")
-    return changed
 
 
 async def _forward(

@@ -19,8 +19,11 @@ __all__ = [
     "EventRow",
     "ParsedEvent",
     "format_event_line",
+    "format_fields",
+    "format_message",
     "iso_utc_ms",
     "parse_event_line",
+    "split_message",
 ]
 
 
@@ -150,6 +153,28 @@ def _format_value(value: Any) -> str:
     return _format_value(str(value))
 
 
+def format_fields(fields: Mapping[str, Any]) -> str:
+    """`` key=value`` pairs joined by spaces, quoted as in the event line's message."""
+    return " ".join(f"{_format_key(k)}={_format_value(v)}" for k, v in fields.items())
+
+
+def format_message(text: str, fields: Mapping[str, Any]) -> str:
+    """The message column of an event line: ``text`` then `` key=value`` per field.
+
+    Text lines (run and call logs) use it too for records with extra fields, so one
+    quoting rule reads back everywhere (:func:`split_message`).
+    """
+    keys_plain = all(_KEY_RE.fullmatch(k) for k in fields)
+    parts: list[str] = []
+    if "=" in text or text.startswith('"') or not keys_plain:
+        parts.append(_quote(text))
+    elif text:
+        parts.append(_escape_bare(text))
+    if fields:
+        parts.append(format_fields(fields))
+    return " ".join(parts)
+
+
 def format_event_line(
     ts_ns: int, event_type: str, source: str, text: str, fields: Mapping[str, Any]
 ) -> str:
@@ -172,18 +197,11 @@ def format_event_line(
     Raises:
         ValueError: ``ts_ns`` outside years 1..9999.
     """
-    keys_plain = all(_KEY_RE.fullmatch(k) for k in fields)
-    parts: list[str] = []
-    if "=" in text or text.startswith('"') or not keys_plain:
-        parts.append(_quote(text))
-    elif text:
-        parts.append(_escape_bare(text))
-    parts.extend(f"{_format_key(k)}={_format_value(v)}" for k, v in fields.items())
     # event_type goes through the same defence as source: the line must stay one line
     # with exactly four columns whatever the caller passed.
     safe_type = _SOURCE_UNSAFE_RE.sub("_", event_type)
     safe_source = _SOURCE_UNSAFE_RE.sub("_", source)
-    return f"{iso_utc_ms(ts_ns)}|{safe_type}|{safe_source}|{' '.join(parts)}"
+    return f"{iso_utc_ms(ts_ns)}|{safe_type}|{safe_source}|{format_message(text, fields)}"
 
 
 def _decode_json(message: str, pos: int, what: str) -> tuple[Any, int]:
@@ -239,7 +257,12 @@ def _parse_fields(message: str, pos: int) -> dict[str, Any]:
     return fields
 
 
-def _split_message(message: str) -> tuple[str, dict[str, Any]]:
+def split_message(message: str) -> tuple[str, dict[str, Any]]:
+    """Text and fields of a message written by :func:`format_message`.
+
+    Raises:
+        ValueError: the message is not in that form.
+    """
     if message.startswith('"'):
         text, pos = _decode_json(message, 0, "quoted text")
         if pos < len(message):
@@ -281,5 +304,5 @@ def parse_event_line(line: str) -> ParsedEvent:
         raise ValueError(f"bad timestamp {ts!r}")
     if not EVENT_TYPE_RE.fullmatch(event_type):
         raise ValueError(f"bad event type {event_type!r}")
-    text, fields = _split_message(message)
+    text, fields = split_message(message)
     return ParsedEvent(ts=ts, event_type=event_type, source=source, text=text, fields=fields)

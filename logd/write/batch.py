@@ -18,7 +18,7 @@ from logd.write.dedup import ChunkKey
 from logd.write.records import Record
 from logd.write.routing import Kind, Write
 
-__all__ = ["Batch", "Lines", "Totals", "lifecycle_event", "note_paths", "tick"]
+__all__ = ["Batch", "Lines", "Totals", "batch_bytes", "lifecycle_event", "note_paths", "tick"]
 
 
 class Lines:
@@ -130,3 +130,8 @@ def tick(registry: Registry, batch: Batch, now: int, session_idle_ns: int) -> No
     for session in registry.idle_sessions(now, session_idle_ns):
         batch.sessions[(session.app, session.session_id)] = session
         batch.closing.append(session.path)
+
+
+def batch_bytes(batch: Batch) -> int:
+    """How many bytes of lines a batch holds (what a refused batch failed to write)."""
+    return sum(len(line) for lines in batch.lines.by_path.values() for line in lines)

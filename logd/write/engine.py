@@ -22,10 +22,17 @@ from logd.index.registry import Registry, pid_alive
 from logd.index.states import Peer, RunState, SessionState
 from logd.index.store import RegistryStore
 from logd.retention import maintenance
-from logd.write.batch import Batch, Totals, lifecycle_event, note_paths, tick
+from logd.write.batch import (
+    Batch,
+    Totals,
+    batch_bytes,
+    lifecycle_event,
+    note_paths,
+    tick,
+)
 from logd.write.books import Books, no_room, unique
 from logd.write.dedup import Dedup, chunk_key, highest
-from logd.write.jobs import ConnClosed, Ingest, Job, Maintain, Tick
+from logd.write.jobs import ConnClosed, Ingest, Job, Maintain, Note, Tick
 from logd.write.records import Normalizer, Record, Unroutable
 from logd.write.routing import (
     day_text,
@@ -36,11 +43,15 @@ from logd.write.routing import (
 )
 from logd.write.sinks import Sinks
 from logd.write.templates import Template, Templates
+from logd.write.timeline import Fact, Timeline, writes_for
 
 if TYPE_CHECKING:
     from logd.forward.hub import Hub
 
 log = logging.getLogger("logd.engine")
+
+# A logd:cleanup event names this many deleted paths at most (the count is always there).
+CLEANUP_PATHS_SHOWN = 50
 
 
 class Engine:
@@ -78,6 +89,7 @@ class Engine:
         self.totals = Totals()
         self._templates = Templates(config.layout)
         self.last_cleanup: dict[str, Any] | None = None
+        self.timeline = Timeline()
         self._dedup = Dedup()
         # Live-tail items, built only while someone is following (set by the server).
         self.publish = False
@@ -136,6 +148,14 @@ class Engine:
                 )
             elif isinstance(job, Tick):
                 tick(self.registry, batch, now, int(self.config.limits.session_idle_s * 1e9))
+        facts = self.timeline.take()
+        facts += [
+            Fact(j.ts_ns, j.event_type, j.text, j.fields) for j in jobs if isinstance(j, Note)
+        ]
+        if facts:
+            own_writes, own_rows = writes_for(facts)
+            batch.lines.add(own_writes)
+            batch.rows += own_rows
         books, pending = self.books, self.books.pending
         # Metadata follows the lines: a run appears with its first batch that got through.
         described = unique(
@@ -190,11 +210,14 @@ class Engine:
                 reset_to_committed(
                     self.store, sessions=batch.sessions.values(), calls=batch.calls.values()
                 )
-            self._refused(exc)
+            self.timeline.restore(facts)
+            self.timeline.rotated(now, self.sinks.take_rotations())
+            self._refused(exc, batch_bytes(batch))
             if isinstance(exc, OSError):
                 raise
             raise OSError(f"index: {exc}") from exc
         self.sinks.commit()
+        self.timeline.committed(now)
         self.registry.committed()
         pending.committed(batch.run_dirs.values())
         batch.closing += pending.closing
@@ -220,6 +243,7 @@ class Engine:
                     self.totals.records_written += len(job.entries.entries)
             elif isinstance(job, Maintain) and not job.done:
                 self._maintain(job, now)
+        self.timeline.rotated(now, self.sinks.take_rotations())
 
     def _ingest(self, job: Ingest, batch: Batch, now: int) -> None:
         entries, peer = job.entries, job.peer
@@ -348,9 +372,10 @@ class Engine:
     def _lookup_session(self, app: str, session_id: str, now: int) -> SessionState | None:
         return self.books.lookup_session(app, session_id, now)
 
-    def _refused(self, exc: OSError | sqlite3.Error) -> None:
-        """Count a batch the disk or the index refused."""
+    def _refused(self, exc: OSError | sqlite3.Error, nbytes: int = 0) -> None:
+        """Count a batch the disk or the index refused, and keep it for the timeline."""
         self.totals.write_errors += 1
+        self.timeline.refused(self.clock_ns(), str(exc), nbytes, no_room=no_room(exc))
         if self.books.opened:
             self.totals.last_error = f"write failed: {exc}"
         else:
@@ -380,6 +405,15 @@ class Engine:
                 now_ns=now,
             )
             job.result = report.as_dict()
+            if report.deleted and not job.dry_run:
+                self.timeline.note(
+                    now,
+                    "logd:cleanup",
+                    f"deleted {len(report.deleted)} path(s)",
+                    deleted=len(report.deleted),
+                    freed_bytes=report.freed_bytes,
+                    paths=report.deleted[:CLEANUP_PATHS_SHOWN],
+                )
         elif job.action == "rotate":
             job.result = {"rotated": self.sinks.rotate_all()}
         elif job.action == "reload" and job.config is not None:

@@ -15,7 +15,7 @@ from logd_client import wire
 from logd.config import Config
 from logd.index.states import Peer
 
-__all__ = ["ConnClosed", "Ingest", "Job", "Maintain", "Tick"]
+__all__ = ["ConnClosed", "Ingest", "Job", "Maintain", "Note", "Tick"]
 
 
 @dataclass(slots=True)
@@ -50,4 +50,14 @@ class Maintain:
     done: bool = False
 
 
-Job = Ingest | ConnClosed | Tick | Maintain
+@dataclass(slots=True)
+class Note:
+    """A fact about the daemon itself (start, stop, reload) for its own timeline."""
+
+    ts_ns: int
+    event_type: str
+    text: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+Job = Ingest | ConnClosed | Tick | Maintain | Note

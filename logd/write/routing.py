@@ -16,7 +16,12 @@ from itertools import product
 from typing import Any, NamedTuple
 
 from logd.config import Layout
-from logd.index.eventline import EventRow, format_event_line, iso_utc_ms
+from logd.index.eventline import (
+    EventRow,
+    format_event_line,
+    format_message,
+    iso_utc_ms,
+)
 from logd.index.names import safe_name
 from logd.write.records import ERROR_LEVELNO, Record, exception_summary
 
@@ -116,12 +121,21 @@ class _Texts:
     _run: str | None = None
 
     def body(self) -> str:
-        """The message as text lines show it: events read `{event_type} {message}`."""
+        """The message as text lines show it: events read `{event_type} {message}`; extra
+        fields follow as ` key=value`, quoted as in the event line."""
         if self._body is None:
             r = self.record
             if r.event_type is not None and self.event_line is not None:
-                message = self.event_line.split("|", 3)[3]
+                extras = _extras_beyond(r)
+                if extras:
+                    event = event_of(r)
+                    assert event is not None
+                    message = format_message(event[2], {**event[3], **extras})
+                else:
+                    message = self.event_line.split("|", 3)[3]
                 body = f"{r.event_type} {message}" if message else r.event_type
+            elif r.extra:
+                body = format_message(r.msg, r.extra)
             else:
                 body = r.msg
             if r.exc:
@@ -168,6 +182,14 @@ class _Texts:
     def events_line(self) -> str:
         assert self.event_line is not None
         return self.event_line + "\n"
+
+
+def _extras_beyond(r: Record) -> dict[str, Any]:
+    """An event's extra fields that its line does not already carry."""
+    if not r.extra:
+        return {}
+    taken = {*r.kv, "session_id", "call_id"}
+    return {k: v for k, v in r.extra.items() if k not in taken}
 
 
 def _json_default(value: object) -> object:

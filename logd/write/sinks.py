@@ -57,6 +57,8 @@ class Sinks:
         self.rotation = rotation
         self.clock = clock
         self.rotations = 0
+        # (path, bytes) of each rotation not yet taken for the daemon's timeline.
+        self._rotation_log: list[tuple[str, int]] = []
         self._sizes: dict[str, int] = {}
         self._days: dict[str, str] = {}
         self._kinds: dict[str, Kind] = {}
@@ -311,6 +313,7 @@ class Sinks:
         if the same file's previous copy is still being compressed.
         """
         day = self._days[path]
+        self._rotation_log.append((path, self._sizes.get(path, 0)))
         self.close_file(path)
         full = self.root / path
         self.compressor.wait(full)
@@ -363,6 +366,11 @@ class Sinks:
                 count += 1
         self._compress_rotated()
         return count
+
+    def take_rotations(self) -> list[tuple[str, int]]:
+        """The (path, bytes) of every rotation since the last call."""
+        taken, self._rotation_log = self._rotation_log, []
+        return taken
 
     def forget(self, deleted: Iterable[str]) -> None:
         """Cleanup removed these paths: close handles under them, forget known folders.

@@ -318,6 +318,20 @@ def test_human_tail_prints_each_record_as_its_run_log_line(daemon: DaemonProcess
     assert tail(daemon, "--run", run_id, "-n", "5") == in_session + lines[-1]
 
 
+def test_extra_fields_ride_in_text_lines_and_read_back(daemon: DaemonProcess) -> None:
+    """#16 item 8: `extra=` fields reach main.log as ` key=value` after the message, and
+    `tail --json` reads them back from there (not only from the session file)."""
+    wait_ctl_ready(daemon)
+    run_id = produce(daemon, RICH, "extras", "s-extras")
+    main_log = (daemon.root / "extras" / "runs" / run_id / "main.log").read_text()
+    hello = [line for line in main_log.splitlines() if " - hello s-extras" in line]
+    assert len(hello) == 1, hello
+    assert hello[0].endswith(" - INFO - hello s-extras user_id=42"), hello
+    items = tail_json(daemon, "--run", run_id, "-g", "hello")
+    assert [(i["msg"], i["extras"]) for i in items] == [("hello s-extras", {"user_id": 42})]
+    assert tail(daemon, "--run", run_id, "-g", "hello") == hello[0] + "\n"
+
+
 # --- 7. filters ---------------------------------------------------------------------------------
 
 
@@ -380,5 +394,27 @@ def test_reload_names_every_changed_setting_that_needs_a_restart(
             "reloaded": True,
             "restart_needed": ["root", "listen.tcp"],
         }
+        # Each reload is on the daemon's own timeline with every key it changed (item 12).
+        wait_for(
+            lambda: (
+                len(
+                    json.loads(
+                        ok(daemon, "--json", "events", "--app", "logd", "--type", "logd:reload")
+                    )
+                )
+                == 3
+            ),
+            10,
+        )
+        reloads = json.loads(
+            ok(daemon, "--json", "events", "--app", "logd", "--type", "logd:reload")
+        )
+        reloads.sort(key=lambda e: e["id"])
+        assert [e["kv"]["changed"] for e in reloads] == [
+            [],
+            ["root", "listen.tcp", "retention.runs_keep"],
+            ["root", "listen.tcp"],
+        ]
+        assert reloads[1]["kv"]["restart_needed"] == ["root", "listen.tcp"]
     finally:
         assert daemon.stop() == 0

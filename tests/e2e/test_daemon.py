@@ -154,8 +154,8 @@ def test_plain_fluent_logger_client(daemon: DaemonProcess) -> None:
     main = daemon.root / "webapp" / "runs" / "current" / "main.log"
     wait_for(lambda: main.exists() and len(read_lines(main)) == 2)
     lines = read_lines(main)
-    assert lines[0].endswith(" - webapp.access - INFO - GET /")
-    assert lines[1].endswith(" - webapp.access - INFO - POST /login")
+    assert lines[0].endswith(" - webapp.access - INFO - GET / status=200")  # extras ride along
+    assert lines[1].endswith(" - webapp.access - INFO - POST /login status=302")
     runs = [p for p in main.parent.parent.iterdir() if p.is_dir() and not p.is_symlink()]
     assert [p.name for p in runs] == [main.resolve().parent.name]
     meta = json.loads((main.parent / "metadata.json").read_text())

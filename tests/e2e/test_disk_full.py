@@ -192,7 +192,24 @@ def test_a_batch_refused_by_a_full_disk_leaves_no_run_folder_behind(disk: SmallD
     wait_for(lambda: ended(daemon, stays.run_id))
     assert [p.name for p in run_folders(disk.root)] == [stays.run_id]
     assert_books_agree(daemon, [stays])
+    # The daemon's own timeline has the refusal on record once it is over (#16 item 12).
+    # Each refusal is written once it is over, as a pair: refused, then recovered.
+    wait_for(lambda: any(e["kv"]["batches"] >= 2 for e in disk_events(daemon)), 10)
+    events = disk_events(daemon)
+    assert len(events) % 2 == 0
+    for refused, recovered in zip(events[::2], events[1::2], strict=True):
+        assert (refused["kv"]["state"], recovered["kv"]["state"]) == ("refused", "recovered")
+        assert "full" in refused["kv"]["error"] or "No space" in refused["kv"]["error"]
+        assert refused["kv"]["bytes"] > 0
+        assert recovered["kv"]["duration_ms"] >= 0
+        assert recovered["ts"] >= refused["ts"]
     assert daemon.stop() == 0
+
+
+def disk_events(daemon: DaemonProcess) -> list[dict[str, Any]]:
+    done = ctl(daemon, "--json", "events", "--app", "logd", "--type", "system:disk")
+    assert done.returncode == 0, done.stderr
+    return sorted(json.loads(done.stdout), key=lambda e: (e["ts"], e["kv"]["state"] != "refused"))
 
 
 def test_sigterm_on_a_full_disk_exits_cleanly_and_the_next_start_takes_over(

@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from logd.config import Config
+from logd.index.eventline import parse_event_line
 from logd.index.store import RegistryStore
 from logd.server import LogdServer, serve_logd
 from logd.write.jobs import Maintain
@@ -108,6 +109,25 @@ async def test_cleanup_on_demand_dry_run_then_real(server: LogdServer) -> None:
     assert real["freed_bytes"] == dry["freed_bytes"] > 0
     assert not (root / "cyc" / "calls" / "2001-01-01").exists()
     assert list((root / "cyc" / "calls").rglob("call_live-call.log")), "the active call stays"
+    # What retention deleted is on the daemon's own timeline (#16 item 12), the dry run not.
+    await server.maintain(Maintain("snapshot"))  # a batch: the noted fact is written
+    with trio.fail_after(10):
+        while (
+            not (root / "logd" / "events.log").exists()
+            or "logd:cleanup" not in (root / "logd" / "events.log").read_text()
+        ):
+            await trio.sleep(0.05)
+    lines = [
+        parse_event_line(line)
+        for line in read_lines(root / "logd" / "events.log")
+        if "|logd:cleanup|" in line
+    ]
+    assert len(lines) == 1
+    assert lines[0].fields == {
+        "deleted": 1,
+        "freed_bytes": real["freed_bytes"],
+        "paths": ["cyc/calls/2001-01-01"],
+    }
 
 
 async def test_rotate_on_demand(server: LogdServer) -> None:

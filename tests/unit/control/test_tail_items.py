@@ -94,7 +94,39 @@ def test_a_word_like_an_event_type_is_an_event_only_with_its_index_row() -> None
     assert as_event is not None
     assert as_text is not None
     assert (as_event["event_type"], as_event["kv"]) == ("llm:request", {"n": 1})
-    assert (as_text["event_type"], as_text["msg"]) == (None, "llm:request n=1")
+    # Without the row it is a plain record whose trailing `n=1` reads as an extra field;
+    # its line is drawn back the same either way.
+    assert (as_text["event_type"], as_text["msg"]) == (None, "llm:request")
+    assert as_text["extras"] == {"n": 1}
+    assert as_text["line"] == as_event["line"] == text[0]
+
+
+def test_extra_fields_ride_in_text_lines_and_read_back() -> None:
+    raw = {
+        "msg": 'paid a=b "quoted"',
+        "user_id": 42,
+        "plan": "pro plus",
+        "tags": ["a", "b"],
+        "session_id": "s1",
+    }
+    live, text, rows = routed(raw, False)
+    assert text[0].endswith(' - "paid a=b \\"quoted\\"" user_id=42 plan="pro plus" tags=["a","b"]')
+    item = lines.run_item(text, {"app": "app", "run_id": RUN}, utc=False, events=rows)
+    assert item is not None
+    assert item["msg"] == 'paid a=b "quoted"'
+    assert item["extras"] == {"user_id": 42, "plan": "pro plus", "tags": ["a", "b"]}
+    assert item["line"] == text[0] == live["line"]
+    event_raw = {"msg": "ok", "event_type": "llm:response", "kv": {"ms": 5}, "user": "u 1"}
+    _, text, rows = routed(event_raw, False)
+    assert text[0].endswith(' - llm:response ok ms=5 user="u 1"')
+    event = lines.run_item(text, {"app": "app", "run_id": RUN}, utc=False, events=rows)
+    assert event is not None
+    assert (event["event_type"], event["kv"], event["extras"]) == (
+        "llm:response",
+        {"ms": 5},
+        {"user": "u 1"},
+    )
+    assert event["line"] == text[0]
 
 
 def test_a_session_line_keeps_every_field_and_the_extras() -> None:
