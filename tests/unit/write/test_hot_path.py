@@ -292,3 +292,25 @@ def test_engine_writes_the_same_with_and_without_repeats(tmp_path: Path) -> None
     assert sessions == {("cyc", "s1"): 15, ("cyc", "s2"): 5}
     assert runs == {("cyc", RUN): (59, {"INFO": 59})}
     assert sum(text.count("\n") for path, text in files.items() if path.endswith("main.log")) == 58
+
+
+def test_the_cached_time_and_quoted_message_equal_the_slow_forms() -> None:
+    # Messages and times drawn from the awkward cases: quotes, backslashes, control and
+    # non-ASCII characters, lone surrogates; second boundaries and the epoch.
+    import json
+    import random
+
+    from logd.write.templates import _dumps
+
+    rng = random.Random(18)
+    alphabet = ["a", '"', "\\", "\x00", "\x1f", "\x7f", "é", "\u2028", "\ud800", " ", "\n"]
+    texts = ["".join(rng.choices(alphabet, k=rng.randint(0, 8))) for _ in range(5000)]
+    wrong = [t for t in texts if _dumps(t) != json.dumps(t, ensure_ascii=False)]
+    assert not wrong, f"{len(wrong)} differ, e.g. {wrong[:3]!r}"
+    templates = Templates(Layout())
+    times = [0, 999_999_999, 1_000_000_000, 1_234_567_890_999_999_999]
+    times += [
+        rng.randint(0, 4_000_000_000) * 10**9 + rng.randint(0, 10**9 - 1) for _ in range(5000)
+    ]
+    wrong_times = [t for t in times if templates._iso_of(t) != iso_utc_ms(t)]
+    assert not wrong_times, f"{len(wrong_times)} differ, e.g. {wrong_times[:3]}"
