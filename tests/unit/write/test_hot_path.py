@@ -314,3 +314,36 @@ def test_the_cached_time_and_quoted_message_equal_the_slow_forms() -> None:
     ]
     wrong_times = [t for t in times if templates._iso_of(t) != iso_utc_ms(t)]
     assert not wrong_times, f"{len(wrong_times)} differ, e.g. {wrong_times[:3]}"
+
+
+def test_interleaved_sessions_keep_the_same_registry_rows_in_one_message(tmp_path: Path) -> None:
+    # Sessions taking turns record by record, one ended mid-message and used again after:
+    # counted once per message, the rows must equal those of one record per message.
+    # (Whole milliseconds: a session taken back from the index has its times at ms.)
+    base = T0 - T0 % 1_000_000
+    entries = []
+    for i in range(40):
+        session = f"s{i % 3}"
+        fields: dict[str, Any] = {"session_id": session, "msg": f"m{i}"}
+        if i in (19, 38):  # s1 ends and comes back; s2's last record ends it
+            fields.update(event_type="session:end", msg="")
+        entries.append((base + (40 - i) * 3_000_000 * (i % 2 or -1), raw_of({}, **fields)))
+    results = []
+    for split in (False, True):
+        root = tmp_path / f"split-{split}"
+        engine = Engine(make_config(root, tmp_path), clock_ns=lambda: T0)
+        peer = Peer(conn_id=1, transport="unix", pid=4242, uid=0, gid=0)
+        groups = [[e] for e in entries] if split else [entries]
+        for n, group in enumerate(groups):
+            engine.process([Ingest(peer, wire.Entries("cyc", group, {"chunk": f"x:{n}"}, []))])
+        rows = {}
+        for name in ("s0", "s1", "s2"):  # as stored: ended sessions leave the registry
+            s = engine.books.lookup_session("cyc", name, T0)
+            assert s is not None
+            rows[name] = (s.records, s.first_ns, s.last_ns, s.end_reason, list(s.runs))
+        engine.close()
+        results.append((_files(root), rows))
+    assert results[0][1] == results[1][1]
+    assert results[0][0] == results[1][0]
+    assert {key: row[0] for key, row in results[0][1].items()} == {"s0": 14, "s1": 13, "s2": 13}
+    assert [row[3] for row in results[0][1].values()] == [None, None, "ended"]
