@@ -51,3 +51,23 @@ def read_rotated_lines(path: Path) -> list[bytes]:
         data = copy.read_bytes()
         lines += (gzip.decompress(data) if copy.suffix == ".gz" else data).splitlines()
     return lines
+
+
+def assert_same_sequence(actual: list[Any], expected: list[Any], what: str = "items") -> None:
+    """`actual == expected` for long lists, failing with the first difference only.
+
+    pytest's own explanation of a mismatch between two 100,000-item lists runs difflib
+    for hours; this names the lengths and the first index where they part.
+    """
+    if actual == expected:
+        return
+    first = next(
+        (i for i, (a, e) in enumerate(zip(actual, expected, strict=False)) if a != e),
+        min(len(actual), len(expected)),
+    )
+    got = repr(actual[first]) if first < len(actual) else "<end>"
+    want = repr(expected[first]) if first < len(expected) else "<end>"
+    raise AssertionError(
+        f"{what}: {len(actual)} found, {len(expected)} expected; first difference at"
+        f" index {first}: {got[:200]} != {want[:200]}"
+    )

@@ -27,7 +27,7 @@ from logd.config.values import (
     to_name,
     to_number,
 )
-from logd.write.records import LEVELS
+from logd.index.levels import LEVELS
 
 __all__ = [
     "SYSLOG_FACILITIES",

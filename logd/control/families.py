@@ -147,6 +147,7 @@ class TailIndex:
         sql = (
             "SELECT ts, event_type, source, message, kv_json, run_id, call_id FROM events"
             " WHERE app = ? AND ts >= ? AND ts <= ? AND run_id IS ? AND call_id IS ?"
+            " AND event_type != ''"
         )
         call = base.get("call_id") if family.form == "call" else None
         found: dict[tuple[str, str | None, str | None], list[dict[str, Any]]] = {}
@@ -182,7 +183,7 @@ class TailIndex:
             if args.get(name) is not None:
                 clauses.append(f"{column} = ?")
                 params.append(args[name])
-        clauses.append("event_type GLOB ?")
+        clauses.append("event_type != '' AND event_type GLOB ?")
         params.append(type_glob(args["events"]))
         for bound, op in (("since", ">="), ("until", "<="), ("after", ">=")):
             if args.get(bound) is not None:

@@ -19,13 +19,12 @@ the two apart for certain.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
-from logd.index.eventline import format_event_line, format_message, iso_utc_ms, split_message
+from logd.index.eventline import format_event_line, format_message, split_message
 from logd.index.tables import iso_to_ns
+from logd.index.textlines import CALL_HEAD_RE, RUN_HEAD_RE, TRACEBACK, iso_from_clock
 from logd.write.routing import NO_SESSION, clock_text
 
 __all__ = [
@@ -39,13 +38,6 @@ __all__ = [
     "session_item",
 ]
 
-_TIME = r"(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})"
-_LEVEL = r"(?P<level>[A-Z][A-Z0-9_]{0,15}|Level -?\d+)"
-_RUN_HEAD_RE = re.compile(
-    rf"\[(?P<session>.*?)\] - {_TIME} - (?P<logger>.*?) - {_LEVEL} - (?P<body>.*)", re.S
-)
-_CALL_HEAD_RE = re.compile(rf"{_TIME} - tid: (?P<thread>-?\d+) - {_LEVEL} - (?P<body>.*)", re.S)
-_TRACEBACK = "Traceback (most recent call last):"
 # The keys a session line writes itself; any other key is an extra field.
 _SESSION_KEYS = frozenset(
     (
@@ -69,25 +61,17 @@ EventRows = Mapping[tuple[str, str | None, str | None], Sequence[Mapping[str, An
 
 def is_run_head(line: str) -> bool:
     """Whether a run-log line starts a record (else it continues the one before)."""
-    return _RUN_HEAD_RE.match(line) is not None
+    return RUN_HEAD_RE.match(line) is not None
 
 
 def is_call_head(line: str) -> bool:
-    return _CALL_HEAD_RE.match(line) is not None
-
-
-def _iso_from_clock(text: str, utc: bool) -> str:
-    moment = datetime.strptime(text, "%Y-%m-%d %H:%M:%S,%f")
-    # Local text lines: the zone in force at that moment (an hour repeated when clocks
-    # go back reads as its first occurrence).
-    moment = moment.replace(tzinfo=UTC) if utc else moment.astimezone()
-    return iso_utc_ms(round(moment.timestamp() * 1000) * 1_000_000)
+    return CALL_HEAD_RE.match(line) is not None
 
 
 def _split_exc(first: str, rest: Sequence[str]) -> tuple[str, str | None]:
     """Message and traceback of a plain record's body lines."""
     for index, line in enumerate(rest):
-        if line.startswith(_TRACEBACK):
+        if line.startswith(TRACEBACK):
             return "\n".join([first, *rest[:index]]), "\n".join(rest[index:])
     return "\n".join([first, *rest]), None
 
@@ -168,10 +152,10 @@ def run_item(
 ) -> dict[str, Any] | None:
     """A run-log record (its head line and continuation lines) as an item; `base` holds
     what the file says (app, run_id). None when the first line is not a head."""
-    match = _RUN_HEAD_RE.fullmatch(lines[0])
+    match = RUN_HEAD_RE.fullmatch(lines[0])
     if match is None:
         return None
-    time = _iso_from_clock(match["time"], utc)
+    time = iso_from_clock(match["time"], utc)
     session = match["session"]
     fields = _body_fields(
         match["body"],
@@ -197,10 +181,10 @@ def call_item(
 ) -> dict[str, Any] | None:
     """A call-file record as an item. The call line has no logger (it stays None) and no
     session (the call's own is in `base`); its `line` is drawn as a run-log line."""
-    match = _CALL_HEAD_RE.fullmatch(lines[0])
+    match = CALL_HEAD_RE.fullmatch(lines[0])
     if match is None:
         return None
-    time = _iso_from_clock(match["time"], utc)
+    time = iso_from_clock(match["time"], utc)
     fields = _body_fields(
         match["body"],
         lines[1:],

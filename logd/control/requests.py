@@ -16,6 +16,7 @@ from typing import Any
 
 from logd.control.tailing import min_level, skip_counts
 from logd.index.eventline import iso_utc_ms
+from logd.index.levels import ERROR_LEVELNO
 
 COMMANDS = (
     "status",
@@ -44,6 +45,7 @@ _ARGS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "run": str,
         "call": str,
         "limit": int,
+        "level": str,
     },
     "tail": {
         "app": str,
@@ -134,7 +136,9 @@ def event_filters(args: Mapping[str, Any]) -> dict[str, Any]:
 
     `since`/`until` must already be ISO times (`parse_time`).
     """
+    level = args.get("level")
     return {
+        "min_levelno": None if level is None else events_level(level),
         "app": args.get("app"),
         "type_pattern": args.get("type"),
         "since": args.get("since"),
@@ -143,6 +147,25 @@ def event_filters(args: Mapping[str, Any]) -> dict[str, Any]:
         "run_id": args.get("run"),
         "call_id": args.get("call"),
     }
+
+
+def events_level(text: str) -> int:
+    """`events --level`: ERROR or above, the levels the index keeps every record of.
+
+    Raises:
+        ControlError: not a level, or one below ERROR (only `tail` reads those).
+    """
+    try:
+        levelno = min_level(text)
+    except ValueError as exc:
+        raise ControlError("bad-argument", str(exc)) from None
+    if levelno < ERROR_LEVELNO:
+        raise ControlError(
+            "bad-argument",
+            f"events --level lists ERROR and CRITICAL records only (the index keeps no"
+            f" others); for {text.upper()} and above use: logd-ctl tail --level {text}",
+        )
+    return levelno
 
 
 def parse_time(text: str, now: float) -> str:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from logd.index.levels import ERROR_LEVELNO, LEVELS
+
 __all__ = [
     "ITEM_FIELDS",
     "Cursor",
@@ -52,20 +54,7 @@ ITEM_FIELDS = (
     "exc",
     "extras",
 )
-# As the daemon normalizes them (`write.records.LEVELS`); other words count as INFO.
-_LEVELS = {
-    "TRACE": 5,
-    "DEBUG": 10,
-    "INFO": 20,
-    "NOTICE": 25,
-    "WARNING": 30,
-    "WARN": 30,
-    "ERROR": 40,
-    "CRITICAL": 50,
-    "FATAL": 50,
-}
 _NUMBERED_RE = re.compile(r"Level (-?\d+)")
-ERROR_LEVELNO = 40
 # How far (by record time) a follower looks back when it reconnects: records that
 # arrive later than this behind the newest one it saw are not replayed.
 SLACK_MS = 10_000
@@ -89,7 +78,7 @@ def level_number(level: object) -> int:
     """A record's level name as a number: `WARNING` 30, `Level 5` 5, other words 20."""
     if not isinstance(level, str):
         return 20
-    known = _LEVELS.get(level.upper())
+    known = LEVELS.get(level.upper())
     if known is not None:
         return known
     numbered = _NUMBERED_RE.fullmatch(level)
@@ -105,7 +94,7 @@ def min_level(text: str) -> int:
     value = text.strip()
     if value.lstrip("-").isdigit():
         return int(value)
-    known = _LEVELS.get(value.upper())
+    known = LEVELS.get(value.upper())
     if known is None:
         names = "debug, info, warning, error, critical"
         raise ValueError(f"{text!r} is not a level: use one of {names}, or a number")

@@ -152,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--run", metavar="R", help="only this run")
     events.add_argument("--call", metavar="C", help="only this call")
     events.add_argument("--limit", type=_count_arg, default=1000, metavar="N", help="newest N")
+    events.add_argument(
+        "-p",
+        "--level",
+        type=_level_arg,
+        metavar="LEVEL",
+        help="ERROR or CRITICAL: every record at that level and above, events or not",
+    )
     cleanup = add("cleanup", "apply retention now")
     cleanup.add_argument("--dry-run", action="store_true", help="only say what would go")
     add("rotate", "rotate every open file now")
@@ -169,7 +176,7 @@ _REQUEST_ARGS: dict[str, tuple[str, ...]] = {
         *("app", "run", "session", "call", "events", "level", "since", "until", "grep"),
         *("n", "follow"),
     ),
-    "events": ("app", "type", "since", "until", "session", "run", "call", "limit"),
+    "events": ("app", "type", "since", "until", "session", "run", "call", "limit", "level"),
     "cleanup": ("dry_run",),
 }
 

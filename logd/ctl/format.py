@@ -313,7 +313,7 @@ _CALLS: Sequence[tuple[Column, _Cell]] = (
 )
 _EVENTS: Sequence[tuple[Column, _Cell]] = (
     (Column("TS", compact=_month_to_second), _time("ts")),
-    (Column("TYPE", min_width=8), _text("event_type")),
+    (Column("TYPE", min_width=8), lambda r, now: r.get("event_type") or f"({r.get('level')})"),
     (Column("SOURCE", min_width=6), _text("source")),
     (Column("MESSAGE", min_width=10), _event_message),
 )

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from logd.index.eventline import format_event_line
-from logd.write.records import LEVELS
+from logd.index.levels import LEVELS
 
 SD_ID = "logd@32473"
 NILVALUE = "-"

@@ -41,6 +41,9 @@ class EventRow:
     call_id: str | None
     kv_json: str | None
     raw_line: str
+    # The record's level; an ERROR-or-above record that is not an event is indexed too,
+    # with event_type "" (EventIndex.query(min_levelno=...)).
+    levelno: int | None = None
 
 
 EVENT_TYPE_RE: re.Pattern[str] = re.compile(r"[a-z0-9_]+:[a-z0-9_.:-]+")

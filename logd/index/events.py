@@ -1,5 +1,9 @@
 """The SQLite ``events`` index: one row per canonical event line (``eventline.py``).
 
+Records at ERROR and above that are not events get a row too (``event_type`` ``""``),
+so errors can be listed across runs without a taxonomy for them (#16 item 11). Listings
+show them only when asked for a level (``min_levelno``); ``count`` counts events.
+
 :class:`EventIndex` is a synchronous SQLite edge; the daemon drives it from one worker
 thread at a time, never from the event loop.
 """
@@ -15,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from logd.index.eventline import EventRow
+from logd.index.levels import ERROR_LEVELNO, level_name
 
-__all__ = ["EventIndex", "EventRow", "type_glob"]
+__all__ = ["EventIndex", "EventRow", "decorate", "type_glob"]
 
 
 _COLUMNS = (
@@ -30,6 +35,7 @@ _COLUMNS = (
     "call_id",
     "kv_json",
     "raw_line",
+    "levelno",
 )
 
 _SCHEMA = """
@@ -44,7 +50,8 @@ CREATE TABLE IF NOT EXISTS events (
     session_id TEXT,
     call_id TEXT,
     kv_json TEXT,
-    raw_line TEXT NOT NULL
+    raw_line TEXT NOT NULL,
+    levelno INTEGER
 );
 CREATE INDEX IF NOT EXISTS idx_events_ts ON events (ts);
 CREATE INDEX IF NOT EXISTS idx_events_type_ts ON events (event_type, ts);
@@ -92,6 +99,7 @@ def _build_query(
     run_id: str | None,
     call_id: str | None,
     limit: int,
+    min_levelno: int | None = None,
 ) -> tuple[str, list[Any]]:
     """SQL and parameters for :meth:`EventIndex.query` (values are never spliced in)."""
     if limit < 0:
@@ -126,6 +134,11 @@ def _build_query(
                     params.append(prefix[:-1] + chr(ord(last) + 1))
             where.append("event_type GLOB ?")
             params.append(type_glob(type_pattern))
+    if min_levelno is not None:
+        where.append("levelno >= ?")
+        params.append(min_levelno)
+    else:
+        where.append("event_type != ''")  # records are listed only by level
     if since is not None:
         where.append("ts >= ?")
         params.append(_iso_bound(since, "since"))
@@ -139,6 +152,36 @@ def _build_query(
     )
     params.append(limit)
     return sql, params
+
+
+def decorate(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as readers take it: ``kv`` decoded, ``level`` named, a record's type None."""
+    row["kv"] = json.loads(row["kv_json"]) if row.get("kv_json") else {}
+    if row.get("event_type") == "":
+        row["event_type"] = None
+    levelno = row.get("levelno")
+    row["level"] = level_name(levelno) if isinstance(levelno, int) else None
+    return row
+
+
+def _add_levels(conn: sqlite3.Connection) -> None:
+    """Give an index made before levels were kept its ``levelno`` column: error:runtime
+    rows read ERROR, every other event INFO (what events were logged at by default)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+    if "levelno" in columns:
+        return
+    conn.execute("BEGIN")
+    try:
+        conn.execute("ALTER TABLE events ADD COLUMN levelno INTEGER")
+        conn.execute(
+            "UPDATE events SET levelno = CASE WHEN event_type = 'error:runtime' THEN ? ELSE 20 END",
+            (ERROR_LEVELNO,),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 class EventIndex:
@@ -158,6 +201,7 @@ class EventIndex:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
+            _add_levels(self._conn)
         except BaseException:
             self._conn.close()
             raise
@@ -177,6 +221,23 @@ class EventIndex:
                 self._conn.execute("ROLLBACK")
             raise
 
+    def insert_taken(self, rows: Sequence[EventRow]) -> int:
+        """Insert what SQLite takes, one by one once a batch is refused (e.g. a lone
+        surrogate in a rebuilt line); returns how many rows went in."""
+        try:
+            self.insert_many(rows)
+            return len(rows)
+        except (sqlite3.Error, UnicodeEncodeError):
+            pass
+        inserted = 0
+        for row in rows:
+            try:
+                self.insert_many([row])
+                inserted += 1
+            except (sqlite3.Error, UnicodeEncodeError):
+                continue
+        return inserted
+
     def query(
         self,
         *,
@@ -188,16 +249,19 @@ class EventIndex:
         run_id: str | None = None,
         call_id: str | None = None,
         limit: int = 1000,
+        min_levelno: int | None = None,
     ) -> list[dict[str, Any]]:
         """The newest ``limit`` events matching every given filter, oldest first.
 
         Args:
             type_pattern: an event type, or one with ``*`` wildcards (``llm:*``).
             since, until: ISO 8601 times, both inclusive; a time without zone is UTC.
+            min_levelno: only rows at this level or above, records that are not
+                events included (their ``event_type`` is None).
 
         Returns:
             One dict per row with every column, plus ``kv``: ``kv_json`` decoded
-            (``{}`` when there is none).
+            (``{}`` when there is none) and ``level``, the level's name.
 
         Raises:
             ValueError: ``limit`` is negative or a time is not ISO 8601.
@@ -211,15 +275,11 @@ class EventIndex:
             run_id=run_id,
             call_id=call_id,
             limit=limit,
+            min_levelno=min_levelno,
         )
         cursor = self._conn.execute(sql, params)
         names = [d[0] for d in cursor.description]
-        result: list[dict[str, Any]] = []
-        for values in cursor:
-            row = dict(zip(names, values, strict=True))
-            row["kv"] = json.loads(row["kv_json"]) if row["kv_json"] else {}
-            result.append(row)
-        return result
+        return [decorate(dict(zip(names, values, strict=True))) for values in cursor]
 
     def delete_before(self, ts: str) -> int:
         """Delete events older than ``ts`` (ISO 8601), for retention; returns the count."""
@@ -227,8 +287,8 @@ class EventIndex:
         return cursor.rowcount
 
     def count(self) -> int:
-        """Number of rows in the table."""
-        (n,) = self._conn.execute("SELECT count(*) FROM events").fetchone()
+        """Number of events (the lines of the `events.log` files), records not counted."""
+        (n,) = self._conn.execute("SELECT count(*) FROM events WHERE event_type != ''").fetchone()
         return int(n)
 
     def close(self) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,8 +18,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from logd.index.errorscan import EventKeys, error_rows
 from logd.index.eventline import ParsedEvent, parse_event_line
 from logd.index.events import EventIndex, EventRow
+from logd.index.levels import ERROR_LEVELNO, INFO_LEVELNO
 from logd.index.names import safe_name
 from logd.index.tables import CallRow, SessionRow, iso_to_ns
 from logd.index.tree_files import file_groups, list_entries, list_files, mtime_ns, read_lines
@@ -49,6 +50,7 @@ class Tally:
     sessions: int = 0
     calls: int = 0
     events: int = 0
+    error_records: int = 0  # ERROR-and-above records found again in the text logs
     bad_lines: int = 0
     problems: list[str] = field(default_factory=list)
 
@@ -207,26 +209,22 @@ def _event_row(app: str, event: ParsedEvent, line: str) -> EventRow:
         call_id=call_id,
         kv_json=kv_json,
         raw_line=line,
+        # events.log does not say the level: an exception's event was an ERROR record.
+        levelno=ERROR_LEVELNO if event.event_type == "error:runtime" else INFO_LEVELNO,
     )
 
 
 def _insert_events(index: EventIndex, rows: list[EventRow], tally: Tally) -> None:
-    try:
-        index.insert_many(rows)
-        tally.events += len(rows)
-        return
-    except (sqlite3.Error, UnicodeEncodeError):
-        pass  # find the row SQLite refused (e.g. a lone surrogate); keep the others
-    for row in rows:
-        try:
-            index.insert_many([row])
-            tally.events += 1
-        except (sqlite3.Error, UnicodeEncodeError):
-            tally.bad_lines += 1
+    inserted = index.insert_taken(rows)
+    tally.events += inserted
+    tally.bad_lines += len(rows) - inserted
 
 
-def _index_events(app: str, app_dir: Path, index: EventIndex, tally: Tally) -> dict[str, _CallSeen]:
-    """Index every parseable event line; return call start/end times seen on the way."""
+def _index_events(
+    app: str, app_dir: Path, index: EventIndex, tally: Tally, keys: EventKeys
+) -> dict[str, _CallSeen]:
+    """Index every parseable event line; return call start/end times seen on the way, and
+    add each event's (ts, type) to `keys`."""
     archives = []
     for path in list_files(app_dir):
         match = _ARCHIVE_RE.fullmatch(path.name)
@@ -247,6 +245,7 @@ def _index_events(app: str, app_dir: Path, index: EventIndex, tally: Tally) -> d
                 continue
             row = _event_row(app, event, line)
             batch.append(row)
+            keys.add((event.ts, event.event_type))
             if event.event_type in ("call:start", "call:end") and row.call_id is not None:
                 seen = calls.setdefault(row.call_id, _CallSeen())
                 seen.session_id = row.session_id or seen.session_id
@@ -392,6 +391,16 @@ def read_app(
             call that has no ``call:start`` event.
     """
     runs, app = _scan_runs(root, app_dir, tally)
-    calls = _index_events(app, app_dir, index, tally)
+    keys: EventKeys = set()
+    calls = _index_events(app, app_dir, index, tally, keys)
     sessions = _scan_sessions(root, app, app_dir, calls, tally)
-    return runs, sessions, _scan_calls(root, app, app_dir, calls, utc, tally)
+    call_rows = _scan_calls(root, app, app_dir, calls, utc, tally)
+    batch: list[EventRow] = []
+    for row in error_rows(root, app, runs, call_rows, keys, tally.problem, utc=utc):
+        batch.append(row)
+        if len(batch) >= EVENT_BATCH:
+            tally.error_records += index.insert_taken(batch)
+            batch = []
+    if batch:
+        tally.error_records += index.insert_taken(batch)
+    return runs, sessions, call_rows

@@ -31,6 +31,7 @@ class RebuildReport:
     sessions: int = 0
     calls: int = 0
     events: int = 0
+    error_records: int = 0
     bad_lines: int = 0
     problems: tuple[str, ...] = ()
     moved_aside: tuple[str, ...] = ()
@@ -72,6 +73,7 @@ def rebuild(
         sessions=tally.sessions,
         calls=tally.calls,
         events=tally.events,
+        error_records=tally.error_records,
         bad_lines=tally.bad_lines,
         problems=tuple(tally.problems),
     )

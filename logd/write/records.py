@@ -11,20 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from logd.index.eventline import EVENT_TYPE_RE
-
-LEVELS: dict[str, int] = {
-    "TRACE": 5,
-    "DEBUG": 10,
-    "INFO": 20,
-    "NOTICE": 25,
-    "WARNING": 30,
-    "WARN": 30,
-    "ERROR": 40,
-    "CRITICAL": 50,
-    "FATAL": 50,
-}
-_LEVEL_NAMES = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}
-ERROR_LEVELNO = 40
+from logd.index.levels import LEVEL_NAMES as _LEVEL_NAMES
+from logd.index.levels import LEVELS
 
 _LEVEL_WORD_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,15}")
 

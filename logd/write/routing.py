@@ -22,8 +22,9 @@ from logd.index.eventline import (
     format_message,
     iso_utc_ms,
 )
+from logd.index.levels import ERROR_LEVELNO
 from logd.index.names import safe_name
-from logd.write.records import ERROR_LEVELNO, Record, exception_summary
+from logd.write.records import Record, exception_summary
 
 NO_SESSION = "in-progress"
 UNKNOWN_BOT = "unknown"
@@ -316,8 +317,11 @@ def route(record: Record, run_id: str, layout: Layout, *, call_day: str | None =
             call_id=record.call_id,
             kv_json=_kv_json(record.kv) if record.event_type is not None else None,
             raw_line=event_line,
+            levelno=record.levelno,
         )
     texts = _Texts(record, run_id, layout, event_line)
+    if event_row is None and record.levelno >= ERROR_LEVELNO:
+        event_row = record_row(record, run_id, texts.run_line())
     day = ""
     if record.call_id is not None:
         day = call_day or day_text(record.time_ns, layout.utc)
@@ -331,6 +335,24 @@ def route(record: Record, run_id: str, layout: Layout, *, call_day: str | None =
         Write(rule.kind, rule.path(record, run_id, day), rule.line(texts)) for rule in _PLANS[shape]
     ]
     return Routed(writes, event_row)
+
+
+def record_row(record: Record, run_id: str, run_line: str) -> EventRow:
+    """The index row of an ERROR-or-above record that is not an event (#16 item 11):
+    no event type, its extra fields as `kv`, its run-log line as the raw line."""
+    return EventRow(
+        ts=iso_utc_ms(record.time_ns),
+        event_type="",
+        source=record.logger,
+        message=record.msg,
+        app=record.app,
+        run_id=run_id,
+        session_id=record.session_id,
+        call_id=record.call_id,
+        kv_json=_kv_json(record.extra),
+        raw_line=run_line.rstrip("\n"),
+        levelno=record.levelno,
+    )
 
 
 def tail_item(record: Record, run_id: str, layout: Layout) -> dict[str, Any]:

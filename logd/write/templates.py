@@ -20,6 +20,7 @@ from typing import Final, NamedTuple
 
 from logd.config import Layout
 from logd.index.eventline import iso_utc_ms
+from logd.index.levels import ERROR_LEVELNO
 from logd.write.records import Record
 from logd.write.routing import Kind, Write, clock_text, route
 
@@ -97,6 +98,7 @@ class Templates:
             or record.extra
             or record.kv
             or record.bot_id is not None
+            or record.levelno >= ERROR_LEVELNO  # indexed as well: route() makes its row
         ):
             return None
         key = (record.app, run_id, record.logger, record.level, record.session_id)

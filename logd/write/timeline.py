@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from logd.index.eventline import EventRow, format_event_line, iso_utc_ms
+from logd.index.levels import ERROR_LEVELNO, INFO_LEVELNO
 from logd.write.routing import Kind, Write
 
 __all__ = ["APP", "Fact", "Timeline", "writes_for"]
@@ -141,6 +142,7 @@ def writes_for(facts: list[Fact]) -> tuple[list[Write], list[EventRow]]:
                 call_id=None,
                 kv_json=_kv_json(fact.fields),
                 raw_line=line,
+                levelno=ERROR_LEVELNO if fact.event_type.startswith("error:") else INFO_LEVELNO,
             )
         )
     return writes, rows

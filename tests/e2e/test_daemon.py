@@ -114,8 +114,14 @@ def test_many_producers_into_one_daemon(daemon: DaemonProcess) -> None:
 
     assert daemon.stop() == 0
     with sqlite3.connect(daemon.root / "index.sqlite3") as db:
-        rows = db.execute("select raw_line from events order by id").fetchall()
+        # The app's events; the daemon's own (app `logd`) are in logd/events.log.
+        rows = db.execute(
+            "select raw_line from events where app = 'shop' and event_type != '' order by id"
+        ).fetchall()
+        own = db.execute("select count(*) from events where app = 'logd'").fetchone()[0]
+    db.close()
     assert sorted(r[0] for r in rows) == sorted(events)
+    assert own == len(read_lines(daemon.root / "logd" / "events.log"))
     assert (root / "runs" / "current").is_symlink()
 
 

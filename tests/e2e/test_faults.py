@@ -201,6 +201,7 @@ for i in range(300):
     try:
         wait_for(lambda: not list(spool_dir.glob("spool-*.msgpack")))
         assert assert_all_arrived(log_root, ["orphan"], 300) == 0
-        assert "spooled message(s) left by clients that exited" in daemon.stderr
+        # The daemon says so once the last spool is written, a moment after it is gone.
+        wait_for(lambda: "spooled message(s) left by clients that exited" in daemon.stderr)
     finally:
         assert daemon.stop() == 0

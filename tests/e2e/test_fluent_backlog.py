@@ -25,7 +25,7 @@ from logd_client import wire
 from logd.config import Limits
 from tests.e2e.npm import node_modules
 from tests.e2e.procs import DaemonProcess, start_daemon, wait_for
-from tests.helpers import read_rotated_lines
+from tests.helpers import assert_same_sequence, read_rotated_lines
 
 pytestmark = pytest.mark.e2e
 
@@ -104,7 +104,7 @@ def test_a_120000_record_packed_forward_message_is_written_and_acked(
 
     assert answer_to(daemon.socket, message, 120) == wire.Ack("backlog-1")
 
-    assert backlog_lines(daemon.root / "backlog") == EXPECTED
+    assert_same_sequence(backlog_lines(daemon.root / "backlog"), EXPECTED, "lines")
     reply = status(daemon)
     assert reply["errors"] == {}
     assert reply["totals"]["records_written"] == BACKLOG
@@ -184,7 +184,9 @@ def test_a_node_fluent_client_delivers_its_backlog_when_logd_comes_back(
         assert result == {"acked": BACKLOG, "failed": 0, "reasons": []}, errors.read_text()
         assert node.wait(timeout=30) == 0
 
-        assert backlog_lines(log_root / "nodeapp") == EXPECTED
+        # The Node client's `seq` field rides in the line as an extra field (#16 item 8).
+        expected = [f"{text} seq={i}" for i, text in enumerate(EXPECTED)]
+        assert_same_sequence(backlog_lines(log_root / "nodeapp"), expected, "lines")
         reply = status(daemon)
         assert reply["errors"] == {}
         assert reply["totals"]["records_written"] == BACKLOG

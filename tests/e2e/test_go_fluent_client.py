@@ -30,7 +30,7 @@ from tests.helpers import read_rotated_lines
 
 pytestmark = pytest.mark.e2e
 
-SEQ_RE = re.compile(rb" - seq (\d+)$")
+SEQ_RE = re.compile(rb" - seq (\d+)(?: |$)")  # extra fields may follow (#16 item 8)
 RESTARTS = 6
 # The old daemon read a live stream for the whole drain grace (5 s) at every stop.
 STOP_BUDGET_S = 3.0

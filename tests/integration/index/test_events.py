@@ -82,6 +82,7 @@ def test_schema_wal_and_indexes(index: EventIndex, db_path: Path) -> None:
         "call_id",
         "kv_json",
         "raw_line",
+        "levelno",
     ]
     assert {
         "idx_events_ts",
@@ -268,3 +269,68 @@ def test_literal_glob_characters_match_themselves(index: EventIndex) -> None:
     assert messages(index.query(type_pattern="odd:[x]?")) == ["event 0"]
     assert messages(index.query(type_pattern="odd:[*")) == ["event 0"]
     assert messages(index.query(type_pattern="*?")) == ["event 0"]
+
+
+def _row(ts: str, event_type: str, levelno: int, message: str = "m") -> EventRow:
+    return EventRow(
+        ts=ts,
+        event_type=event_type,
+        source="agent",
+        message=message,
+        app="app",
+        run_id="r1",
+        session_id=None,
+        call_id=None,
+        kv_json=None,
+        raw_line=f"{ts}|{event_type}|agent|{message}",
+        levelno=levelno,
+    )
+
+
+def test_error_records_are_listed_by_level_only(index: EventIndex) -> None:
+    """#16 item 11: a plain ERROR record has a row, listed with `min_levelno` and never
+    among the events; `count()` counts events (the events.log lines) only."""
+    index.insert_many(
+        [
+            _row("2026-01-01T00:00:01.000Z", "llm:response", 20),
+            _row("2026-01-01T00:00:02.000Z", "", 40, "plain error"),
+            _row("2026-01-01T00:00:03.000Z", "error:runtime", 40, "ValueError: boom"),
+            _row("2026-01-01T00:00:04.000Z", "", 50, "critical"),
+        ]
+    )
+    assert [r["event_type"] for r in index.query()] == ["llm:response", "error:runtime"]
+    assert [r["event_type"] for r in index.query(type_pattern="*")] == [
+        "llm:response",
+        "error:runtime",
+    ]
+    errors = index.query(min_levelno=40)
+    assert [(r["event_type"], r["level"], r["message"]) for r in errors] == [
+        (None, "ERROR", "plain error"),
+        ("error:runtime", "ERROR", "ValueError: boom"),
+        (None, "CRITICAL", "critical"),
+    ]
+    assert [r["message"] for r in index.query(min_levelno=50)] == ["critical"]
+    assert index.count() == 2
+
+
+def test_an_index_made_before_levels_gains_the_column(db_path: Path) -> None:
+    with sqlite3.connect(db_path) as conn:
+        conn.executescript(
+            "CREATE TABLE events (id INTEGER PRIMARY KEY, ts TEXT NOT NULL,"
+            " event_type TEXT NOT NULL, source TEXT NOT NULL, message TEXT NOT NULL,"
+            " app TEXT NOT NULL, run_id TEXT, session_id TEXT, call_id TEXT, kv_json TEXT,"
+            " raw_line TEXT NOT NULL);"
+            "INSERT INTO events (ts, event_type, source, message, app, raw_line) VALUES"
+            " ('2026-01-01T00:00:01.000Z', 'error:runtime', 's', 'E: x', 'a', 'l1'),"
+            " ('2026-01-01T00:00:02.000Z', 'app:start', 's', '', 'a', 'l2');"
+        )
+    conn.close()
+    old = EventIndex(db_path)
+    try:
+        assert [(r["event_type"], r["level"]) for r in old.query()] == [
+            ("error:runtime", "ERROR"),
+            ("app:start", "INFO"),
+        ]
+        assert [r["event_type"] for r in old.query(min_levelno=40)] == ["error:runtime"]
+    finally:
+        old.close()

@@ -449,11 +449,16 @@ def test_rebuild_from_tree(log_tree: Path, db_path: Path) -> None:
     try:
         report = rebuild(log_tree, store, index, utc=True)
         check_rebuilt(store, index)
+        # The plain ERROR record of the call is found again in its file (#16 item 11).
+        errors = index.query(min_levelno=40)
+        assert [(e["event_type"], e["message"], e["call_id"], e["level"]) for e in errors] == [
+            (None, "boom", "c 1", "ERROR")
+        ]
     finally:
         store.close()
         index.close()
     assert (report.reason, report.runs, report.sessions, report.calls) == ("requested", 2, 2, 2)
-    assert (report.events, report.bad_lines) == (5, 1)
+    assert (report.events, report.error_records, report.bad_lines) == (5, 1, 1)
     assert len(report.problems) == 1
     assert "broken/metadata.json" in report.problems[0]
 
