@@ -16,9 +16,41 @@ from logd.index.states import Peer, RunState
 from logd.write.batch import Batch, Totals, lifecycle_event, note_paths
 from logd.write.dedup import Dedup, chunk_key
 from logd.write.jobs import Ingest
-from logd.write.records import Normalizer, Record, Unroutable
+from logd.write.records import Normalizer, Record, Unroutable, same_but_msg
 from logd.write.routing import Kind, day_text, rejected_write, route, run_dir, tail_item
 from logd.write.templates import Template, Templates
+
+
+class _Context:
+    """A context's last plain record in one message, with what routing it worked out.
+
+    Its repeats (equal but for time and message) are counted here and noted in the run's
+    registry row at once (`settle`), when the context is replaced or the message ends.
+    """
+
+    __slots__ = ("count", "last_ns", "raw", "record", "run", "targets", "template")
+
+    def __init__(
+        self,
+        raw: dict[str, Any],
+        record: Record,
+        template: Template,
+        targets: list[list[str]],
+        run: RunState,
+    ) -> None:
+        self.raw, self.record, self.template, self.targets, self.run = (
+            raw,
+            record,
+            template,
+            targets,
+            run,
+        )
+        self.count, self.last_ns = 0, record.time_ns
+
+    def settle(self, registry: Registry) -> None:
+        """Note the repeats counted so far in the run's registry row."""
+        registry.note_repeats(self.run, self.record, self.count, self.last_ns)
+        self.count = 0
 
 
 class _Tally:
@@ -117,43 +149,43 @@ class Gatherer:
         lines, rows = batch.lines, batch.rows
         run: RunState | None = None
         normalize = Normalizer(entries.tag)
-        # The previous record's template and the batch's lists of its files, when it was
-        # plain: a repeat of it only appends its lines there.
-        template: Template | None = None
-        targets: list[list[str]] = []
+        # Each context's (session's) last plain record, its template and files: a record
+        # equal to it but for time and message reuses all of that (`_Context`). Sessions
+        # take turns record by record, so "the previous record" alone seldom matches.
+        contexts: dict[str | None, _Context] = {}
         files_of: dict[int, tuple[Template, list[list[str]]]] = {}
         tallies: dict[tuple[str, str, str], _Tally] = {}
-        last: Record | None = None
         render, note_record = templates.render_into, registry.note_record
         follow = forward or published is not None
-        # Repeats of `last` not written yet: their times and messages.
+        # Repeats of `pending` not written yet: their times and messages, in order.
+        pending: _Context | None = None
         times: list[int] = []
         msgs: list[str] = []
         for time_ns, raw in entries.entries:
-            if (
-                template is not None
-                and last is not None
-                and run is not None
-                and not follow
-                and normalize.repeats(time_ns, raw)
-            ):
-                # The previous record again but for time and message: same run, same
-                # files, same counts; only a session's registry row wants the record.
-                times.append(time_ns)
-                msgs.append(raw["msg"])
-                if last.session_id is not None:
-                    _tally(tallies, last, run.run_id, template, time_ns)
-                continue
-            if times:
-                self._write_repeats(template, targets, run, last, times, msgs)
+            if contexts and raw.__class__ is dict:
+                sid = raw.get("session_id")
+                ctx = contexts.get(sid) if sid is None or sid.__class__ is str else None
+                if ctx is not None and ctx.run.active and same_but_msg(ctx.raw, time_ns, raw):
+                    # Same run, files and counts as the context's record; only a
+                    # session's registry row wants each record (tallied).
+                    if ctx is not pending:
+                        if times:
+                            self._write_repeats(pending, times, msgs)
+                            times, msgs = [], []
+                        pending = ctx
+                    times.append(time_ns)
+                    msgs.append(raw["msg"])
+                    if ctx.record.session_id is not None:
+                        _tally(tallies, ctx.record, ctx.run.run_id, ctx.template, time_ns)
+                    continue
+            if times:  # lines keep arrival order: the repeats go first
+                self._write_repeats(pending, times, msgs)
                 times, msgs = [], []
             try:
                 record = normalize(time_ns, raw)
             except Unroutable as exc:
                 self.reject(batch, now, str(exc), entries.tag, raw, peer)
-                template = None
                 continue
-            last = normalize.last
             # A message's records nearly always share one run: look it up once.
             if (
                 run is None
@@ -173,8 +205,6 @@ class Gatherer:
                 batch.calls[(call.app, call.call_id, call.day)] = call
             template = templates.find(record, run.run_id)
             if template is not None:
-                # Interleaved contexts (sessions) take turns: each finds its files' lists
-                # once per message, not once per record.
                 known = files_of.get(id(template))
                 if known is not None and known[0] is template:
                     targets = known[1]
@@ -183,6 +213,12 @@ class Gatherer:
                     files_of[id(template)] = (template, targets)
                 render(template, targets, record.time_ns, record.msg)
                 paths = template.paths
+                if not follow and normalize.last is record and isinstance(raw, dict):
+                    sid = record.session_id
+                    old = contexts.get(sid)
+                    if old is not None and old.count:
+                        old.settle(registry)
+                    contexts[sid] = _Context(raw, record, template, targets, run)
             else:
                 if tallies:  # this record may end a session: the counts come first
                     _settle(tallies, registry, batch, now)
@@ -203,25 +239,21 @@ class Gatherer:
             if record.event_type is not None:
                 lifecycle_event(registry, self.totals, record, paths, batch)
         if times:
-            self._write_repeats(template, targets, run, last, times, msgs)
+            self._write_repeats(pending, times, msgs)
+        for ctx in contexts.values():
+            if ctx.count:
+                ctx.settle(registry)
         if tallies:
             _settle(tallies, registry, batch, now)
 
-    def _write_repeats(
-        self,
-        template: Template | None,
-        targets: list[list[str]],
-        run: RunState | None,
-        last: Record | None,
-        times: list[int],
-        msgs: list[str],
-    ) -> None:
-        """Write the repeats of `last` gathered by `_ingest()`, and count them."""
-        assert template is not None
-        assert run is not None
-        assert last is not None
-        self.templates.render_many(template, targets, times, msgs)
-        self.registry.note_repeats(run, last, len(times), max(times))
+    def _write_repeats(self, ctx: _Context | None, times: list[int], msgs: list[str]) -> None:
+        """Write a run of repeats of `ctx`'s record; their run counts are settled later."""
+        assert ctx is not None
+        self.templates.render_many(ctx.template, ctx.targets, times, msgs)
+        ctx.count += len(times)
+        last_ns = max(times)
+        if last_ns > ctx.last_ns:
+            ctx.last_ns = last_ns
 
     def reject(
         self, batch: Batch, now: int, reason: str, tag: str, raw: object, peer: Peer

@@ -341,9 +341,12 @@ def test_interleaved_sessions_keep_the_same_registry_rows_in_one_message(tmp_pat
             s = engine.books.lookup_session("cyc", name, T0)
             assert s is not None
             rows[name] = (s.records, s.first_ns, s.last_ns, s.end_reason, list(s.runs))
+        for key, r in engine.registry.runs.items():
+            rows[key[1]] = (r.records, r.start_ns, r.last_ns, str(sorted(r.counts.items())), [])
         engine.close()
         results.append((_files(root), rows))
     assert results[0][1] == results[1][1]
     assert results[0][0] == results[1][0]
-    assert {key: row[0] for key, row in results[0][1].items()} == {"s0": 14, "s1": 13, "s2": 13}
-    assert [row[3] for row in results[0][1].values()] == [None, None, "ended"]
+    counts = {key: row[0] for key, row in results[0][1].items()}
+    assert counts == {"s0": 14, "s1": 13, "s2": 13, RUN: 40}
+    assert [row[3] for row in results[0][1].values()][:3] == [None, None, "ended"]
