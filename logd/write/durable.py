@@ -60,6 +60,7 @@ class Durability:
     def __init__(self, *, use_syncfs: bool = True) -> None:
         self._syncfs = _SYNCFS if use_syncfs else None
         self._anchors: dict[int, int] = {}  # st_dev -> a directory fd on it
+        self._owed: set[int] = set()  # file systems with closed files still to sync
         self.calls = 0  # fsync and syncfs calls made, for tests and benchmarks
 
     @property
@@ -80,8 +81,17 @@ class Durability:
             return
         self._anchors[dev] = fd
 
+    def defer(self, dev: int | None) -> bool:
+        """Whether a dirty file on `dev` may be closed unsynced: the next `sync()` then
+        runs syncfs there, whose error report covers files closed since the anchor opened.
+        """
+        if self._syncfs is None or dev is None or dev not in self._anchors:
+            return False
+        self._owed.add(dev)
+        return True
+
     def sync(self, files: Iterable[tuple[int, int]]) -> None:
-        """Make each (fd, st_dev) file durable.
+        """Make each (fd, st_dev) file durable, and the files `defer()` let go unsynced.
 
         Raises:
             OSError: a write-back failed; nothing synced may be acknowledged.
@@ -89,15 +99,19 @@ class Durability:
         by_dev: dict[int, list[int]] = {}
         for fd, dev in files:
             by_dev.setdefault(dev, []).append(fd)
+        owed, self._owed = self._owed, set()
+        for dev in owed:
+            by_dev.setdefault(dev, [])
         for dev, fds in by_dev.items():
             anchor = self._anchors.get(dev)
-            if self._syncfs is None or anchor is None or len(fds) == 1:
+            if self._syncfs is None or anchor is None or (len(fds) == 1 and dev not in owed):
                 for fd in fds:
                     os.fsync(fd)
                     self.calls += 1
                 continue
             self.calls += 1
             if self._syncfs(anchor) != 0:
+                self._owed |= owed  # still owed: nothing of this batch is acknowledged
                 code = ctypes.get_errno() or errno.EIO
                 raise OSError(code, f"syncfs: {os.strerror(code)}")
 

@@ -224,9 +224,15 @@ class Sinks:
         self._sizes.pop(path, None)
         self._days.pop(path, None)
         self._kinds.pop(path, None)
-        self._devs.pop(path, None)
+        dev = self._devs.pop(path, None)
         if fd is not None:
-            if self.fsync != "none" and path in self._dirty:
+            # An evicted file (more live files than handles) is left to the batch's
+            # syncfs when there is one: an fsync each made the cost grow with them again.
+            if (
+                self.fsync != "none"
+                and path in self._dirty
+                and (self.fsync == "always" or not self.durability.defer(dev))
+            ):
                 os.fsync(fd)
             self._dirty.discard(path)
             os.close(fd)

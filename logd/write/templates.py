@@ -28,7 +28,8 @@ from logd.write.routing import Kind, Write, clock_text, route
 _PROBE_NS: Final = 1_234_567_890_456_000_000  # 2009-02-13T23:31:30.456Z
 _PROBE_MSG: Final = '\x00logd probe "msg"\x00'  # JSON escapes it: raw and JSON forms differ
 _PROBE_JSON: Final = json.dumps(_PROBE_MSG, ensure_ascii=False)
-MAX_CONTEXTS: Final = 1024
+# ~1.6 KiB each: 10,000 live sessions fit (~16 MiB); round-robin over more rebuilds.
+MAX_CONTEXTS: Final = 10_240
 _MILLIS: Final = tuple(f",{ms:03d}" for ms in range(1000))
 _ISO_MILLIS: Final = tuple(f".{ms:03d}Z" for ms in range(1000))
 # What `json.dumps(ensure_ascii=False)` escapes in a string; without any, it only quotes.

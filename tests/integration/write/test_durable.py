@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,24 @@ def test_fsync_none_syncs_nothing(tmp_path: Path) -> None:
     assert sinks.durability.calls == 0
     sinks.close()
     assert len(list((tmp_path / "app/sessions").iterdir())) == 10
+
+
+def test_files_evicted_for_handles_are_synced_by_the_batch_not_one_by_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # More live files than handles: each batch closes most of them before it syncs. The
+    # real fsync still runs; the spy only counts its calls.
+    fsyncs = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        fsyncs.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    sinks = Sinks(tmp_path, fsync="batch", open_files=4)
+    sinks.write_many(_writes(20))
+    sinks.sync()
+    assert (len(fsyncs), sinks.durability.calls) == (0, 1)
+    sinks.close()
+    assert sum(1 for _ in (tmp_path / "app/sessions").iterdir()) == 20
