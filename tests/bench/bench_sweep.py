@@ -24,11 +24,12 @@ KINDS = ("sessions", "calls")
 MODES = ("none", "batch")
 
 
-def run_once(kind: str, k: int, fsync: str, per: int) -> tuple[float, float]:
+def run_once(kind: str, k: int, fsync: str, per: int, extra: str = "") -> tuple[float, float]:
     """One verified run; (records/s, daemon CPU µs per record)."""
     total = PRODUCERS * per
     share = max(1, k // PRODUCERS)
-    with common.scratch() as folder, Daemon(folder, fsync=fsync, config_text=LOGD_CONFIG) as d:
+    config = LOGD_CONFIG + extra
+    with common.scratch() as folder, Daemon(folder, fsync=fsync, config_text=config) as d:
         argvs = []
         for n in range(PRODUCERS):
             argv = ["--sink", "logd", "--count", str(per), "--tag", f"p{n}-"]
@@ -69,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     p = common.parser(__doc__ or "")
     p.add_argument("--records", type=int, help="records per producer (default 50,000)")
     p.add_argument("--counts", default=None, help="comma-separated K (default 1,100,1000,10000)")
+    p.add_argument(
+        "--open-files", type=int, help="[limits] open_files for logd (default: logd's, 256)"
+    )
     args = p.parse_args(argv)
     per = args.records or (500 if args.quick else 50_000)
     counts = [
@@ -77,7 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     n_rounds = common.rounds(args, full=2)
     common.raise_nofile()
     emit(common.header("bench_sweep: logd records/s against live sessions and calls", args.quick))
-    emit(f"{PRODUCERS} producers {X} {per:,} records, K split between them, {n_rounds} round(s)")
+    extra = f"[limits]\nopen_files = {args.open_files}\n" if args.open_files else ""
+    files = f"open_files = {args.open_files}" if args.open_files else "default open_files (256)"
+    emit(
+        f"{PRODUCERS} producers {X} {per:,} records, K split between them, {n_rounds} round(s), "
+        f"{files}"
+    )
     rates: dict[tuple[str, int, str], list[float]] = defaultdict(list)
     cpus: dict[tuple[str, int, str], list[float]] = defaultdict(list)
     for r in range(n_rounds):
@@ -85,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             for k in counts:
                 modes = MODES if r % 2 == 0 else MODES[::-1]
                 for fsync in modes:
-                    rate, cpu = run_once(kind, k, fsync, per)
+                    rate, cpu = run_once(kind, k, fsync, per, extra)
                     rates[kind, k, fsync].append(rate)
                     cpus[kind, k, fsync].append(cpu)
                     emit(
