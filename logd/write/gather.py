@@ -249,7 +249,10 @@ class Gatherer:
     def _write_repeats(self, ctx: _Context | None, times: list[int], msgs: list[str]) -> None:
         """Write a run of repeats of `ctx`'s record; their run counts are settled later."""
         assert ctx is not None
-        self.templates.render_many(ctx.template, ctx.targets, times, msgs)
+        if len(times) == 1:  # sessions taking turns: the usual run is one record long
+            self.templates.render_into(ctx.template, ctx.targets, times[0], msgs[0])
+        else:
+            self.templates.render_many(ctx.template, ctx.targets, times, msgs)
         ctx.count += len(times)
         last_ns = max(times)
         if last_ns > ctx.last_ns:
