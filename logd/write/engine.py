@@ -7,7 +7,6 @@ trio side never touches the disk.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import sqlite3
 import time
@@ -16,38 +15,25 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from logd_client import wire
-
 from logd.config import Config, Layout
 from logd.index.events import EventIndex
 from logd.index.recovery import reset_to_committed
 from logd.index.registry import Registry, pid_alive
-from logd.index.states import Peer, RunState, SessionState
+from logd.index.states import RunState, SessionState
 from logd.index.store import RegistryStore
 from logd.retention import maintenance
 from logd.write.batch import (
     Batch,
     Totals,
     batch_bytes,
-    lifecycle_event,
-    note_paths,
     tick,
 )
 from logd.write.books import Books, no_room, unique
-from logd.write.dedup import Dedup, chunk_key, highest
+from logd.write.dedup import Dedup, highest
+from logd.write.gather import Gatherer
 from logd.write.jobs import ConnClosed, Ingest, Job, Maintain, Note, Tick
-from logd.write.records import Normalizer, Record, Unroutable
-from logd.write.routing import (
-    Kind,
-    Routed,
-    day_text,
-    rejected_write,
-    route,
-    run_dir,
-    tail_item,
-)
 from logd.write.sinks import Sinks
-from logd.write.templates import Template, Templates
+from logd.write.templates import Templates
 from logd.write.timeline import Fact, Timeline, writes_for
 
 if TYPE_CHECKING:
@@ -92,10 +78,11 @@ class Engine:
         )
         self.books = Books(self.root, self.registry)
         self.totals = Totals()
-        self._templates = Templates(config.layout)
         self.last_cleanup: dict[str, Any] | None = None
         self.timeline = Timeline()
         self._dedup = Dedup()
+        self.gather = Gatherer(config.layout, self.registry, self.totals, self._dedup)
+        self.gather.events_off = config.events.off
         # Live-tail items, built only while someone is following (set by the server).
         self.publish = False
         self.published: list[dict[str, Any]] = []
@@ -146,7 +133,13 @@ class Engine:
         batch = Batch()
         for job in jobs:
             if isinstance(job, Ingest):
-                self._ingest(job, batch, now)
+                self.gather.ingest(
+                    job,
+                    batch,
+                    now,
+                    forward=self.forward is not None,
+                    published=self.published if self.publish else None,
+                )
             elif isinstance(job, ConnClosed):
                 batch.ended_runs += self.registry.connection_closed(
                     job.peer.conn_id, by_daemon=job.by_daemon, now_ns=now
@@ -249,139 +242,6 @@ class Engine:
                 self._maintain(job, now)
         self.timeline.rotated(now, self.sinks.take_rotations())
 
-    def _ingest(self, job: Ingest, batch: Batch, now: int) -> None:
-        for entries in job.messages:
-            self.totals.messages += 1
-            key = chunk_key(entries.chunk)
-            if key is not None:
-                if key in batch.chunks or self._dedup.already_written(key):
-                    self.totals.duplicates += 1
-                    continue
-                batch.chunks.add(key)
-            job.written += len(entries.entries)
-            self._ingest_message(entries, job.peer, batch, now)
-
-    def _ingest_message(self, entries: wire.Entries, peer: Peer, batch: Batch, now: int) -> None:
-        self.totals.records_in += len(entries.entries) + len(entries.invalid)
-        for invalid in entries.invalid:
-            self._reject(batch, now, invalid.reason, entries.tag, invalid.raw, peer)
-        layout = self.layout
-        events_off = self.config.events.off
-        templates = self._templates
-        registry = self.registry
-        lines, rows = batch.lines, batch.rows
-        run: RunState | None = None
-        normalize = Normalizer(entries.tag)
-        # The previous record's template and the batch's lists of its files, when it was
-        # plain: a repeat of it only appends its lines there.
-        template: Template | None = None
-        targets: list[list[str]] = []
-        last: Record | None = None
-        render, note_record = templates.render_into, registry.note_record
-        follow = self.forward is not None or self.publish
-        # Repeats of `last` not written yet: their times and messages.
-        times: list[int] = []
-        msgs: list[str] = []
-        for time_ns, raw in entries.entries:
-            if (
-                template is not None
-                and last is not None
-                and run is not None
-                and not follow
-                and normalize.repeats(time_ns, raw)
-            ):
-                # The previous record again but for time and message: same run, same
-                # files, same counts; only a session's registry row wants the record.
-                times.append(time_ns)
-                msgs.append(raw["msg"])
-                if last.session_id is not None:
-                    record = last.again(time_ns, raw["msg"])
-                    note_paths(registry, record, run, None, template.paths, batch, now)
-                continue
-            if times:
-                self._write_repeats(template, targets, run, last, times, msgs)
-                times, msgs = [], []
-            try:
-                record = normalize(time_ns, raw)
-            except Unroutable as exc:
-                self._reject(batch, now, str(exc), entries.tag, raw, peer)
-                template = None
-                continue
-            last = normalize.last
-            # A message's records nearly always share one run: look it up once.
-            if (
-                run is None
-                or record.run_id != run.run_id
-                or record.app != run.app
-                or record.run_id is None
-                or not run.active
-            ):
-                run, created = registry.run_for(record, peer, now)
-                if created:
-                    batch.new_runs.append(run)
-                batch.run_dirs[run_dir(run.app, run.run_id)] = run
-            call = None
-            if record.call_id is not None:
-                day = day_text(record.time_ns, layout.utc)
-                call = registry.note_call(record, run.run_id, day)
-                batch.calls[(call.app, call.call_id, call.day)] = call
-            template = templates.find(record, run.run_id)
-            if template is not None:
-                targets = [lines.to(kind, path) for kind, path in template.paths]
-                render(template, targets, record.time_ns, record.msg)
-                paths = template.paths
-            else:
-                routed = route(record, run.run_id, layout, call_day=call.day if call else None)
-                if routed.event is not None and events_off:
-                    routed = self._switch_off(routed, events_off)
-                lines.add(routed.writes)
-                paths = tuple((write.kind, write.path) for write in routed.writes)
-                if routed.event is not None:
-                    rows.append(routed.event)
-            note_record(run, record)
-            if self.forward is not None:
-                batch.outbound.append((record, run.run_id, peer))
-            if self.publish:
-                self.published.append(tail_item(record, run.run_id, layout))
-            if call is not None or record.session_id is not None:
-                note_paths(registry, record, run, call, paths, batch, now)
-            if record.event_type is not None:
-                lifecycle_event(registry, self.totals, record, paths, batch)
-        if times:
-            self._write_repeats(template, targets, run, last, times, msgs)
-
-    def _switch_off(self, routed: Routed, patterns: tuple[str, ...]) -> Routed:
-        """`[events] off`: a matching event keeps its record lines but loses its
-        `events.log` line and index row, and is counted."""
-        assert routed.event is not None
-        event_type = routed.event.event_type
-        if not any(fnmatch.fnmatchcase(event_type, pattern) for pattern in patterns):
-            return routed
-        self.totals.events_off += 1
-        return Routed([w for w in routed.writes if w.kind != Kind.EVENTS], None)
-
-    def _write_repeats(
-        self,
-        template: Template | None,
-        targets: list[list[str]],
-        run: RunState | None,
-        last: Record | None,
-        times: list[int],
-        msgs: list[str],
-    ) -> None:
-        """Write the repeats of `last` gathered by `_ingest()`, and count them."""
-        assert template is not None
-        assert run is not None
-        assert last is not None
-        self._templates.render_many(template, targets, times, msgs)
-        self.registry.note_repeats(run, last, len(times), max(times))
-
-    def _reject(
-        self, batch: Batch, now: int, reason: str, tag: str, raw: object, peer: Peer
-    ) -> None:
-        self.totals.rejected += 1
-        batch.lines.add((rejected_write(now, reason, tag, raw, peer.as_dict()),))
-
     def _open_index(self) -> None:
         marks = self.books.open(self.clock_ns(), max_producers=self._dedup.max_producers)
         self._dedup.commit(marks)
@@ -444,7 +304,8 @@ class Engine:
         """Apply a new configuration, except `root` and `[listen]` (they need a restart)."""
         config = replace(config, root=self.config.root, listen=self.config.listen)
         self.config = config
-        self._templates = Templates(config.layout)
+        self.gather.templates = Templates(config.layout)
+        self.gather.events_off = config.events.off
         self.sinks.rotation = config.rotation
         self.sinks.fsync = config.fsync
         self.sinks.open_files = max(1, config.limits.open_files)

@@ -194,6 +194,26 @@ def _shortcut(tag: str, time_ns: int, raw: object) -> Record | None:
     return None
 
 
+def same_but_msg(last_raw: dict[str, Any], time_ns: int, raw: object) -> bool:
+    """Whether `raw` at `time_ns` equals `last_raw`, a map that took `_plain()`'s shortcut,
+    but for its message: then it normalises to that record with its own time and message.
+    """
+    if raw.__class__ is not dict or not 0 <= time_ns <= MAX_TIME_NS:
+        return False
+    assert isinstance(raw, dict)
+    msg, pid, thread = raw.get("msg"), raw.get("pid"), raw.get("thread")
+    if (
+        msg.__class__ is not str
+        or (pid is not None and pid.__class__ is not int)
+        or (thread is not None and thread.__class__ is not int)
+    ):
+        return False
+    raw["msg"] = last_raw["msg"]
+    same = raw == last_raw
+    raw["msg"] = msg
+    return same
+
+
 class Normalizer:
     """`normalize()` for the entries of one message, noticing repeats.
 
@@ -216,20 +236,7 @@ class Normalizer:
         if it needs more than what `last` already says.
         """
         last_raw = self._last_raw
-        if last_raw is None or raw.__class__ is not dict or not 0 <= time_ns <= MAX_TIME_NS:
-            return False
-        assert isinstance(raw, dict)
-        msg, pid, thread = raw.get("msg"), raw.get("pid"), raw.get("thread")
-        if (
-            msg.__class__ is not str
-            or (pid is not None and pid.__class__ is not int)
-            or (thread is not None and thread.__class__ is not int)
-        ):
-            return False
-        raw["msg"] = last_raw["msg"]
-        same = raw == last_raw
-        raw["msg"] = msg
-        return same
+        return last_raw is not None and same_but_msg(last_raw, time_ns, raw)
 
     def __call__(self, time_ns: int, raw: object) -> Record:
         """The record of one entry; it becomes `last` when it took `_plain()`'s shortcut.

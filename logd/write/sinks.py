@@ -29,6 +29,7 @@ from logd.retention.policy import (
 )
 from logd.write.batch import Lines
 from logd.write.compressor import Compressor
+from logd.write.durable import Durability
 from logd.write.routing import Kind, Write
 
 log = logging.getLogger("logd.sinks")
@@ -50,8 +51,10 @@ class Sinks:
         fsync: FsyncMode = "batch",
         rotation: Rotation | None = None,
         clock: Callable[[], float] = time.time,
+        durability: Durability | None = None,
     ) -> None:
         self.root = root
+        self.durability = durability or Durability()
         self.open_files = max(1, open_files)
         self.fsync = fsync
         self.rotation = rotation
@@ -62,6 +65,7 @@ class Sinks:
         self._sizes: dict[str, int] = {}
         self._days: dict[str, str] = {}
         self._kinds: dict[str, Kind] = {}
+        self._devs: dict[str, int] = {}  # st_dev of each open file: syncs go by file system
         self._fds: OrderedDict[str, int] = OrderedDict()
         self._dirty: set[str] = set()
         self._made_dirs: set[str] = set()
@@ -189,7 +193,7 @@ class Sinks:
         new_files, self._new_files = self._new_files, []
         for path in new_files:
             fd = self._fds.pop(path, None)
-            for table in (self._sizes, self._days, self._kinds):
+            for table in (self._sizes, self._days, self._kinds, self._devs):
                 table.pop(path, None)
             self._dirty.discard(path)
             if fd is not None:
@@ -208,10 +212,8 @@ class Sinks:
     def sync(self) -> None:
         """Make written data durable per the fsync mode, before acknowledging it."""
         if self.fsync == "batch":
-            for path in self._dirty:
-                fd = self._fds.get(path)
-                if fd is not None:
-                    os.fsync(fd)
+            fds, devs = self._fds, self._devs
+            self.durability.sync((fds[path], devs[path]) for path in self._dirty if path in fds)
         self._dirty.clear()
         if self.compressor.busy:
             self.compressor.reap()
@@ -222,8 +224,15 @@ class Sinks:
         self._sizes.pop(path, None)
         self._days.pop(path, None)
         self._kinds.pop(path, None)
+        dev = self._devs.pop(path, None)
         if fd is not None:
-            if self.fsync != "none" and path in self._dirty:
+            # An evicted file (more live files than handles) is left to the batch's
+            # syncfs when there is one: an fsync each made the cost grow with them again.
+            if (
+                self.fsync != "none"
+                and path in self._dirty
+                and (self.fsync == "always" or not self.durability.defer(dev))
+            ):
                 os.fsync(fd)
             self._dirty.discard(path)
             os.close(fd)
@@ -238,6 +247,7 @@ class Sinks:
         for path in list(self._fds):
             self.close_file(path)
         self.compressor.close()
+        self.durability.close()
 
     @property
     def open_count(self) -> int:
@@ -264,6 +274,8 @@ class Sinks:
             fd = self._open(path, full)
         self._fds[path] = fd
         info = os.fstat(fd)
+        self._devs[path] = info.st_dev
+        self.durability.watch(info.st_dev, os.fspath(full.parent))
         self._sizes[path] = info.st_size
         self._days[path] = utc_day(info.st_mtime if info.st_size else self.clock())
         return fd

@@ -181,6 +181,10 @@ class Server:
         """What the server wrote on stderr so far."""
         return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
 
+    def env(self) -> dict[str, str]:
+        """The server's environment: `child_env()` with its own spool folder."""
+        return child_env(folder=self.folder)
+
     def start(self, timeout: float = 30.0) -> Server:
         """Start the process and wait until its socket accepts connections."""
         with open(self.stderr_path, "wb") as err:
@@ -188,7 +192,7 @@ class Server:
             # start, and records spooled by anything else on the machine are not ours.
             self.proc = subprocess.Popen(
                 self.command,
-                env=child_env(folder=self.folder),
+                env=self.env(),
                 stderr=err,
                 stdout=subprocess.DEVNULL,
                 cwd=REPO,
@@ -249,10 +253,11 @@ class Daemon(Server):
         tcp: bool = False,
         fsync: str | None = None,
         profile: Path | None = None,
+        config_text: str = "",
     ) -> None:
         self.root = folder / "root"
         config = folder / "logd.toml"
-        text = BENCH_CONFIG
+        text = BENCH_CONFIG + config_text
         if fsync is not None:
             text += f'[durability]\nfsync = "{fsync}"\n'
         config.write_text(text)

@@ -17,7 +17,17 @@ from pathlib import Path
 
 from tests.bench import common
 
-SCRIPTS = ("caller", "throughput", "cpu", "latency", "memory", "query", "connection")
+SCRIPTS = (
+    "peers",
+    "sweep",
+    "caller",
+    "throughput",
+    "cpu",
+    "latency",
+    "memory",
+    "query",
+    "connection",
+)
 
 
 def run(name: str, quick: bool) -> tuple[int, str, float]:

@@ -26,6 +26,8 @@ pytestmark = pytest.mark.e2e
         ("bench_memory", "load peak"),
         ("bench_query", "ms med"),
         ("bench_connection", "acked msg/s med"),
+        ("bench_peers", "collector µs/rec"),
+        ("bench_sweep", "batch rec/s"),
     ],
 )
 def test_quick_run_prints_its_table(script: str, column: str) -> None:

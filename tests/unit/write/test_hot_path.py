@@ -292,3 +292,61 @@ def test_engine_writes_the_same_with_and_without_repeats(tmp_path: Path) -> None
     assert sessions == {("cyc", "s1"): 15, ("cyc", "s2"): 5}
     assert runs == {("cyc", RUN): (59, {"INFO": 59})}
     assert sum(text.count("\n") for path, text in files.items() if path.endswith("main.log")) == 58
+
+
+def test_the_cached_time_and_quoted_message_equal_the_slow_forms() -> None:
+    # Messages and times drawn from the awkward cases: quotes, backslashes, control and
+    # non-ASCII characters, lone surrogates; second boundaries and the epoch.
+    import json
+    import random
+
+    from logd.write.templates import _dumps
+
+    rng = random.Random(18)
+    alphabet = ["a", '"', "\\", "\x00", "\x1f", "\x7f", "é", "\u2028", "\ud800", " ", "\n"]
+    texts = ["".join(rng.choices(alphabet, k=rng.randint(0, 8))) for _ in range(5000)]
+    wrong = [t for t in texts if _dumps(t) != json.dumps(t, ensure_ascii=False)]
+    assert not wrong, f"{len(wrong)} differ, e.g. {wrong[:3]!r}"
+    templates = Templates(Layout())
+    times = [0, 999_999_999, 1_000_000_000, 1_234_567_890_999_999_999]
+    times += [
+        rng.randint(0, 4_000_000_000) * 10**9 + rng.randint(0, 10**9 - 1) for _ in range(5000)
+    ]
+    wrong_times = [t for t in times if templates._iso_of(t) != iso_utc_ms(t)]
+    assert not wrong_times, f"{len(wrong_times)} differ, e.g. {wrong_times[:3]}"
+
+
+def test_interleaved_sessions_keep_the_same_registry_rows_in_one_message(tmp_path: Path) -> None:
+    # Sessions taking turns record by record, one ended mid-message and used again after:
+    # counted once per message, the rows must equal those of one record per message.
+    # (Whole milliseconds: a session taken back from the index has its times at ms.)
+    base = T0 - T0 % 1_000_000
+    entries = []
+    for i in range(40):
+        session = f"s{i % 3}"
+        fields: dict[str, Any] = {"session_id": session, "msg": f"m{i}"}
+        if i in (19, 38):  # s1 ends and comes back; s2's last record ends it
+            fields.update(event_type="session:end", msg="")
+        entries.append((base + (40 - i) * 3_000_000 * (i % 2 or -1), raw_of({}, **fields)))
+    results = []
+    for split in (False, True):
+        root = tmp_path / f"split-{split}"
+        engine = Engine(make_config(root, tmp_path), clock_ns=lambda: T0)
+        peer = Peer(conn_id=1, transport="unix", pid=4242, uid=0, gid=0)
+        groups = [[e] for e in entries] if split else [entries]
+        for n, group in enumerate(groups):
+            engine.process([Ingest(peer, wire.Entries("cyc", group, {"chunk": f"x:{n}"}, []))])
+        rows = {}
+        for name in ("s0", "s1", "s2"):  # as stored: ended sessions leave the registry
+            s = engine.books.lookup_session("cyc", name, T0)
+            assert s is not None
+            rows[name] = (s.records, s.first_ns, s.last_ns, s.end_reason, list(s.runs))
+        for key, r in engine.registry.runs.items():
+            rows[key[1]] = (r.records, r.start_ns, r.last_ns, str(sorted(r.counts.items())), [])
+        engine.close()
+        results.append((_files(root), rows))
+    assert results[0][1] == results[1][1]
+    assert results[0][0] == results[1][0]
+    counts = {key: row[0] for key, row in results[0][1].items()}
+    assert counts == {"s0": 14, "s1": 13, "s2": 13, RUN: 40}
+    assert [row[3] for row in results[0][1].values()][:3] == [None, None, "ended"]
