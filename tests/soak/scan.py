@@ -217,8 +217,10 @@ def read_tree(root: Path, problems: list[str]) -> tuple[list[RunFiles], list[Ses
         if folder.is_dir() and not folder.is_symlink()
     ]
     sessions_dir = root / APP / "sessions"
-    found = {_base(p.name) for p in (sessions_dir.iterdir() if sessions_dir.exists() else ())}
-    sessions = [read_session(sessions_dir, b, problems) for b in sorted(found) if b is not None]
+    entries = sessions_dir.iterdir() if sessions_dir.exists() else ()
+    # A temp file (`.x.gz.tmp`, mid-compression) names no session: dropped before sorting.
+    found = {base for p in entries if (base := _base(p.name)) is not None}
+    sessions = [read_session(sessions_dir, b, problems) for b in sorted(found)]
     return runs, sessions
 
 

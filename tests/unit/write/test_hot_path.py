@@ -335,7 +335,7 @@ def test_interleaved_sessions_keep_the_same_registry_rows_in_one_message(tmp_pat
         peer = Peer(conn_id=1, transport="unix", pid=4242, uid=0, gid=0)
         groups = [[e] for e in entries] if split else [entries]
         for n, group in enumerate(groups):
-            engine.process([Ingest(peer, wire.Entries("cyc", group, {"chunk": f"x:{n}"}, []))])
+            engine.process([Ingest(peer, [wire.Entries("cyc", group, {"chunk": f"x:{n}"}, [])])])
         rows = {}
         for name in ("s0", "s1", "s2"):  # as stored: ended sessions leave the registry
             s = engine.books.lookup_session("cyc", name, T0)
