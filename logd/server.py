@@ -1,4 +1,4 @@
-"""The daemon's trio core: startup and shutdown, the writer task, ticker and housekeeping.
+"""The daemon's trio core: startup and shutdown, the writer task and its queue.
 
 Connection tasks (`ingest.connections`) decode bytes and wait for the writer; they never touch
 files. The writer task owns the `Engine` and runs each batch in a worker thread, so a
@@ -17,13 +17,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from functools import partial
 from typing import Any
 
 import trio
-from logd_client import spool, wire
+from logd_client import wire
 
-from logd import __version__
+from logd import __version__, housekeeping
 from logd.config import Config
 from logd.config.changes import changed_keys, needs_restart
 from logd.control.server import ControlServer
@@ -31,7 +30,6 @@ from logd.forward.service import Forwarding
 from logd.index.states import Peer, Transport
 from logd.ingest.connections import Connections
 from logd.ingest.listeners import Listeners, Listening, StartupError, describe
-from logd.ingest.orphans import deliver_orphans
 from logd.systemd import Notifier, status_text
 from logd.write.engine import Engine
 from logd.write.jobs import Ingest, Job, Maintain, Note, Tick
@@ -189,15 +187,31 @@ class LogdServer:
                                 self.connections.accept_loop, nursery, listener, transport
                             )
                         ticker = trio.CancelScope()
-                        nursery.start_soon(self._ticker, ticker)
-                        housekeeping = trio.CancelScope()
-                        nursery.start_soon(self._cleanup_loop, housekeeping)
+                        nursery.start_soon(
+                            housekeeping.ticker,
+                            ticker,
+                            TICK_S,
+                            self._tick,
+                            lambda: self.notifier.status(status_text(self.statistics())),
+                        )
+                        retention = trio.CancelScope()
+                        nursery.start_soon(
+                            housekeeping.cleanup_loop,
+                            retention,
+                            lambda: self.config.retention.interval_s,
+                            lambda: self.maintain(Maintain("cleanup")),
+                        )
                         outputs = trio.CancelScope()
                         if self.forwarding is not None:
                             nursery.start_soon(self._run_outputs, outputs, self.forwarding)
                         watchdog = trio.CancelScope()
                         if self.notifier.watchdog_s is not None:
-                            nursery.start_soon(self._watchdog, watchdog, self.notifier.watchdog_s)
+                            nursery.start_soon(
+                                housekeeping.watchdog,
+                                watchdog,
+                                self.notifier,
+                                self.notifier.watchdog_s,
+                            )
                         log.info(
                             "logd %s listening on %s; writing to %s",
                             __version__,
@@ -215,7 +229,11 @@ class LogdServer:
                             fsync=self.config.fsync,
                         )
                         task_status.started(listening)
-                        nursery.start_soon(self._deliver_spools)
+                        nursery.start_soon(
+                            housekeeping.deliver_spools,
+                            self._submit,
+                            self.config.limits.max_message_bytes,
+                        )
                         self.notifier.ready(status_text(self.statistics()))
                         await self.stop_requested.wait()
                         self.notifier.stopping()
@@ -228,7 +246,7 @@ class LogdServer:
                             await listener.aclose()
                         await control_listener.aclose()
                         ticker.cancel()
-                        housekeeping.cancel()
+                        retention.cancel()
                         # Outputs stop sending; what upstream has not acknowledged
                         # stays in their buffers for the next start.
                         outputs.cancel()
@@ -392,54 +410,10 @@ class LogdServer:
         self._last_failure_report = now
         self._unreported_failures = 0
 
-    async def _deliver_spools(self) -> None:
-        """Write spools of clients that exited while no daemon ran (logd_client.spool)."""
-        deliver = partial(
-            deliver_orphans,
-            spool.default_directory(),
-            self._submit,
-            max_message_bytes=self.config.limits.max_message_bytes,
-        )
-        try:
-            count = await trio.to_thread.run_sync(deliver)
-        except OSError as exc:
-            log.warning("could not deliver spooled records: %s", exc)
-            return
-        if count:
-            log.info("wrote %d spooled message(s) left by clients that exited", count)
-
-    async def _cleanup_loop(self, scope: trio.CancelScope) -> None:
-        with scope:
-            while True:
-                await trio.sleep(self.config.retention.interval_s)
-                try:
-                    result = await self.maintain(Maintain("cleanup"))
-                except OSError as exc:
-                    log.error("cleanup failed: %s", exc)
-                    continue
-                if result.get("deleted"):
-                    log.info(
-                        "cleanup deleted %d path(s), freed %d bytes",
-                        len(result["deleted"]),
-                        result["freed_bytes"],
-                    )
-
-    async def _ticker(self, scope: trio.CancelScope) -> None:
+    def _tick(self) -> None:
         assert self._send is not None
-        with scope:
-            while True:
-                await trio.sleep(TICK_S)
-                with contextlib.suppress(trio.WouldBlock):
-                    self._send.send_nowait((Tick(), None))
-                self.notifier.status(status_text(self.statistics()))
-
-    async def _watchdog(self, scope: trio.CancelScope, interval_s: float) -> None:
-        # From a task in the loop, not a thread: a blocked loop then misses WATCHDOG=1
-        # and systemd restarts the daemon (WatchdogSec=, sd_watchdog_enabled(3)).
-        with scope:
-            while True:
-                self.notifier.watchdog()
-                await trio.sleep(interval_s)
+        with contextlib.suppress(trio.WouldBlock):
+            self._send.send_nowait((Tick(), None))
 
 
 async def serve_logd(
