@@ -22,6 +22,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from logd_client.control.items import ITEM_FIELDS
+
 from logd.index.eventline import format_event_line, format_message, split_message
 from logd.index.tables import iso_to_ns
 from logd.index.textlines import CALL_HEAD_RE, RUN_HEAD_RE, TRACEBACK, iso_from_clock
@@ -38,22 +40,9 @@ __all__ = [
     "session_item",
 ]
 
-# The keys a session line writes itself; any other key is an extra field.
-_SESSION_KEYS = frozenset(
-    (
-        "time",
-        "level",
-        "logger",
-        "msg",
-        "run_id",
-        "session_id",
-        "call_id",
-        "bot_id",
-        "event_type",
-        "kv",
-        "exc",
-    )
-)
+# The keys a session line writes itself (the item's, less what the file's place says and
+# the extras); any other key is an extra field.
+_SESSION_KEYS = frozenset(ITEM_FIELDS) - {"app", "extras"}
 
 # Index rows by (ts, run_id, call_id): the events among the text lines being read.
 EventRows = Mapping[tuple[str, str | None, str | None], Sequence[Mapping[str, Any]]]
