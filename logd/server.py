@@ -1,26 +1,24 @@
 """The daemon's trio core: startup and shutdown, the writer task and its queue.
 
 Connection tasks (`ingest.connections`) decode bytes and wait for the writer; they never touch
-files. The writer task owns the `Engine` and runs each batch in a worker thread, so a
-slow disk slows the clients that wait for acks rather than the event loop. Sockets are
-opened and closed by `ingest.listeners.Listeners`.
+files. The writer task and its queue are `writer.Writer`; this module owns the `Engine` it
+runs, and opens and closes it. Sockets are opened and closed by
+`ingest.listeners.Listeners`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket as stdsocket
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import trio
-from logd_client import wire
 
 from logd import __version__, housekeeping
 from logd.config import Config
@@ -32,16 +30,14 @@ from logd.ingest.connections import Connections
 from logd.ingest.listeners import Listeners, Listening, StartupError, describe
 from logd.systemd import Notifier, status_text
 from logd.write.engine import Engine
-from logd.write.jobs import Ingest, Job, Maintain, Note, Tick
+from logd.write.jobs import Maintain, Note
 from logd.write.rootlock import RootLock, RootUnavailable, lock_root
+from logd.writer import Writer
 
 log = logging.getLogger("logd.server")
 
-WRITER_QUEUE = 1024
-WRITER_BATCH = 512
 TICK_S = 2.0
 DRAIN_GRACE_S = 5.0
-FAILURE_REPORT_EVERY_S = 10.0
 
 
 class LogdServer:
@@ -62,13 +58,15 @@ class LogdServer:
         self.engine: Engine | None = None
         self.stop_requested = trio.Event()
         self.errors: Counter[str] = Counter()
-        # Held from writing a batch until its records are published: a `tail -f` takes it
-        # to start exactly between two batches (logd.control.backlog).
-        self.writer_lock = trio.Lock()
-        self._send: trio.MemorySendChannel[tuple[Job, trio.Event | None]] | None = None
         self.listeners = Listeners(inherited)
         self.notifier = notifier or Notifier({})
         self.control = ControlServer(self)
+        self.writer = Writer(
+            errors=self.errors,
+            enqueue_timeout_s=DRAIN_GRACE_S,
+            publish=self.control.publish,
+            after_batch=self._after_batch,
+        )
         self.read_config: Callable[[], Config] | None = None
         self.listener_names: list[str] = []
         self.hostname = stdsocket.gethostname()
@@ -76,15 +74,18 @@ class LogdServer:
             config=lambda: self.config,
             hostname=self.hostname,
             errors=self.errors,
-            submit=self._submit_many,
-            enqueue=self._enqueue,
+            submit=self.writer.submit_many,
+            enqueue=self.writer.enqueue,
         )
         self.forwarding: Forwarding | None = None
-        self._last_failure_report = -FAILURE_REPORT_EVERY_S
-        self._unreported_failures = 0
         self._started = time.monotonic()
 
     # --- public --------------------------------------------------------------------
+
+    @property
+    def writer_lock(self) -> trio.Lock:
+        """Held by the writer while it writes a batch and publishes its records."""
+        return self.writer.lock
 
     def request_stop(self) -> None:
         """Stop accepting, finish what connections already sent, flush, and return."""
@@ -97,7 +98,7 @@ class LogdServer:
             OSError: the writer could not carry out the batch it was in.
         """
         done = trio.Event()
-        if not await self._enqueue(job, done):
+        if not await self.writer.enqueue(job, done):
             raise OSError(f"{job.action} did not run: the writer is stopping or stuck")
         await done.wait()
         if not job.done:
@@ -109,7 +110,7 @@ class LogdServer:
         """Apply a new configuration (SIGHUP); `root` and `[listen]` need a restart."""
         changed = changed_keys(self.config, config)
         await self.maintain(Maintain("reload", config=config))
-        self._note(
+        self.writer.note(
             "logd:reload",
             "configuration reloaded",
             changed=changed,
@@ -175,11 +176,10 @@ class LogdServer:
         control_listener, control_name = control
         self.listener_names = [f"ingest {name}" for name in describe(listening).split(", ")]
         self.listener_names.append(control_name)
-        send, recv = trio.open_memory_channel[tuple[Job, trio.Event | None]](WRITER_QUEUE)
-        self._send = send
+        send, recv = self.writer.open()
         try:
             async with trio.open_nursery() as writer_nursery:
-                writer_nursery.start_soon(self._writer, engine, recv)
+                writer_nursery.start_soon(self.writer.run, engine, recv)
                 try:
                     async with trio.open_nursery() as nursery:
                         for listener, transport in listeners:
@@ -191,7 +191,7 @@ class LogdServer:
                             housekeeping.ticker,
                             ticker,
                             TICK_S,
-                            self._tick,
+                            self.writer.tick,
                             lambda: self.notifier.status(status_text(self.statistics())),
                         )
                         retention = trio.CancelScope()
@@ -219,7 +219,7 @@ class LogdServer:
                             self.config.root,
                         )
                         nursery.start_soon(self.control.serve, control_listener)
-                        self._note(
+                        self.writer.note(
                             "logd:start",
                             "started",
                             version=__version__,
@@ -231,7 +231,7 @@ class LogdServer:
                         task_status.started(listening)
                         nursery.start_soon(
                             housekeeping.deliver_spools,
-                            self._submit,
+                            self.writer.submit,
                             self.config.limits.max_message_bytes,
                         )
                         self.notifier.ready(status_text(self.statistics()))
@@ -312,45 +312,6 @@ class LogdServer:
         if self.engine is not None:
             self.engine.publish = on
 
-    # --- the writer's queue -----------------------------------------------------------
-
-    async def _submit(self, peer: Peer, entries: wire.Entries) -> bool:
-        """Hand one message to the writer and wait until it is durable (or failed)."""
-        return await self._submit_many(peer, [entries]) == 1
-
-    async def _submit_many(self, peer: Peer, messages: Sequence[wire.Entries]) -> int:
-        """Hand messages to the writer as one job and wait until they are durable; returns
-        how many of them, from the first, are (all or none: one job is one batch's)."""
-        job = Ingest(peer, messages)
-        done = trio.Event()
-        if not await self._enqueue(job, done):
-            return 0
-        await done.wait()
-        return len(messages) if job.ok else 0
-
-    async def _enqueue(self, job: Job, done: trio.Event | None) -> bool:
-        """Queue a job for the writer; False when it did not take it (stopped, or full for
-        DRAIN_GRACE_S), and then `done` will never be set."""
-        assert self._send is not None
-        with trio.move_on_after(DRAIN_GRACE_S):
-            try:
-                await self._send.send((job, done))
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                return False
-            return True
-        return False
-
-    def _note(self, event_type: str, text: str, **fields: Any) -> None:
-        """Put a fact on the daemon's own timeline; dropped (and logged) if the writer's
-        queue is full, which only a stuck disk causes."""
-        assert self._send is not None
-        try:
-            self._send.send_nowait((Note(time.time_ns(), event_type, text, fields), None))
-        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-            log.warning(
-                "%s not recorded in the timeline: the writer is not taking jobs", event_type
-            )
-
     def _stop_fields(self) -> dict[str, Any]:
         totals = self.engine.totals if self.engine else None
         return {
@@ -359,61 +320,10 @@ class LogdServer:
             "records_written": totals.records_written if totals else 0,
         }
 
-    def _count(self, code: str) -> None:
-        self.errors[code] += 1
-
-    # --- writer and ticker -----------------------------------------------------------
-
-    async def _writer(
-        self, engine: Engine, recv: trio.MemoryReceiveChannel[tuple[Job, trio.Event | None]]
-    ) -> None:
-        async with recv:
-            while True:
-                try:
-                    first = await recv.receive()
-                except trio.EndOfChannel:
-                    return
-                batch = [first]
-                while len(batch) < WRITER_BATCH:
-                    try:
-                        batch.append(recv.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                written_before = engine.totals.records_written
-                async with self.writer_lock:
-                    try:
-                        await trio.to_thread.run_sync(engine.process, [job for job, _ in batch])
-                    except OSError as exc:
-                        self._count("write-failed")
-                        self._report_write_failure(exc)
-                        engine.published.clear()
-                    if engine.published:
-                        items, engine.published = engine.published, []
-                        self.control.publish(items)
-                self.control.rate.add(time.time(), engine.totals.records_written - written_before)
-                if self.forwarding is not None:
-                    self.forwarding.notify()
-                for _, done in batch:
-                    if done is not None:
-                        done.set()
-
-    def _report_write_failure(self, exc: OSError) -> None:
-        # A full disk fails every batch; say so once per interval, not once per batch.
-        now = trio.current_time()
-        if now - self._last_failure_report < FAILURE_REPORT_EVERY_S:
-            self._unreported_failures += 1
-            return
-        more = f" ({self._unreported_failures} more since the last report)"
-        log.error(
-            "cannot write, not acknowledging: %s%s", exc, more if self._unreported_failures else ""
-        )
-        self._last_failure_report = now
-        self._unreported_failures = 0
-
-    def _tick(self) -> None:
-        assert self._send is not None
-        with contextlib.suppress(trio.WouldBlock):
-            self._send.send_nowait((Tick(), None))
+    def _after_batch(self, records_written: int) -> None:
+        self.control.rate.add(time.time(), records_written)
+        if self.forwarding is not None:
+            self.forwarding.notify()
 
 
 async def serve_logd(
