@@ -35,7 +35,7 @@ from .control.protocol import DaemonError
 from .control.readers import follow, read_events, read_records
 from .handler import LogdHandler
 from .runtime import LIFECYCLE_SOURCE, events_off_patterns
-from .transport import shared_transport
+from .shared import shared_transport
 
 __all__ = [
     "DaemonError",

@@ -14,7 +14,7 @@ from . import context
 from .address import configured_address
 from .recordmap import build_sized
 from .runtime import activate, default_app_name, runtime
-from .transport import shared_transport
+from .shared import shared_transport
 
 
 class LogdHandler(logging.Handler):

@@ -20,7 +20,8 @@ from typing import Any, Final
 
 from . import context
 from .recordmap import build_event
-from .transport import Transport, forget_shared_transports, shared_transports
+from .shared import forget_shared_transports, shared_transports
+from .transport import Transport
 
 LIFECYCLE_SOURCE: Final = "logd_client"
 EVENTS_OFF_ENV: Final = "LOGD_EVENTS_OFF"

@@ -4,9 +4,9 @@
 a lock and never does I/O. The first record starts the sender thread (`sender`), which
 connects with backoff, feeds the connection from the `outbox` (spooled messages, orphans of
 exited processes included, before newer records), retires what the daemon acks and resends
-the rest in order after a reconnect. Also here: closing at exit, a clean slate after
-`fork()`, and the process's shared transports. Nothing raises into the app; failures are
-counted and warned about once.
+the rest in order after a reconnect. Also here: closing at exit and a clean slate after
+`fork()`; the process's shared transports are `shared`'s. Nothing raises into the app;
+failures are counted and warned about once.
 """
 
 from __future__ import annotations
@@ -356,43 +356,6 @@ class Transport:
         self._closing = self._outbox.closed = closing
 
 
-# ----------------------------------------------------------------- shared transports
-
-_shared_lock = threading.Lock()
-_shared: dict[Address | None, Transport] = {}
-
-
-def shared_transport(address: Address | None) -> Transport:
-    """Return the process's transport for `address`, creating it on first use.
-
-    Handlers and the event API of one process share one connection per address.
-    """
-    with _shared_lock:
-        transport = _shared.get(address)
-        if transport is None or transport.closed:
-            transport = _shared[address] = Transport(address)
-        return transport
-
-
-def shared_transports() -> list[Transport]:
-    """Return every shared transport of the process."""
-    with _shared_lock:
-        return list(_shared.values())
-
-
-def forget_shared_transports(*, spool: bool = True) -> None:
-    """Close and forget the shared transports (at exit, and in tests).
-
-    Args:
-        spool: spool what is not acknowledged (at exit) rather than discard it (tests).
-    """
-    with _shared_lock:
-        transports = list(_shared.values())
-        _shared.clear()
-    for transport in transports:
-        transport.close(spool=spool)
-
-
 def _close_all_at_exit() -> None:
     # Transports made directly rather than through install() spool too. Registered at
     # import, so it runs after handler's exit hook (atexit is last in, first out).
@@ -405,8 +368,6 @@ atexit.register(_close_all_at_exit)
 
 
 def _after_fork_in_child() -> None:
-    global _shared_lock
-    _shared_lock = threading.Lock()
     for transport in list(_all_transports):
         transport._after_fork_in_child()
 

@@ -56,7 +56,7 @@ def _setup(args: argparse.Namespace) -> tuple[logging.Handler | None, Callable[[
     variant = args.worker
     if variant.startswith("LogdHandler"):
         import logd_client as logd
-        from logd_client.transport import shared_transports
+        from logd_client.shared import shared_transports
 
         logd.install(app=APP, address=args.address)
 

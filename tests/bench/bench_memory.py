@@ -109,7 +109,7 @@ def client_worker(records: int, step: int) -> int:
     import logging
 
     import logd_client as logd
-    from logd_client.transport import shared_transports
+    from logd_client.shared import shared_transports
 
     logd.install(app=APP, exit_flush_timeout_s=0.1)
     log = logging.getLogger(f"{APP}.memory")

@@ -37,7 +37,7 @@ def cpu_s() -> float:
 
 def transport_stats() -> tuple[int, int, int]:
     """(held, dropped, acked) summed over the process's logd transports."""
-    from logd_client.transport import shared_transports
+    from logd_client.shared import shared_transports
 
     held = dropped = acked = 0
     for transport in shared_transports():

@@ -25,7 +25,7 @@ import time
 from typing import TextIO
 
 import logd_client as logd
-from logd_client.transport import shared_transports
+from logd_client.shared import shared_transports
 
 APP = "soak"
 SESSIONS = tuple(f"s{i}" for i in range(8))

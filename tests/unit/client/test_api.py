@@ -20,14 +20,14 @@ from typing import Any
 
 import logd_client as logd
 import pytest
-from logd_client import context, recordmap, transport
+from logd_client import context, recordmap, shared
 
 ABSENT = "unix:/nonexistent-logd-test-dir/logd.sock"
 RUN_ID = re.compile(r"\d{8}_\d{6}_[0-9a-f]{8}")
 
 
 def queued() -> list[dict[str, Any]]:
-    return [rec for t in transport.shared_transports() for _, _, rec in t.pending_records()]
+    return [rec for t in shared.shared_transports() for _, _, rec in t.pending_records()]
 
 
 def events(kind: str) -> list[dict[str, Any]]:
@@ -77,7 +77,7 @@ def test_ids_are_checked_when_the_scope_is_created(bad: Any, error: type[Excepti
 def test_event_before_install_is_checked_and_ignored(clean_runtime: None) -> None:
     logd.event("llm:request", "agent", model="x")
     logd.error("agent", ValueError("x"))
-    assert transport.shared_transports() == []
+    assert shared.shared_transports() == []
     assert logd.run_id() is None
     assert logd.flush(0.1)
 
@@ -324,7 +324,7 @@ def test_import_leaves_trio_and_logd_unloaded() -> None:
     out = run_python(
         """
         import sys
-        import logd_client, logd_client.handler, logd_client.runtime, logd_client.transport
+        import logd_client, logd_client.handler, logd_client.runtime, logd_client.shared
         heavy = ("trio", "logd")
         print(sorted(m for m in sys.modules if m.split(".")[0] in heavy))
         """
@@ -337,7 +337,7 @@ def test_dictconfig_creates_a_working_handler() -> None:
         f"""
         import json, logging, logging.config, os
         import logd_client as logd
-        from logd_client import transport
+        from logd_client import shared
         logging.config.dictConfig({{
             "version": 1,
             "disable_existing_loggers": False,
@@ -350,7 +350,7 @@ def test_dictconfig_creates_a_working_handler() -> None:
         logging.getLogger("cfg").debug("configured %d", 1)
         logd.install(app="ignored")  # already has a LogdHandler on the root: no-op
         (h,) = logging.getLogger().handlers
-        recs = [r for t in transport.shared_transports() for _, _, r in t.pending_records()]
+        recs = [r for t in shared.shared_transports() for _, _, r in t.pending_records()]
         print(json.dumps({{"level": h.level, "app": h.app, "records": recs}}), flush=True)
         os._exit(0)  # skip the exit hook's wait for the absent daemon
         """

@@ -7,7 +7,7 @@ import logging
 
 import logd_client as logd
 import pytest
-from logd_client import transport
+from logd_client import shared
 from logd_client.console import CONSOLE_FORMAT, console_level
 from logd_client.runtime import events_off_patterns
 
@@ -92,9 +92,9 @@ def test_events_off_are_not_sent_and_counted(clean_runtime: None) -> None:
     except ValueError as exc:
         logd.error("agent", exc)
     sent = [
-        r.get("event_type") for t in transport.shared_transports() for *_, r in t.pending_records()
+        r.get("event_type") for t in shared.shared_transports() for *_, r in t.pending_records()
     ]
     assert "conversation:turn" not in sent
     assert {"llm:request", "error:runtime"} <= set(sent)
-    (shared,) = transport.shared_transports()
-    assert shared.statistics().events_off == 1
+    (transport,) = shared.shared_transports()
+    assert transport.statistics().events_off == 1
