@@ -1,7 +1,8 @@
 """Read the log tree back into registry rows and event rows, for an index rebuild.
 
 Runs from ``metadata.json``, sessions from their JSON lines, calls from their logs and
-their ``call:start``/``call:end`` events, events from ``events.log`` and its archives.
+their ``call:start``/``call:end`` events (``eventscan`` indexes ``events.log`` and its
+archives and notes those on the way).
 Reads only: never changes the tree, never follows a symlink, never fails on what it
 finds (bad files and lines are counted in a :class:`Tally`). The careful file reading
 is ``tree_files``; this module knows what the files mean.
@@ -19,22 +20,19 @@ from typing import Any
 from urllib.parse import unquote
 
 from logd.index.errorscan import EventKeys, error_rows
-from logd.index.eventline import ParsedEvent, parse_event_line
 from logd.index.events import EventIndex, EventRow
-from logd.index.levels import ERROR_LEVELNO, INFO_LEVELNO
+from logd.index.eventscan import EVENT_BATCH, CallSeen, index_events, str_or_none
 from logd.index.names import safe_name
 from logd.index.tables import CallRow, SessionRow, iso_to_ns
-from logd.index.tree_files import file_groups, list_entries, list_files, mtime_ns, read_lines
+from logd.index.tree_files import file_groups, list_entries, mtime_ns, read_lines
 
 __all__ = ["Tally", "app_dirs", "decode_name", "read_app"]
 
-EVENT_BATCH = 5000
 MAX_PROBLEMS = 100
 _RUN_REASONS = frozenset({"shutdown", "disconnected", "lost"})
 _ERROR_LEVELS = frozenset({"ERROR", "CRITICAL", "FATAL"})
 _SESSION_FILE_RE = re.compile(r"session_(.+?)\.jsonl(?:\.([0-9]+))?(?:\.gz)?")
 _CALL_FILE_RE = re.compile(r"call_(.+?)\.log(?:\.([0-9]+))?(?:\.gz)?")
-_ARCHIVE_RE = re.compile(r"events\.log\.([0-9]{4}-[0-9]{2}-[0-9]{2})(?:\.([0-9]+))?(?:\.gz)?")
 # The call-log line of SPEC §4: `{time} - tid: {thread} - {level} - {msg}`. Traceback and
 # multi-line message continuations do not match, so matches count records.
 _CALL_LINE_RE = re.compile(
@@ -59,18 +57,6 @@ class Tally:
             self.problems.append(f"{where}: {why}")
 
 
-@dataclass(slots=True)
-class _CallSeen:
-    """What the event log and session files say about one call."""
-
-    start_ns: int | None = None
-    end_ns: int | None = None
-    duration_ms: float | None = None
-    run_id: str | None = None
-    session_id: str | None = None
-    bot_id: str | None = None
-
-
 def decode_name(name: str, known: Mapping[str, str] | None = None) -> str:
     """The id a file name stands for: the inverse of ``names.safe_name`` where it has one.
 
@@ -91,16 +77,6 @@ def _ns_or_none(value: object) -> int | None:
         return iso_to_ns(value)
     except ValueError:
         return None
-
-
-def _str_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _float_or_none(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
 
 
 def app_dirs(root: Path) -> list[Path]:
@@ -187,86 +163,11 @@ def _scan_runs(root: Path, app_dir: Path, tally: Tally) -> tuple[list[Any], str]
     return runs, app
 
 
-# --- events ------------------------------------------------------------------------
-
-
-def _event_row(app: str, event: ParsedEvent, line: str) -> EventRow:
-    fields = event.fields
-    session_id = _str_or_none(fields.get("session_id"))
-    call_id = _str_or_none(fields.get("call_id"))
-    # Routing appended session_id/call_id to the kv fields; they are columns, not kv.
-    taken = {k for k, v in (("session_id", session_id), ("call_id", call_id)) if v is not None}
-    kv = {k: v for k, v in fields.items() if k not in taken}
-    kv_json = json.dumps(kv, ensure_ascii=False, separators=(",", ":")) if kv else None
-    return EventRow(
-        ts=event.ts,
-        event_type=event.event_type,
-        source=event.source,
-        message=event.text,
-        app=app,
-        run_id=_str_or_none(fields.get("run_id")),
-        session_id=session_id,
-        call_id=call_id,
-        kv_json=kv_json,
-        raw_line=line,
-        # events.log does not say the level: an exception's event was an ERROR record.
-        levelno=ERROR_LEVELNO if event.event_type == "error:runtime" else INFO_LEVELNO,
-    )
-
-
-def _insert_events(index: EventIndex, rows: list[EventRow], tally: Tally) -> None:
-    inserted = index.insert_taken(rows)
-    tally.events += inserted
-    tally.bad_lines += len(rows) - inserted
-
-
-def _index_events(
-    app: str, app_dir: Path, index: EventIndex, tally: Tally, keys: EventKeys
-) -> dict[str, _CallSeen]:
-    """Index every parseable event line; return call start/end times seen on the way, and
-    add each event's (ts, type) to `keys`."""
-    archives = []
-    for path in list_files(app_dir):
-        match = _ARCHIVE_RE.fullmatch(path.name)
-        if match is not None:
-            archives.append((match[1], int(match[2] or 0), path))
-    files = [path for _, _, path in sorted(archives)]  # day, then `.N`: oldest first
-    live = app_dir / "events.log"
-    if live.is_file() and not live.is_symlink():
-        files.append(live)
-    calls: dict[str, _CallSeen] = {}
-    batch: list[EventRow] = []
-    for path in files:
-        for line in read_lines(path, tally.problem):
-            try:
-                event = parse_event_line(line)
-            except ValueError:
-                tally.bad_lines += 1
-                continue
-            row = _event_row(app, event, line)
-            batch.append(row)
-            keys.add((event.ts, event.event_type))
-            if event.event_type in ("call:start", "call:end") and row.call_id is not None:
-                seen = calls.setdefault(row.call_id, _CallSeen())
-                seen.session_id = row.session_id or seen.session_id
-                if event.event_type == "call:start":
-                    seen.start_ns = iso_to_ns(event.ts)
-                else:
-                    seen.end_ns = iso_to_ns(event.ts)
-                    seen.duration_ms = _float_or_none(event.fields.get("duration_ms"))
-            if len(batch) >= EVENT_BATCH:
-                _insert_events(index, batch, tally)
-                batch = []
-    if batch:
-        _insert_events(index, batch, tally)
-    return calls
-
-
 # --- sessions and calls ------------------------------------------------------------
 
 
 def _scan_sessions(
-    root: Path, app: str, app_dir: Path, calls: dict[str, _CallSeen], tally: Tally
+    root: Path, app: str, app_dir: Path, calls: dict[str, CallSeen], tally: Tally
 ) -> list[SessionRow]:
     """Session rows from their JSON lines; also notes each call's run, session and bot."""
     rows = []
@@ -285,7 +186,7 @@ def _scan_sessions(
                     continue
                 if not isinstance(obj, dict):
                     continue
-                sid, run_id = obj.get("session_id"), _str_or_none(obj.get("run_id"))
+                sid, run_id = obj.get("session_id"), str_or_none(obj.get("run_id"))
                 if isinstance(sid, str) and safe_name(sid) == name:
                     session_id = sid
                 if run_id is not None and run_id not in runs:
@@ -296,12 +197,12 @@ def _scan_sessions(
                     last_ns = when
                     # Ended only if `session:end` is its last record: a later one reopened it.
                     end_ns = when if obj.get("event_type") == "session:end" else None
-                call_id = _str_or_none(obj.get("call_id"))
+                call_id = str_or_none(obj.get("call_id"))
                 if call_id is not None:
-                    seen = calls.setdefault(call_id, _CallSeen())
+                    seen = calls.setdefault(call_id, CallSeen())
                     seen.run_id = run_id or seen.run_id
-                    seen.session_id = seen.session_id or _str_or_none(sid)
-                    seen.bot_id = _str_or_none(obj.get("bot_id")) or seen.bot_id
+                    seen.session_id = seen.session_id or str_or_none(sid)
+                    seen.bot_id = str_or_none(obj.get("bot_id")) or seen.bot_id
         fallback_ns = mtime_ns(files[-1])
         rows.append(
             SessionRow(
@@ -330,7 +231,7 @@ def _clock_ns(text: str, millis: str, utc: bool) -> int | None:
 
 
 def _scan_calls(
-    root: Path, app: str, app_dir: Path, calls: dict[str, _CallSeen], utc: bool, tally: Tally
+    root: Path, app: str, app_dir: Path, calls: dict[str, CallSeen], utc: bool, tally: Tally
 ) -> list[CallRow]:
     """Call rows from `calls/<day>/bot_<bot>/call_<id>.log`, timed by their events."""
     known_calls = {safe_name(call_id): call_id for call_id in calls}
@@ -342,7 +243,7 @@ def _scan_calls(
             bot_name = bot_dir.name[4:]
             for name, files in file_groups(bot_dir, _CALL_FILE_RE).items():
                 call_id = decode_name(name, known_calls)
-                seen = calls.get(call_id, _CallSeen())
+                seen = calls.get(call_id, CallSeen())
                 records = errors = 0
                 first_ns = None
                 for path in files:
@@ -392,7 +293,10 @@ def read_app(
     """
     runs, app = _scan_runs(root, app_dir, tally)
     keys: EventKeys = set()
-    calls = _index_events(app, app_dir, index, tally, keys)
+    scan = index_events(app, app_dir, index, tally.problem, keys)
+    tally.events += scan.events
+    tally.bad_lines += scan.bad_lines
+    calls = scan.calls
     sessions = _scan_sessions(root, app, app_dir, calls, tally)
     call_rows = _scan_calls(root, app, app_dir, calls, utc, tally)
     batch: list[EventRow] = []

@@ -1,8 +1,8 @@
 """Reading files of the log tree without trusting them: never through a symlink, and
 never failing on damage (a bad file or a truncated archive is reported, not raised).
 
-Blocking reads, used by ``readback`` for the index rebuild; what the files mean is
-``readback``'s business, not this module's.
+Blocking reads, used by ``readback``, ``eventscan`` and ``errorscan`` for the index
+rebuild; what the files mean is their business, not this module's.
 """
 
 from __future__ import annotations
