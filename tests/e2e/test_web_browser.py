@@ -152,13 +152,24 @@ def web_url(daemon: DaemonProcess, socket_dir: Path) -> Iterator[str]:
     web.stop()
 
 
-class Browser:
-    """One headless Chromium page that records every console error and page error: the
-    CSP reports refused inline styles and scripts there."""
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """One headless Chromium for the module (starting it costs a second or two); each
+    test has a context of its own, so no cookie or storage crosses from one to the next."""
+    sync_playwright = _need_browser()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
 
-    def __init__(self, pw: Any, base: str, shots: Path) -> None:
-        self.browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        self.page = self.browser.new_page(viewport={"width": 1280, "height": 800})
+
+class Browser:
+    """One headless Chromium page, in a context of its own, that records every console
+    error and page error: the CSP reports refused inline styles and scripts there."""
+
+    def __init__(self, chromium: Any, base: str, shots: Path) -> None:
+        self.context = chromium.new_context(viewport={"width": 1280, "height": 800})
+        self.page = self.context.new_page()
         self.page.set_default_timeout(10_000)
         self.base = base
         self.shots = shots
@@ -192,7 +203,13 @@ class Browser:
 
     def close(self) -> None:
         assert self.errors == [], self.errors[:5]
-        self.browser.close()
+        self.context.close()
+
+    def __enter__(self) -> Browser:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.context.close()  # again after close(): a no-op
 
 
 def _publish(shots: Path) -> None:
@@ -208,13 +225,11 @@ def _query(url: str) -> dict[str, list[str]]:
 
 
 def test_browse_filter_and_follow_live(
-    producer: subprocess.Popen[str], web_url: str, tmp_path: Path
+    chromium: Any, producer: subprocess.Popen[str], web_url: str, tmp_path: Path
 ) -> None:
-    sync_playwright = _need_browser()
     shots = tmp_path / "screenshots"
     shots.mkdir()
-    with sync_playwright() as pw:
-        b = Browser(pw, web_url, shots)
+    with Browser(chromium, web_url, shots) as b:
         page = b.visit("/")
         assert "times in " in page.locator("header .zone").inner_text()
         apps = page.locator("table tbody tr").all_inner_texts()
@@ -360,11 +375,10 @@ BURST = 500
 
 
 def test_live_tail_resumes_after_a_daemon_restart(
-    log_root: Path, socket_dir: Path, tmp_path: Path
+    chromium: Any, log_root: Path, socket_dir: Path, tmp_path: Path
 ) -> None:
     """The live page stays open while logd restarts: it says so, reconnects, and shows
     the record written while logd was down and the ones after, each exactly once."""
-    sync_playwright = _need_browser()
     daemon = start_daemon(log_root, socket_dir)
     second: DaemonProcess | None = None
     web = WebProcess(log_root, socket_dir / "ctl.sock", daemon.env)
@@ -388,8 +402,7 @@ def test_live_tail_resumes_after_a_daemon_restart(
     try:
         assert _read_line(producer.stdout, 20) == "ready\n"
         say("one")
-        with sync_playwright() as pw:
-            b = Browser(pw, web.url, tmp_path)
+        with Browser(chromium, web.url, tmp_path) as b:
             page = b.visit("/live?app=steady")
             page.wait_for_selector("#live-state.ok")
             page.locator("#tail .rec", has_text="line one").wait_for()
@@ -453,12 +466,11 @@ for line in sys.stdin:
 
 
 def test_rotated_run_is_one_log_and_long_ids_stay_in_their_columns(
-    daemon: DaemonProcess, web_url: str, tmp_path: Path
+    chromium: Any, daemon: DaemonProcess, web_url: str, tmp_path: Path
 ) -> None:
     """After `logd-ctl rotate` the run page opens the run's main log across its parts,
     and search reaches back into the compressed one; 300-character ids do not push the
     tables wider than the window."""
-    sync_playwright = _need_browser()
     producer = subprocess.Popen(
         [sys.executable, "-c", ROTATED, LONG],
         env=daemon.env,
@@ -480,8 +492,7 @@ def test_rotated_run_is_one_log_and_long_ids_stay_in_their_columns(
         parts = {"main.log.1.gz", "main.log.2.gz", "main.log.3.gz"}
         wait_for(lambda: parts <= set(os.listdir(folder)))
         assert not (folder / "main.log").exists(), "made again by the next record"
-        with sync_playwright() as pw:
-            b = Browser(pw, web_url, tmp_path)
+        with Browser(chromium, web_url, tmp_path) as b:
             page = b.visit("/runs?app=rot")
             page.locator("a.run-link").click()
             page = b.loaded()
