@@ -64,6 +64,7 @@ class Producer:
         )
         self.logged = 0
         self.acked = 0
+        self._flushing = 0
         self.run_id = self._ask("run")
 
     def log(self, count: int = CHUNK) -> None:
@@ -71,10 +72,20 @@ class Producer:
         self.logged += count
 
     def flush(self, timeout: float) -> bool:
-        logged = self.logged
-        ok = self._ask(f"flush {timeout}") == "True"
+        self.start_flush(timeout)
+        return self.flushed()
+
+    def start_flush(self, timeout: float) -> None:
+        """Ask for a flush without waiting for its answer (`flushed()`), so that several
+        producers wait out their timeouts at the same time."""
+        self._flushing = self.logged
+        self._tell(f"flush {timeout}")
+
+    def flushed(self) -> bool:
+        """The answer to `start_flush()`."""
+        ok = self._answer() == "True"
         if ok:
-            self.acked = logged
+            self.acked = self._flushing
         return ok
 
     def finish(self) -> None:
@@ -89,10 +100,16 @@ class Producer:
         self._close()
 
     def _ask(self, line: str) -> str:
+        self._tell(line)
+        return self._answer()
+
+    def _tell(self, line: str) -> None:
         assert self.proc.stdin is not None
-        assert self.proc.stdout is not None
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
+
+    def _answer(self) -> str:
+        assert self.proc.stdout is not None
         return self.proc.stdout.readline().strip()
 
     def _close(self) -> None:
@@ -179,7 +196,9 @@ def test_a_batch_refused_by_a_full_disk_leaves_no_run_folder_behind(disk: SmallD
     stays, dies = Producer(daemon, "stays"), Producer(daemon, "dies")
     for producer in (stays, dies):
         producer.log()
-        assert not producer.flush(2)
+        producer.start_flush(2)
+    for producer in (stays, dies):
+        assert not producer.flushed()
     assert run_folders(disk.root) == []
     assert leftovers(disk.root) == []
     assert runs(daemon) == []

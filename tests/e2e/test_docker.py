@@ -326,7 +326,7 @@ def test_a_100000_line_burst_is_delivered_whole(
             records = runs_by_container(daemon).get("burst", {}).get("records", 0)
             if records == BURST:
                 break
-            time.sleep(0.5)
+            time.sleep(0.1)
         print(f"{BURST:,} lines: exited after {exited:.1f} s, {records:,} written")
         Seen(run_dir(daemon, runs_by_container(daemon)["burst"])).check_once(range(BURST))
         assert daemon.stop() == 0, daemon.stderr
