@@ -31,15 +31,21 @@ from logd.write.routing import (
 )
 from logd.write.templates import Template, Templates
 
+# Contexts kept per (connection, tag) at most; past it they are worked out again.
+MAX_CONTEXTS = 10_240
+
 
 class _Context:
-    """A context's last plain record in one message, with what routing it worked out.
+    """A context's last plain record on one connection, with what routing it worked out.
 
-    Its repeats (equal but for time and message) are counted here and noted in the run's
-    registry row at once (`settle`), when the context is replaced or the message ends.
+    Kept from message to message and batch to batch: with many sessions on a connection,
+    a message holds only a few records of each, and working each context out again per
+    message put a third of the records on the slow path. Its repeats (equal but for time
+    and message) are counted here and noted in the run's registry row at once (`settle`),
+    when the context is replaced or the message ends. `targets` are `batch`'s line lists.
     """
 
-    __slots__ = ("count", "last_ns", "raw", "record", "run", "targets", "template")
+    __slots__ = ("batch", "count", "last_ns", "raw", "record", "run", "targets", "template")
 
     def __init__(
         self,
@@ -48,6 +54,7 @@ class _Context:
         template: Template,
         targets: list[list[str]],
         run: RunState,
+        batch: Batch,
     ) -> None:
         self.raw, self.record, self.template, self.targets, self.run = (
             raw,
@@ -56,7 +63,14 @@ class _Context:
             targets,
             run,
         )
+        self.batch = batch
         self.count, self.last_ns = 0, record.time_ns
+
+    def bind(self, batch: Batch) -> None:
+        """Write into `batch` from now on: its line lists, its runs touched."""
+        self.batch = batch
+        self.targets = [batch.lines.to(kind, path) for kind, path in self.template.paths]
+        batch.run_dirs[run_dir(self.run.app, self.run.run_id)] = self.run
 
     def settle(self, registry: Registry) -> None:
         """Note the repeats counted so far in the run's registry row."""
@@ -128,6 +142,29 @@ class Gatherer:
         self.registry = registry
         self.totals = totals
         self._dedup = dedup
+        # Each (connection, tag)'s contexts by session id; see `_Context`.
+        self._contexts: dict[tuple[int, str], dict[str | None, _Context]] = {}
+        self._settling: list[_Context] = []  # contexts with repeats not yet settled
+
+    def relayout(self, layout: Layout) -> None:
+        """A reload changed the layout: lines are worked out afresh."""
+        self.templates = Templates(layout)
+        self._contexts.clear()
+
+    @property
+    def contexts_held(self) -> int:
+        """How many contexts are kept (bounded per connection; they go with it)."""
+        return sum(len(contexts) for contexts in self._contexts.values())
+
+    def forget_connection(self, conn_id: int) -> None:
+        """A connection closed: its contexts go (its run may end with it)."""
+        for key in [key for key in self._contexts if key[0] == conn_id]:
+            del self._contexts[key]
+
+    def forget_contexts(self) -> None:
+        """A batch was refused: the registry went back, so what contexts hold may be stale."""
+        self._contexts.clear()
+        self._settling.clear()
 
     def ingest(
         self,
@@ -176,14 +213,23 @@ class Gatherer:
         lines, rows = batch.lines, batch.rows
         run: RunState | None = None
         normalize = Normalizer(entries.tag)
+        render, note_record = templates.render_into, registry.note_record
+        follow = forward or published is not None
         # Each context's (session's) last plain record, its template and files: a record
         # equal to it but for time and message reuses all of that (`_Context`). Sessions
         # take turns record by record, so "the previous record" alone seldom matches.
+        # Records followed live or forwarded are routed one by one (no contexts).
         contexts: dict[str | None, _Context] = {}
+        if not follow:
+            key = (peer.conn_id, entries.tag)
+            contexts = self._contexts.get(key) or {}
+            if len(contexts) >= MAX_CONTEXTS:
+                contexts = {}
+            self._contexts[key] = contexts
+        settling = self._settling
+        settling.clear()  # settled at the end of each message; left over only by an error
         files_of: dict[int, tuple[Template, list[list[str]]]] = {}
         tallies: dict[tuple[str, str, str], _Tally] = {}
-        render, note_record = templates.render_into, registry.note_record
-        follow = forward or published is not None
         # Repeats of `pending` not written yet: their times and messages, in order.
         pending: _Context | None = None
         times: list[int] = []
@@ -195,6 +241,10 @@ class Gatherer:
                 if ctx is not None and ctx.run.active and same_but_msg(ctx.raw, time_ns, raw):
                     # Same run, files and counts as the context's record; only a
                     # session's registry row wants each record (tallied).
+                    if ctx.batch is not batch:
+                        ctx.bind(batch)
+                    if not ctx.count:
+                        settling.append(ctx)
                     if ctx is not pending:
                         if times:
                             self._write_repeats(pending, times, msgs)
@@ -245,7 +295,7 @@ class Gatherer:
                     old = contexts.get(sid)
                     if old is not None and old.count:
                         old.settle(registry)
-                    contexts[sid] = _Context(raw, record, template, targets, run)
+                    contexts[sid] = _Context(raw, record, template, targets, run, batch)
             else:
                 if tallies:  # this record may end a session: the counts come first
                     _settle(tallies, registry, batch, now)
@@ -269,9 +319,10 @@ class Gatherer:
                 lifecycle_event(registry, self.totals, record, paths, batch)
         if times:
             self._write_repeats(pending, times, msgs)
-        for ctx in contexts.values():
+        for ctx in settling:
             if ctx.count:
                 ctx.settle(registry)
+        settling.clear()
         if tallies:
             _settle(tallies, registry, batch, now)
 
