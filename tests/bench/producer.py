@@ -58,6 +58,11 @@ def main() -> int:
     p.add_argument("--calls", type=int, default=0, help="round-robin over K calls (logd)")
     p.add_argument("--id-base", type=int, default=0, help="ids start at s<BASE> (c<BASE>)")
     p.add_argument("--count", type=int, required=True)
+    p.add_argument(
+        "--warm",
+        action="store_true",
+        help="one line in each session before `ready`: time live sessions, not their start",
+    )
     p.add_argument("--logger", default=f"{APP}.worker")
     p.add_argument("--rate", type=float, default=0.0, help="records/s, embedding time_ns")
     p.add_argument(
@@ -86,6 +91,9 @@ def main() -> int:
     contexts = contexts_for(args)
     if args.sink not in ("syslog", "batched"):  # no warm-up line in the peers' files
         log.info("warm-up")
+        if args.warm:
+            for context in contexts:
+                context.run(log.info, "warm-up")
     if args.sink == "logd" and not logd.flush(30):
         print("warm-up not acknowledged", file=sys.stderr)
         return 2
