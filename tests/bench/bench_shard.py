@@ -18,6 +18,11 @@ whether cutting one daemon into a loop process and a writer process would help, 
 sharding whole daemons. Shapes and modes alternate within each round; ratios (2 shards / 1
 daemon) are taken within each round, then their median. Every record is checked once in
 its app's run log and once in its session file.
+
+`busy cores` is what the daemons and producers used per second of the run, `others` what
+the rest of the machine used meanwhile (the load of other programs; approximate, as the
+daemons' CPU is read over a slightly wider span than the producers' wall clock stamps):
+on a shared machine it says which runs were disturbed.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ class Result:
     daemon_us: float  # CPU µs per record, summed over the daemons
     loop_us: float  # of which the daemons' main threads (the trio loops)
     producer_us: float  # the producers' CPU µs per record (whole processes)
+    daemon_cores: float  # the daemons' CPU / wall: under 1 per daemon, no thread is the wall
     busy_cores: float  # (daemons' + producers' CPU) / wall: how full the machine was
     other_cores: float  # the rest of the machine's CPU / wall: others' load disturbing us
 
@@ -153,6 +159,7 @@ def run_once(shape: str, fsync: str, per: int, sessions: int) -> Result:
         daemon_us=daemon_s / total * 1e6,
         loop_us=loop_s / total * 1e6,
         producer_us=producer_s / total * 1e6,
+        daemon_cores=daemon_s / wall,
         busy_cores=(daemon_s + producer_s) / wall,
         other_cores=(machine.at(end) - machine.at(start) - daemon_s - producer_s) / wall,
     )
@@ -236,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             runs[shape, fsync].append(res)
             emit(
                 f"  round {r + 1}: {shape:<8} fsync={fsync:<5} {res.rate:>9,.0f} rec/s  "
-                f"daemons {res.daemon_us:5.1f} µs/rec (loop {res.loop_us:4.1f})  "
+                f"daemons {res.daemon_us:5.1f} µs/rec (loop {res.loop_us:4.1f}, "
+                f"{res.daemon_cores:.2f} cores)  "
                 f"producers {res.producer_us:5.1f} µs/rec  busy {res.busy_cores:.2f} cores "
                 f"(others {res.other_cores:.2f})"
             )
@@ -256,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                     max(x.rate for x in got),
                     daemon,
                     loop / daemon if daemon else float("nan"),
+                    common.median([x.daemon_cores for x in got]),
                     common.median([x.producer_us for x in got]),
                     common.median([x.busy_cores for x in got]),
                     common.median([x.other_cores for x in got]),
@@ -271,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                 "max",
                 "daemons µs/rec",
                 "loop share",
+                "daemon cores",
                 "producers µs/rec",
                 "busy cores",
                 "others",
