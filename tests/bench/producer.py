@@ -1,6 +1,7 @@
 """A producer process for the benchmarks: logs N records, through logd or a FileHandler.
 
-`python -m tests.bench.producer --sink logd|file|syslog|batched [--file F] --count N [--rate R]`
+`python -m tests.bench.producer --sink logd|file|syslog|batched [--file F] --count N [--rate R]
+[--app A] [--address unix:/path]`
 
 `--sessions K` (or `--calls K`) spreads the records round-robin over K sessions (calls),
 each with its own `contextvars.Context` entered once, as a server would run each
@@ -64,6 +65,8 @@ def main() -> int:
         help="one line in each session before `ready`: time live sessions, not their start",
     )
     p.add_argument("--logger", default=f"{APP}.worker")
+    p.add_argument("--app", default=APP, help="logd sink: the app name (default %(default)s)")
+    p.add_argument("--address", help="logd sink: the daemon's address (default: LOGD_ADDRESS)")
     p.add_argument("--rate", type=float, default=0.0, help="records/s, embedding time_ns")
     p.add_argument(
         "--high-water",
@@ -76,7 +79,7 @@ def main() -> int:
     if args.sink == "logd":
         import logd_client as logd
 
-        logd.install(app=APP)
+        logd.install(app=args.app, address=args.address)
     elif args.sink in ("syslog", "batched"):
         make = rfc5424.syslog_handler if args.sink == "syslog" else rfc5424.BatchedHandler
         root = logging.getLogger()
