@@ -118,6 +118,43 @@ def test_a_run_of_records_renders_as_route_writes_each(
     } == expected
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_records_of_contexts_taking_turns_render_as_route_writes_each(layout: Layout) -> None:
+    # Sessions, loggers and levels taking turns record by record, across a second.
+    templates = Templates(layout)
+    contexts = [
+        {"session_id": "s1"},
+        {"session_id": "s2", "logger": "main"},
+        {},
+        {"level": "WARNING", "session_id": "s1"},
+    ]
+    records = [
+        normalize("cyc", T0 + i * 97_000_000, raw_of(contexts[i % 4], msg=MESSAGES[i % 9]))
+        for i in range(36)
+    ]
+
+    class Placed:
+        def __init__(self, record: Record) -> None:
+            found = templates.find(record, RUN)
+            assert found is not None
+            self.template = found
+            self.targets = [files.setdefault(where, []) for where in found.paths]
+
+    files: dict[tuple[Any, str], list[str]] = {}
+    placed = [Placed(record) for record in records]
+    templates.render_each(
+        placed[:20], [r.time_ns for r in records[:20]], [r.msg for r in records[:20]]
+    )
+    templates.render_each(
+        placed[20:], [r.time_ns for r in records[20:]], [r.msg for r in records[20:]]
+    )
+    expected: dict[tuple[Any, str], list[str]] = {}
+    for record in records:
+        for write in route(record, RUN, layout).writes:
+            expected.setdefault((write.kind, write.path), []).append(write.line)
+    assert files == expected
+
+
 def test_templates_cover_the_common_contexts() -> None:
     templates = Templates(Layout(utc=True))
     for context in ({}, {"session_id": "s1"}, {"logger": "main"}):
