@@ -7,6 +7,7 @@ Pure: no I/O, no clock; the SQLite index is ``events.py``.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -92,14 +93,20 @@ def iso_utc_ms(ts_ns: int) -> str:
     Raises:
         ValueError: the time is outside years 1..9999.
     """
-    days, ms = divmod(ts_ns // 1_000_000, 86_400_000)
+    second, ms = divmod(ts_ns // 1_000_000, 1000)
     try:
-        dt = _EPOCH + timedelta(days=days, milliseconds=ms)
+        return f"{_iso_second(second)}.{ms:03d}Z"
     except OverflowError as exc:
         raise ValueError(f"timestamp out of range: {ts_ns} ns") from exc
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_second(second: int) -> str:
+    """The text of a whole UTC second: every row of a batch names a few seconds, often
+    again (a session's first record), and building it costs more than looking it up."""
+    dt = _EPOCH + timedelta(seconds=second)
     return (
-        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T"
-        f"{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}.{dt.microsecond // 1000:03d}Z"
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}"
     )
 
 

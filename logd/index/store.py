@@ -14,6 +14,7 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from logd.index.eventline import iso_utc_ms
 from logd.index.tables import (
     SCHEMA,
     UPSERT_CALL,
@@ -33,6 +34,35 @@ from logd.index.tables import (
 __all__ = ["RegistryStore"]
 
 BUSY_TIMEOUT_MS = 5000
+# Rows remembered as committed, per table, for `write()`'s count-only updates; past it
+# the memory starts over (a row not remembered is upserted whole, which is always right).
+MAX_KNOWN_ROWS = 100_000
+_UPDATE_SESSION_COUNTS = (
+    "UPDATE sessions SET last_ts = ?, records = ? WHERE app = ? AND session_id = ?"
+)
+_UPDATE_CALL_COUNTS = (
+    "UPDATE calls SET records = ?, errors = ? WHERE app = ? AND call_id = ? AND day = ?"
+)
+_Key = tuple[str, ...]
+_Rest = tuple[Any, ...]
+
+
+def _session_rest(row: SessionRow) -> _Rest:
+    """What a session row holds besides its last time and record count."""
+    return (tuple(row.runs), row.first_ns, row.end_ns, row.end_reason, row.path)
+
+
+def _call_rest(row: CallRow) -> _Rest:
+    """What a call row holds besides its record and error counts."""
+    return (
+        row.bot_id,
+        row.path,
+        row.start_ns,
+        row.end_ns,
+        row.duration_ms,
+        row.run_id,
+        row.session_id,
+    )
 
 
 class RegistryStore:
@@ -55,6 +85,11 @@ class RegistryStore:
             isolation_level=None,
             timeout=BUSY_TIMEOUT_MS / 1000,
         )
+        # Each session's and call's row as last committed, but for its counts: a row that
+        # changed only there is updated in place, at half an upsert's cost (a batch with
+        # many live sessions or calls writes one row for each).
+        self._known_sessions: dict[_Key, _Rest] = {}
+        self._known_calls: dict[_Key, _Rest] = {}
         try:
             self._conn.row_factory = sqlite3.Row
             self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
@@ -108,17 +143,75 @@ class RegistryStore:
                 the whole batch is rolled back.
         """
         run_values = [run_params(meta) for meta in runs]
-        session_values = [session_params(row) for row in sessions]
-        call_values = [call_params(row) for row in calls]
-        if not (run_values or session_values or call_values or producers or batch_done):
+        if not (run_values or sessions or calls or producers or batch_done):
             return
-        self._transaction(
-            (UPSERT_RUN, run_values),
-            (UPSERT_SESSION, session_values),
-            (UPSERT_PRODUCER, list(producers)),
-            (UPSERT_CALL, call_values),
-            ("DELETE FROM pending_batch", [()] if batch_done else []),
-        )
+        known_sessions, known_calls = self._known_sessions, self._known_calls
+        session_rests: list[tuple[_Key, _Rest]] = [
+            ((row.app, row.session_id), _session_rest(row)) for row in sessions
+        ]
+        call_rests: list[tuple[_Key, _Rest]] = [
+            ((row.app, row.call_id, row.day), _call_rest(row)) for row in calls
+        ]
+        session_counts, session_values = [], []
+        for row, (key, rest) in zip(sessions, session_rests, strict=True):
+            if known_sessions.get(key) == rest:
+                session_counts.append((iso_utc_ms(row.last_ns), row.records, *key))
+            else:
+                session_values.append(session_params(row))
+        call_counts, call_values = [], []
+        for call, (key, rest) in zip(calls, call_rests, strict=True):
+            if known_calls.get(key) == rest:
+                call_counts.append((call.records, call.errors, *key))
+            else:
+                call_values.append(call_params(call))
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, params in (
+                (UPSERT_RUN, run_values),
+                (UPSERT_SESSION, session_values),
+                (UPSERT_PRODUCER, list(producers)),
+                (UPSERT_CALL, call_values),
+            ):
+                if params:
+                    conn.executemany(sql, params)
+            # A remembered row that is gone (cleanup, a reset) updates nothing: then
+            # every such row of the batch is upserted whole after all.
+            if session_counts and (
+                conn.executemany(_UPDATE_SESSION_COUNTS, session_counts).rowcount
+                != len(session_counts)
+            ):
+                conn.executemany(
+                    UPSERT_SESSION,
+                    [
+                        session_params(r)
+                        for r, (k, v) in zip(sessions, session_rests, strict=True)
+                        if known_sessions.get(k) == v
+                    ],
+                )
+            if call_counts and (
+                conn.executemany(_UPDATE_CALL_COUNTS, call_counts).rowcount != len(call_counts)
+            ):
+                conn.executemany(
+                    UPSERT_CALL,
+                    [
+                        call_params(c)
+                        for c, (k, v) in zip(calls, call_rests, strict=True)
+                        if known_calls.get(k) == v
+                    ],
+                )
+            if batch_done:
+                conn.execute("DELETE FROM pending_batch")
+            # COMMIT is where a full disk refuses (the WAL grows): it must roll back too.
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        for known, rests in ((known_sessions, session_rests), (known_calls, call_rests)):
+            if len(known) + len(rests) > MAX_KNOWN_ROWS:
+                known.clear()
+            known.update(rests)
 
     # --- the batch intent ----------------------------------------------------------
 
@@ -197,21 +290,6 @@ class RegistryStore:
             raise
         self._conn.execute("COMMIT")
         return removed
-
-    def _transaction(self, *steps: tuple[str, list[tuple[Any, ...]]]) -> None:
-        # IMMEDIATE takes the write lock up front, so a concurrent writer makes us wait
-        # (busy_timeout) instead of failing half-way through with SQLITE_BUSY.
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            for sql, params in steps:
-                if params:
-                    self._conn.executemany(sql, params)
-            # COMMIT is where a full disk refuses (the WAL grows): it must roll back too.
-            self._conn.execute("COMMIT")
-        except BaseException:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            raise
 
     # --- reads -------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ tables. `scan` walks the disk into a `Listing`; `cleanup` carries the decisions 
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 import time
 from collections import defaultdict
@@ -114,7 +115,13 @@ def backup_renames(
 
 def utc_day(ts: float) -> str:
     """The UTC `YYYY-MM-DD` of a moment: the event log rotates at 00:00 UTC."""
-    return time.strftime("%Y-%m-%d", time.gmtime(ts))
+    return _utc_day_of(int(ts // DAY_S))
+
+
+@functools.lru_cache(maxsize=64)
+def _utc_day_of(day: int) -> str:
+    # Asked for every file (re)opened, nearly always about the same few days.
+    return time.strftime("%Y-%m-%d", time.gmtime(day * DAY_S))
 
 
 def utc_day_end(day: str) -> float | None:

@@ -33,7 +33,6 @@ from logd.write.dedup import Dedup, highest
 from logd.write.gather import Gatherer
 from logd.write.jobs import ConnClosed, Ingest, Job, Maintain, Note, Tick
 from logd.write.sinks import Sinks
-from logd.write.templates import Templates
 from logd.write.timeline import Fact, Timeline, writes_for
 
 if TYPE_CHECKING:
@@ -144,6 +143,7 @@ class Engine:
                 batch.ended_runs += self.registry.connection_closed(
                     job.peer.conn_id, by_daemon=job.by_daemon, now_ns=now
                 )
+                self.gather.forget_connection(job.peer.conn_id)
             elif isinstance(job, Tick):
                 tick(self.registry, batch, now, int(self.config.limits.session_idle_s * 1e9))
         facts = self.timeline.take()
@@ -194,6 +194,7 @@ class Engine:
             for meta in new_files:
                 meta.unlink(missing_ok=True)
             self.sinks.rollback()
+            self.gather.forget_contexts()
             pending.refused(
                 self.registry,
                 touched=batch.run_dirs.values(),
@@ -304,7 +305,7 @@ class Engine:
         """Apply a new configuration, except `root` and `[listen]` (they need a restart)."""
         config = replace(config, root=self.config.root, listen=self.config.listen)
         self.config = config
-        self.gather.templates = Templates(config.layout)
+        self.gather.relayout(config.layout)
         self.gather.events_off = config.events.off
         self.sinks.rotation = config.rotation
         self.sinks.fsync = config.fsync

@@ -33,7 +33,8 @@ from logd.write.durable import Durability
 from logd.write.routing import Kind, Write
 
 log = logging.getLogger("logd.sinks")
-_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+_REOPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+_OPEN_FLAGS = _REOPEN_FLAGS | os.O_CREAT
 FsyncMode = Literal["none", "batch", "always"]
 
 
@@ -54,11 +55,14 @@ class Sinks:
         durability: Durability | None = None,
     ) -> None:
         self.root = root
+        self._root = os.fspath(root)
         self.durability = durability or Durability()
         self.open_files = max(1, open_files)
         self.fsync = fsync
+        self._policies: dict[Kind, RotationPolicy] = {}
         self.rotation = rotation
         self.clock = clock
+        self._watched: set[int] = set()  # file systems `durability` has been shown
         self.rotations = 0
         # (path, bytes) of each rotation not yet taken for the daemon's timeline.
         self._rotation_log: list[tuple[str, int]] = []
@@ -66,6 +70,7 @@ class Sinks:
         self._days: dict[str, str] = {}
         self._kinds: dict[str, Kind] = {}
         self._devs: dict[str, int] = {}  # st_dev of each open file: syncs go by file system
+        self._inos: dict[str, int] = {}  # st_ino of each open file, for the batch intent
         self._fds: OrderedDict[str, int] = OrderedDict()
         self._dirty: set[str] = set()
         self._made_dirs: set[str] = set()
@@ -99,17 +104,18 @@ class Sinks:
                 if not lines:
                     continue
                 data = _encode("".join(lines))
-                self._fd(path)
+                fd = self._fd(path)
                 kind = self._kinds[path] = kinds[path]
-                policy = self._policy(kind)
+                policy = self._policies.get(kind)
                 if policy is None:
-                    self._append(path, data, today)
+                    self._append(path, data, today, fd)
                 elif len(lines) > 1 and self._sizes[path] + len(data) > policy.max_bytes:
                     self._append_cut(path, kind, lines, policy, today)
                 else:
                     if self._rotation_due(path, len(data), policy, today):
                         self._rotate(path, kind, policy)
-                    self._append(path, data, today)
+                        fd = self._fd(path)
+                    self._append(path, data, today, fd)
                 written[path] = written.get(path, 0) + len(data)
         except OSError:
             self.rollback()
@@ -119,18 +125,34 @@ class Sinks:
     def intent(self, lines: Lines) -> list[tuple[str, int, int]]:
         """Where each file of a batch stands before the batch: `(path, inode, size)`.
 
-        Opens (and creates) the files, so it raises the `OSError`s `write_many` would.
+        Files not open are looked up with `lstat`, not opened: with more live files than
+        handles, opening them here evicted the very handles the writes then reopened.
+        A file that does not exist yet stands at `(path, 0, 0)`.
         """
         stand = []
+        sizes, inos = self._sizes, self._inos
         for path, batch in lines.by_path.items():
-            if batch:
-                fd = self._fd(path)
-                stand.append((path, os.fstat(fd).st_ino, self._sizes[path]))
+            if not batch:
+                continue
+            ino = inos.get(path)
+            if ino is not None:
+                stand.append((path, ino, sizes[path]))
+                continue
+            try:
+                info = os.lstat(f"{self._root}/{path}")
+            except FileNotFoundError:
+                stand.append((path, 0, 0))
+            else:
+                stand.append((path, info.st_ino, info.st_size))
         return stand
 
-    def _append(self, path: str, data: bytes, today: str) -> None:
-        """One `write(2)` loop of whole lines, remembered so `rollback()` can undo it."""
-        fd = self._fd(path)
+    def _append(self, path: str, data: bytes, today: str, fd: int | None = None) -> None:
+        """One `write(2)` loop of whole lines, remembered so `rollback()` can undo it.
+
+        `fd` is the file's descriptor when the caller has just got it from `_fd()`.
+        """
+        if fd is None:
+            fd = self._fd(path)
         self._undo.append((path, self._sizes[path]))
         view = memoryview(data)
         while view:
@@ -193,7 +215,7 @@ class Sinks:
         new_files, self._new_files = self._new_files, []
         for path in new_files:
             fd = self._fds.pop(path, None)
-            for table in (self._sizes, self._days, self._kinds, self._devs):
+            for table in (self._sizes, self._days, self._kinds, self._devs, self._inos):
                 table.pop(path, None)
             self._dirty.discard(path)
             if fd is not None:
@@ -224,6 +246,7 @@ class Sinks:
         self._sizes.pop(path, None)
         self._days.pop(path, None)
         self._kinds.pop(path, None)
+        self._inos.pop(path, None)
         dev = self._devs.pop(path, None)
         if fd is not None:
             # An evicted file (more live files than handles) is left to the batch's
@@ -261,27 +284,38 @@ class Sinks:
         while len(self._fds) >= self.open_files:
             oldest = next(iter(self._fds))
             self.close_file(oldest)
-        full = self.root / path
-        parent = os.path.dirname(path)
+        full = f"{self._root}/{path}"
+        parent = path.rpartition("/")[0]
         if parent not in self._made_dirs:
-            self._make_dirs(full.parent)
+            self._make_dirs(self.root / parent)
             self._made_dirs.add(parent)
         try:
             fd = self._open(path, full)
         except FileNotFoundError:
             # The folder went away under us (cleanup, an operator): make it again.
-            self._make_dirs(full.parent)
+            self._make_dirs(self.root / parent)
             fd = self._open(path, full)
         self._fds[path] = fd
         info = os.fstat(fd)
-        self._devs[path] = info.st_dev
-        self.durability.watch(info.st_dev, os.fspath(full.parent))
+        dev = self._devs[path] = info.st_dev
+        self._inos[path] = info.st_ino
+        if dev not in self._watched:
+            self.durability.watch(dev, full.rpartition("/")[0])
+            self._watched.add(dev)
         self._sizes[path] = info.st_size
         self._days[path] = utc_day(info.st_mtime if info.st_size else self.clock())
         return fd
 
-    def _open(self, path: str, full: Path) -> int:
-        """Open for appending, noting whether this batch created the file."""
+    def _open(self, path: str, full: str) -> int:
+        """Open for appending, noting whether this batch created the file.
+
+        An existing file (a reopen after eviction, the usual case) costs one `open(2)`;
+        only a missing one takes the exclusive create that tells us we made it.
+        """
+        try:
+            return os.open(full, _REOPEN_FLAGS)
+        except FileNotFoundError:
+            pass
         try:
             fd = os.open(full, _OPEN_FLAGS | os.O_EXCL, 0o640)
         except FileExistsError:
@@ -302,15 +336,27 @@ class Sinks:
 
     # --- rotation ------------------------------------------------------------------
 
+    @property
+    def rotation(self) -> Rotation | None:
+        """The rotation policies in force (replaced on reload)."""
+        return self._rotation
+
+    @rotation.setter
+    def rotation(self, rotation: Rotation | None) -> None:
+        self._rotation = rotation
+        self._policies = (
+            {}
+            if rotation is None
+            else {
+                Kind.RUN: rotation.run,
+                Kind.SESSION: rotation.session,
+                Kind.CALL: rotation.call,
+                Kind.EVENTS: rotation.events,
+            }
+        )
+
     def _policy(self, kind: Kind) -> RotationPolicy | None:
-        if self.rotation is None:
-            return None
-        return {
-            Kind.RUN: self.rotation.run,
-            Kind.SESSION: self.rotation.session,
-            Kind.CALL: self.rotation.call,
-            Kind.EVENTS: self.rotation.events,
-        }.get(kind)
+        return self._policies.get(kind)
 
     def _rotation_due(self, path: str, incoming: int, policy: RotationPolicy, today: str) -> bool:
         size = self._sizes[path]

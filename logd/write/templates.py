@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, Protocol
 
 from logd.config import Layout
 from logd.index.eventline import iso_utc_ms
@@ -52,6 +52,16 @@ class Template(NamedTuple):
 
 
 _Key = tuple[str, str, str, str, str | None]
+
+
+class Placed(Protocol):
+    """A record's template and the batch's line lists of its files (a gatherer's context)."""
+
+    @property
+    def template(self) -> Template: ...
+
+    @property
+    def targets(self) -> Sequence[list[str]]: ...
 
 
 def _dumps(text: str, _escapes: re.Pattern[str] = _JSON_ESCAPES) -> str:
@@ -142,6 +152,28 @@ class Templates:
             stamps = isos if is_iso else clocks
             bodies = texts if js else msgs
             target.extend([f"{head}{t}{mid}{b}{tail}" for t, b in zip(stamps, bodies, strict=True)])
+
+    def render_each(
+        self, placed: Sequence[Placed], times: Sequence[int], msgs: Sequence[str]
+    ) -> None:
+        """`render_into()` for records of any templates, in the given order.
+
+        Sessions taking turns make runs of records whose templates differ from one record
+        to the next; one loop here costs about half of a call per record.
+        """
+        first = placed[0]
+        if placed.count(first) == len(placed):
+            self.render_many(first.template, first.targets, times, msgs)
+            return
+        clock_of, iso_of = self._clock_of, self._iso_of
+        clocks = [clock_of(time_ns) for time_ns in times]
+        isos = [iso_of(time_ns) for time_ns in times]
+        texts = [_dumps(msg) for msg in msgs]
+        for where, clock, iso, text, msg in zip(placed, clocks, isos, texts, msgs, strict=True):
+            for (head, is_iso, mid, js, tail), target in zip(
+                where.template.pieces, where.targets, strict=True
+            ):
+                target.append(f"{head}{iso if is_iso else clock}{mid}{text if js else msg}{tail}")
 
     def _clock_of(self, time_ns: int) -> str:
         # clock_text(), with the text of the last second kept: records come in bursts.

@@ -1,6 +1,7 @@
 """A producer process for the benchmarks: logs N records, through logd or a FileHandler.
 
-`python -m tests.bench.producer --sink logd|file|syslog|batched [--file F] --count N [--rate R]`
+`python -m tests.bench.producer --sink logd|file|syslog|batched [--file F] --count N [--rate R]
+[--app A] [--address unix:/path]`
 
 `--sessions K` (or `--calls K`) spreads the records round-robin over K sessions (calls),
 each with its own `contextvars.Context` entered once, as a server would run each
@@ -58,7 +59,14 @@ def main() -> int:
     p.add_argument("--calls", type=int, default=0, help="round-robin over K calls (logd)")
     p.add_argument("--id-base", type=int, default=0, help="ids start at s<BASE> (c<BASE>)")
     p.add_argument("--count", type=int, required=True)
+    p.add_argument(
+        "--warm",
+        action="store_true",
+        help="one line in each session before `ready`: time live sessions, not their start",
+    )
     p.add_argument("--logger", default=f"{APP}.worker")
+    p.add_argument("--app", default=APP, help="logd sink: the app name (default %(default)s)")
+    p.add_argument("--address", help="logd sink: the daemon's address (default: LOGD_ADDRESS)")
     p.add_argument("--rate", type=float, default=0.0, help="records/s, embedding time_ns")
     p.add_argument(
         "--high-water",
@@ -71,7 +79,7 @@ def main() -> int:
     if args.sink == "logd":
         import logd_client as logd
 
-        logd.install(app=APP)
+        logd.install(app=args.app, address=args.address)
     elif args.sink in ("syslog", "batched"):
         make = rfc5424.syslog_handler if args.sink == "syslog" else rfc5424.BatchedHandler
         root = logging.getLogger()
@@ -86,6 +94,9 @@ def main() -> int:
     contexts = contexts_for(args)
     if args.sink not in ("syslog", "batched"):  # no warm-up line in the peers' files
         log.info("warm-up")
+        if args.warm:
+            for context in contexts:
+                context.run(log.info, "warm-up")
     if args.sink == "logd" and not logd.flush(30):
         print("warm-up not acknowledged", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ pytestmark = pytest.mark.e2e
         ("bench_connection", "acked msg/s med"),
         ("bench_peers", "collector µs/rec"),
         ("bench_sweep", "batch rec/s"),
+        ("bench_shard", "daemons µs/rec"),
     ],
 )
 def test_quick_run_prints_its_table(script: str, column: str) -> None:

@@ -196,6 +196,55 @@ def test_sessions_and_calls_upsert_replace_the_row(store: RegistryStore) -> None
     assert store.get_call("a", "c1", "2025-01-01") == got
 
 
+def test_rows_that_change_only_their_counts_land_like_whole_rows(store: RegistryStore) -> None:
+    # The second and later writes of a live session or call take the count-only update;
+    # what is read back must be what a whole-row upsert gives, including a row cleanup
+    # deleted in between (it comes back) and a row whose other fields changed.
+    store.upsert_sessions([session("a", "s1", 1, 2), session("a", "s2", 1, 2)])
+    store.upsert_calls([call("a", "c1", "2025-01-01", "b1", 3)])
+    store.write(
+        sessions=[session("a", "s1", 1, 5, records=7), session("a", "s2", 1, 6, records=3)],
+        calls=[call("a", "c1", "2025-01-01", "b1", 3, records=4, errors=1)],
+    )
+    assert pick(store.list_sessions(), "session_id", "last_ts", "records") in (
+        [("s1", "2025-01-01T12:00:05.000Z", 7), ("s2", "2025-01-01T12:00:06.000Z", 3)],
+        [("s2", "2025-01-01T12:00:06.000Z", 3), ("s1", "2025-01-01T12:00:05.000Z", 7)],
+    )
+    got = store.get_call("a", "c1")
+    assert got is not None
+    assert (got["records"], got["errors"]) == (4, 1)
+    assert store.delete_paths(["a/sessions/session_s1.jsonl"]) == 1
+    store.write(sessions=[session("a", "s1", 1, 8, records=9), session("a", "s2", 1, 8)])
+    assert pick([store.get_session("a", "s1")], "last_ts", "records", "runs") == [
+        ("2025-01-01T12:00:08.000Z", 9, [RUN1])
+    ]
+    assert pick([store.get_session("a", "s2")], "last_ts", "records") == [
+        ("2025-01-01T12:00:08.000Z", 2)
+    ]
+    store.write(sessions=[session("a", "s2", 1, 9, end_ns=T0 + 9 * S, end_reason="idle")])
+    assert pick([store.get_session("a", "s2")], "end_reason", "active") == [("idle", False)]
+
+
+def test_a_refused_write_leaves_no_row_remembered(store: RegistryStore) -> None:
+    # A write rolled back must not make the next one update a row that was never stored.
+    with pytest.raises(sqlite3.IntegrityError):
+        store.write(
+            sessions=[
+                session("a", "s1", 0, 1),
+                session("a", "s2", 0, 1, end_reason=cast(Any, "weird")),
+            ],
+            calls=[call("a", "c1", "2025-01-01", "b1", 1)],
+        )
+    store.write(
+        sessions=[session("a", "s1", 0, 2, records=5)],
+        calls=[call("a", "c1", "2025-01-01", "b1", 1, records=6)],
+    )
+    assert pick([store.get_session("a", "s1")], "records") == [5]
+    got = store.get_call("a", "c1")
+    assert got is not None
+    assert got["records"] == 6
+
+
 # --- reads -------------------------------------------------------------------------
 
 

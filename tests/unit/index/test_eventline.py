@@ -44,6 +44,20 @@ def test_iso_utc_ms_truncates_to_milliseconds(ts_ns: int, expected: str) -> None
     assert iso_utc_ms(ts_ns) == expected
 
 
+@given(
+    st.integers(min_value=-62_135_596_800 * 10**9, max_value=253_402_300_799 * 10**9 + 10**9 - 1)
+)
+@settings(max_examples=500)
+def test_iso_utc_ms_agrees_with_datetime(ts_ns: int) -> None:
+    # The per-second cache must give what datetime says for every moment it covers.
+    from datetime import UTC, datetime, timedelta
+
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ts_ns // 1_000_000)
+    expected = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert iso_utc_ms(ts_ns) == expected
+    assert iso_utc_ms(ts_ns) == expected  # the cached second again
+
+
 def test_iso_utc_ms_out_of_range_is_value_error() -> None:
     with pytest.raises(ValueError, match="out of range"):
         iso_utc_ms(10**30)

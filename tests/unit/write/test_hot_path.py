@@ -7,6 +7,7 @@ including the awkward ones.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from logd.config import Layout
 from logd.index.eventline import iso_utc_ms
 from logd.index.states import Peer
 from logd.write.engine import Engine
-from logd.write.jobs import Ingest
+from logd.write.jobs import ConnClosed, Ingest
 from logd.write.records import Normalizer, Record, Unroutable, _general, normalize
 from logd.write.routing import clock_text, route
 from logd.write.templates import MAX_CONTEXTS, Templates
@@ -115,6 +116,43 @@ def test_a_run_of_records_renders_as_route_writes_each(
     assert {
         where: lines[1:] for where, lines in zip(template.paths, targets, strict=True)
     } == expected
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_records_of_contexts_taking_turns_render_as_route_writes_each(layout: Layout) -> None:
+    # Sessions, loggers and levels taking turns record by record, across a second.
+    templates = Templates(layout)
+    contexts = [
+        {"session_id": "s1"},
+        {"session_id": "s2", "logger": "main"},
+        {},
+        {"level": "WARNING", "session_id": "s1"},
+    ]
+    records = [
+        normalize("cyc", T0 + i * 97_000_000, raw_of(contexts[i % 4], msg=MESSAGES[i % 9]))
+        for i in range(36)
+    ]
+
+    class Placed:
+        def __init__(self, record: Record) -> None:
+            found = templates.find(record, RUN)
+            assert found is not None
+            self.template = found
+            self.targets = [files.setdefault(where, []) for where in found.paths]
+
+    files: dict[tuple[Any, str], list[str]] = {}
+    placed = [Placed(record) for record in records]
+    templates.render_each(
+        placed[:20], [r.time_ns for r in records[:20]], [r.msg for r in records[:20]]
+    )
+    templates.render_each(
+        placed[20:], [r.time_ns for r in records[20:]], [r.msg for r in records[20:]]
+    )
+    expected: dict[tuple[Any, str], list[str]] = {}
+    for record in records:
+        for write in route(record, RUN, layout).writes:
+            expected.setdefault((write.kind, write.path), []).append(write.line)
+    assert files == expected
 
 
 def test_templates_cover_the_common_contexts() -> None:
@@ -272,22 +310,33 @@ def _files(root: Path) -> dict[str, str]:
     }
 
 
+# How a stream is fed to the engine: one message (repeats recognised within it), one
+# batch per record (contexts carried from batch to batch), or one batch per record with
+# the contexts forgotten in between (no record can be taken for a repeat: the reference).
+SPLITS = ("one-message", "batch-per-record", "no-contexts")
+
+
+def _feed(engine: Engine, entries: list[tuple[int, dict[str, Any]]], split: str) -> None:
+    peer = Peer(conn_id=1, transport="unix", pid=4242, uid=0, gid=0)
+    groups = [entries] if split == "one-message" else [[e] for e in entries]
+    for n, group in enumerate(groups):
+        engine.process([Ingest(peer, [wire.Entries("cyc", group, {"chunk": f"x:{n}"}, [])])])
+        if split == "no-contexts":
+            engine.gather.forget_contexts()
+
+
 def test_engine_writes_the_same_with_and_without_repeats(tmp_path: Path) -> None:
     results = []
-    for split in (False, True):
-        root = tmp_path / f"split-{split}"
+    for split in SPLITS:
+        root = tmp_path / split
         engine = Engine(make_config(root, tmp_path), clock_ns=lambda: T0)
-        peer = Peer(conn_id=1, transport="unix", pid=4242, uid=0, gid=0)
-        entries = _stream()
-        # One message (repeats recognised) or one message per record (none can be).
-        groups = [[e] for e in entries] if split else [entries]
-        for n, group in enumerate(groups):
-            engine.process([Ingest(peer, [wire.Entries("cyc", group, {"chunk": f"x:{n}"}, [])])])
+        _feed(engine, _stream(), split)
         sessions = {key: s.records for key, s in engine.registry.sessions.items()}
         runs = {key: (r.records, dict(r.counts)) for key, r in engine.registry.runs.items()}
         engine.close()
         results.append((_files(root), sessions, runs))
-    assert results[0] == results[1]
+    assert results[0] == results[2]
+    assert results[1] == results[2]
     files, sessions, runs = results[0]
     assert sessions == {("cyc", "s1"): 15, ("cyc", "s2"): 5}
     assert runs == {("cyc", RUN): (59, {"INFO": 59})}
@@ -329,13 +378,10 @@ def test_interleaved_sessions_keep_the_same_registry_rows_in_one_message(tmp_pat
             fields.update(event_type="session:end", msg="")
         entries.append((base + (40 - i) * 3_000_000 * (i % 2 or -1), raw_of({}, **fields)))
     results = []
-    for split in (False, True):
-        root = tmp_path / f"split-{split}"
+    for split in SPLITS:
+        root = tmp_path / split
         engine = Engine(make_config(root, tmp_path), clock_ns=lambda: T0)
-        peer = Peer(conn_id=1, transport="unix", pid=4242, uid=0, gid=0)
-        groups = [[e] for e in entries] if split else [entries]
-        for n, group in enumerate(groups):
-            engine.process([Ingest(peer, [wire.Entries("cyc", group, {"chunk": f"x:{n}"}, [])])])
+        _feed(engine, entries, split)
         rows = {}
         for name in ("s0", "s1", "s2"):  # as stored: ended sessions leave the registry
             s = engine.books.lookup_session("cyc", name, T0)
@@ -345,8 +391,66 @@ def test_interleaved_sessions_keep_the_same_registry_rows_in_one_message(tmp_pat
             rows[key[1]] = (r.records, r.start_ns, r.last_ns, str(sorted(r.counts.items())), [])
         engine.close()
         results.append((_files(root), rows))
-    assert results[0][1] == results[1][1]
-    assert results[0][0] == results[1][0]
+    for result in results[:2]:
+        assert result[1] == results[2][1]
+        assert result[0] == results[2][0]
     counts = {key: row[0] for key, row in results[0][1].items()}
     assert counts == {"s0": 14, "s1": 13, "s2": 13, RUN: 40}
     assert [row[3] for row in results[0][1].values()][:3] == [None, None, "ended"]
+
+
+def _interleaved(first: int, count: int, sessions: int = 3) -> list[tuple[int, dict[str, Any]]]:
+    """Sessions taking turns, as a server with many conversations sends them."""
+    return [
+        (T0 + i * 1_000_000, raw_of({"session_id": f"s{i % sessions}"}, msg=f"m{i}"))
+        for i in range(first, first + count)
+    ]
+
+
+def test_contexts_from_an_earlier_batch_follow_a_new_layout(tmp_path: Path) -> None:
+    # Contexts outlive their batch; a reload that changes the layout (here: no more
+    # per-logger files) must not leave records written with the old one's lines.
+    config = make_config(tmp_path / "root", tmp_path)
+    assert config.layout.component_files
+    engine = Engine(config, clock_ns=lambda: T0)
+    peer = Peer(conn_id=1, transport="unix", pid=4242, uid=0, gid=0)
+    engine.process([Ingest(peer, [wire.Entries("cyc", _interleaved(0, 9), {}, [])])])
+    layout = dataclasses.replace(config.layout, component_files=False)
+    engine.reload(dataclasses.replace(config, layout=layout))
+    engine.process([Ingest(peer, [wire.Entries("cyc", _interleaved(9, 9), {}, [])])])
+    engine.close()
+    run = tmp_path / "root" / "cyc" / "runs" / RUN
+    main_log = (run / "main.log").read_text().splitlines()
+    component = (run / "cycling_ai.agent.log").read_text().splitlines()
+    assert [line.rsplit(" ", 1)[1] for line in main_log] == [f"m{i}" for i in range(18)]
+    assert [line.rsplit(" ", 1)[1] for line in component] == [f"m{i}" for i in range(9)]
+
+
+def test_contexts_from_an_earlier_batch_still_reach_live_tail(tmp_path: Path) -> None:
+    # Records followed live are routed one by one: a context made before anyone
+    # followed must not swallow them.
+    engine = Engine(make_config(tmp_path / "root", tmp_path), clock_ns=lambda: T0)
+    peer = Peer(conn_id=1, transport="unix", pid=4242, uid=0, gid=0)
+    engine.process([Ingest(peer, [wire.Entries("cyc", _interleaved(0, 9), {}, [])])])
+    engine.publish = True
+    engine.process([Ingest(peer, [wire.Entries("cyc", _interleaved(9, 9), {}, [])])])
+    engine.close()
+    assert [item["msg"] for item in engine.published] == [f"m{i}" for i in range(9, 18)]
+
+
+def test_a_closed_connection_takes_its_contexts_along(tmp_path: Path) -> None:
+    # A record without a run id belongs to its connection's run: a context of a closed
+    # connection must not put the next connection's records in the old run.
+    engine = Engine(make_config(tmp_path / "root", tmp_path), clock_ns=lambda: T0)
+    first = Peer(conn_id=1, transport="unix", pid=4242, uid=0, gid=0)
+    second = Peer(conn_id=2, transport="unix", pid=4343, uid=0, gid=0)
+    foreign = [(T0 + i, {"msg": f"m{i}", "logger": "x", "session_id": "s"}) for i in range(6)]
+    engine.process([Ingest(first, [wire.Entries("cyc", foreign[:3], {}, [])])])
+    engine.process([ConnClosed(first, by_daemon=False)])
+    engine.process([Ingest(second, [wire.Entries("cyc", foreign[3:], {}, [])])])
+    runs = {run.run_id: run.records for run in engine.registry.runs.values()}
+    assert engine.gather.contexts_held == 1  # the second connection's session
+    engine.process([ConnClosed(second, by_daemon=False)])
+    assert engine.gather.contexts_held == 0
+    engine.close()
+    assert sorted(runs.values()) == [3, 3], runs
