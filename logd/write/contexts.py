@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from logd.index.registry import Registry
-from logd.index.states import RunState
+from logd.index.states import CallState, RunState
 from logd.write.batch import Batch
 from logd.write.records import Record
 from logd.write.routing import Kind, run_dir
@@ -29,7 +29,8 @@ def _session_path(template: Template) -> str:
 
 
 class Context:
-    """A context's last plain record on one connection, with what routing it worked out.
+    """A context's last plain record on one connection, with what routing it worked out
+    (and its call, for a call's record).
 
     Kept from message to message and batch to batch: with many sessions on a connection,
     a message holds only a few records of each, and working each context out again per
@@ -40,6 +41,7 @@ class Context:
 
     __slots__ = (
         "batch",
+        "call",
         "count",
         "first_ns",
         "last_ns",
@@ -59,12 +61,18 @@ class Context:
         targets: list[list[str]],
         run: RunState,
         batch: Batch,
+        call: CallState | None = None,
     ) -> None:
         self.raw, self.record, self.template, self.run = raw, record, template, run
-        self.targets, self.batch = targets, batch
+        self.targets, self.batch, self.call = targets, batch, call
         self.session_path = _session_path(template) if record.session_id is not None else None
         self.count = 0
         self.first_ns = self.last_ns = record.time_ns
+
+    @property
+    def live(self) -> bool:
+        """Whether its run (and call) still go on: an ended one is looked up afresh."""
+        return self.run.active and (self.call is None or self.call.end_ns is None)
 
     def bind(self, batch: Batch) -> None:
         """Write into `batch` from now on: its line lists, its runs touched."""
@@ -94,6 +102,10 @@ class Context:
             session.last_ns = max(session.last_ns, self.last_ns)
             session.path = self.session_path
             batch.sessions[(session.app, session.session_id)] = session
+        call = self.call
+        if call is not None:  # below ERROR: no errors to count
+            call.records += count
+            batch.calls[(call.app, call.call_id, call.day)] = call
         self.count = 0
         self.first_ns = self.last_ns
 

@@ -48,8 +48,8 @@ class Gatherer:
         self.registry = registry
         self.totals = totals
         self._dedup = dedup
-        # Each (connection, tag)'s contexts by session id; see `Context`.
-        self._contexts: dict[tuple[int, str], dict[str | None, Context]] = {}
+        # Each (connection, tag)'s contexts by (session id, call id); see `Context`.
+        self._contexts: dict[tuple[int, str], dict[tuple[str | None, str | None], Context]] = {}
         self._settling: list[Context] = []  # contexts with repeats not yet settled
 
     def relayout(self, layout: Layout) -> None:
@@ -125,7 +125,7 @@ class Gatherer:
         # equal to it but for time and message reuses all of that (`Context`). Sessions
         # take turns record by record, so "the previous record" alone seldom matches.
         # Records followed live or forwarded are routed one by one (no contexts).
-        contexts: dict[str | None, Context] = {}
+        contexts: dict[tuple[str | None, str | None], Context] = {}
         if not follow:
             key = (peer.conn_id, entries.tag)
             contexts = self._contexts.get(key) or {}
@@ -143,9 +143,14 @@ class Gatherer:
         msgs: list[str] = []
         for time_ns, raw in entries.entries:
             if contexts and raw.__class__ is dict:
-                sid = raw.get("session_id")
-                ctx = contexts.get(sid) if sid is None or sid.__class__ is str else None
-                if ctx is not None and ctx.run.active and same_but_msg(ctx.raw, time_ns, raw):
+                sid, cid = raw.get("session_id"), raw.get("call_id")
+                ctx = (
+                    contexts.get((sid, cid))
+                    if (sid is None or sid.__class__ is str)
+                    and (cid is None or cid.__class__ is str)
+                    else None
+                )
+                if ctx is not None and ctx.live and same_but_msg(ctx.raw, time_ns, raw):
                     # Same run, files and counts as the context's record: counted on it.
                     if ctx.batch is not batch:
                         ctx.bind(batch)
@@ -181,7 +186,7 @@ class Gatherer:
                 day = day_text(record.time_ns, layout.utc)
                 call = registry.note_call(record, run.run_id, day)
                 batch.calls[(call.app, call.call_id, call.day)] = call
-            template = templates.find(record, run.run_id)
+            template = templates.find(record, run.run_id, call.day if call else None)
             if template is not None:
                 known = files_of.get(id(template))
                 if known is not None and known[0] is template:
@@ -192,11 +197,11 @@ class Gatherer:
                 templates.render_into(template, targets, record.time_ns, record.msg)
                 paths = template.paths
                 if not follow and normalize.last is record and isinstance(raw, dict):
-                    sid = record.session_id
-                    old = contexts.get(sid)
+                    ids = (record.session_id, record.call_id)
+                    old = contexts.get(ids)
                     if old is not None:
                         old.settle(registry, batch, now)
-                    contexts[sid] = Context(raw, record, template, targets, run, batch)
+                    contexts[ids] = Context(raw, record, template, targets, run, batch, call)
             else:
                 # This record may end a session: the counts so far come first.
                 for ctx in settling:

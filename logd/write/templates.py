@@ -1,9 +1,10 @@
 """Ready-made lines for plain records: most records differ from the one before only in
 their time and message.
 
-A plain record is a log call's: no call, no event, no traceback, no extra fields. Its
-lines depend on its context (app, run, logger, level, session) plus its time and
-message, so the lines of a context are worked out once, by routing a probe record
+A plain record is a log call's: no event, no traceback, no extra fields, below ERROR. Its
+lines depend on its context (app, run, logger, level, session; for a call's record also
+the call, its bot, its date folder and the thread, which call lines show) plus its time
+and message, so the lines of a context are worked out once, by routing a probe record
 through `route()` and cutting each line around the probe's time and message. What comes
 out is therefore `route()`'s own output, not a second copy of the formats; a test holds
 the two to the same lines. Pure: no I/O, no clock.
@@ -22,7 +23,7 @@ from logd.config import Layout
 from logd.index.eventline import iso_utc_ms
 from logd.index.levels import ERROR_LEVELNO
 from logd.write.records import Record
-from logd.write.routing import Kind, Write, clock_text, route
+from logd.write.routing import Kind, Write, clock_text, day_text, route
 
 # Any fixed moment serves; this one has a distinct digit in every position of its text.
 _PROBE_NS: Final = 1_234_567_890_456_000_000  # 2009-02-13T23:31:30.456Z
@@ -51,7 +52,7 @@ class Template(NamedTuple):
     wants_json: bool
 
 
-_Key = tuple[str, str, str, str, str | None]
+_Key = tuple[str, str, str, str, str | None, str | None, str | None, str, int | None]
 
 
 class Placed(Protocol):
@@ -86,11 +87,13 @@ class Templates:
         self._second, self._second_text = -1, ""
         self._iso_second, self._iso_second_text = -1, ""
 
-    def writes(self, record: Record, run_id: str) -> list[Write] | None:
+    def writes(
+        self, record: Record, run_id: str, call_day: str | None = None
+    ) -> list[Write] | None:
         """The writes of `record`, exactly as `route()` gives them, or None when the record
         is not plain (or its context has no template): then use `route()`.
         """
-        template = self.find(record, run_id)
+        template = self.find(record, run_id, call_day)
         if template is None:
             return None
         lines: list[list[str]] = [[] for _ in template.pieces]
@@ -100,23 +103,41 @@ class Templates:
             for (kind, path), (line,) in zip(template.paths, lines, strict=True)
         ]
 
-    def find(self, record: Record, run_id: str) -> Template | None:
-        """The template of `record`'s context, None when the record is not plain."""
+    def find(self, record: Record, run_id: str, call_day: str | None = None) -> Template | None:
+        """The template of `record`'s context, None when the record is not plain.
+
+        `call_day` is the date folder of the record's call, as `route()` takes it.
+        """
         if (
-            record.call_id is not None
-            or record.event_type is not None
+            record.event_type is not None
             or record.exc
             or record.extra
             or record.kv
-            or record.bot_id is not None
             or record.levelno >= ERROR_LEVELNO  # indexed as well: route() makes its row
         ):
             return None
-        key = (record.app, run_id, record.logger, record.level, record.session_id)
+        call_id = record.call_id
+        day, thread = "", None
+        if call_id is not None:
+            day = call_day or day_text(record.time_ns, self.layout.utc)
+            thread = record.thread
+        elif record.bot_id is not None:
+            return None
+        key = (
+            record.app,
+            run_id,
+            record.logger,
+            record.level,
+            record.session_id,
+            call_id,
+            record.bot_id,
+            day,
+            thread,
+        )
         try:
             return self._cache[key]
         except KeyError:
-            return self._build(record, run_id, key)
+            return self._build(record, run_id, key, day)
 
     def render_into(
         self, template: Template, targets: Sequence[list[str]], time_ns: int, msg: str
@@ -190,11 +211,13 @@ class Templates:
             self._iso_second, self._iso_second_text = second, text
         return self._iso_second_text + _ISO_MILLIS[rest // 1_000_000]
 
-    def _build(self, record: Record, run_id: str, key: _Key) -> Template | None:
+    def _build(self, record: Record, run_id: str, key: _Key, day: str) -> Template | None:
         if len(self._cache) >= MAX_CONTEXTS:
             self._cache.clear()  # sessions come and go; a few rebuilds cost little
-        probe = replace(record, time_ns=_PROBE_NS, msg=_PROBE_MSG, pid=None, thread=None)
-        routed = route(probe, run_id, self.layout)
+        # A call line shows the thread: its template is the thread's (the key has it).
+        thread = record.thread if record.call_id is not None else None
+        probe = replace(record, time_ns=_PROBE_NS, msg=_PROBE_MSG, pid=None, thread=thread)
+        routed = route(probe, run_id, self.layout, call_day=day or None)
         pieces: list[tuple[tuple[Kind, str], _Piece]] = []
         for write in routed.writes:
             piece = self._cut(write)

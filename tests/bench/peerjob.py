@@ -23,7 +23,11 @@ from tests.bench.common import APP, Daemon, Producers, Server
 from tests.bench.peers import Peer, Rsyslog, SyslogNg
 
 # Every record in one file per kind, and no per-logger file: the job is run log + session.
-LOGD_CONFIG = '[rotation.session]\nmax_bytes = "64 GiB"\n[layout]\ncomponent_files = false\n'
+# No rotation inside a run: every record is counted in the live files afterwards.
+LOGD_CONFIG = (
+    '[rotation.session]\nmax_bytes = "64 GiB"\n[rotation.call]\nmax_bytes = "64 GiB"\n'
+    "[layout]\ncomponent_files = false\n"
+)
 TOKEN = re.compile(rb"processing request (p\d+-\d+)")
 
 

@@ -20,7 +20,7 @@ from logd.index.states import Peer
 from logd.write.engine import Engine
 from logd.write.jobs import ConnClosed, Ingest
 from logd.write.records import Normalizer, Record, Unroutable, _general, normalize
-from logd.write.routing import clock_text, route
+from logd.write.routing import clock_text, day_text, route
 from logd.write.templates import MAX_CONTEXTS, Templates
 from tests.helpers import make_config
 
@@ -61,6 +61,10 @@ CONTEXTS = [
     pytest.param({"session_id": "2009-02-13T23:31:30.456Z"}, id="session-like-probe-iso"),
     pytest.param({"level": "WARN"}, id="warn-alias"),
     pytest.param({"level": "NOTICE", "app": None}, id="no-app"),
+    pytest.param({"call_id": "c1", "bot_id": "b1"}, id="call"),
+    pytest.param({"call_id": "c1", "bot_id": "b1", "session_id": "s1"}, id="call-in-session"),
+    pytest.param({"call_id": "c1", "thread": None}, id="call-no-bot-no-thread"),
+    pytest.param({"call_id": "2009-02-13", "bot_id": "b/../x"}, id="call-hostile-ids"),
 ]
 
 
@@ -107,8 +111,10 @@ def test_a_run_of_records_renders_as_route_writes_each(
         assert context.get("session_id", "").startswith("2009-02-13")
         return
     expected: dict[tuple[Any, str], list[str]] = {where: [] for where in template.paths}
+    # A call keeps the date folder of its first record, past midnight too.
+    call_day = day_text(times[0], layout.utc) if "call_id" in context else None
     for record in records:
-        for write in route(record, RUN, layout).writes:
+        for write in route(record, RUN, layout, call_day=call_day).writes:
             expected[(write.kind, write.path)].append(write.line)
     targets: list[list[str]] = [["already there"] for _ in template.paths]
     templates.render_many(template, targets, times[:5], msgs[:5])
@@ -127,9 +133,11 @@ def test_records_of_contexts_taking_turns_render_as_route_writes_each(layout: La
         {"session_id": "s2", "logger": "main"},
         {},
         {"level": "WARNING", "session_id": "s1"},
+        {"call_id": "c1", "bot_id": "b1"},
+        {"call_id": "c2", "bot_id": "b1", "thread": 7},
     ]
     records = [
-        normalize("cyc", T0 + i * 97_000_000, raw_of(contexts[i % 4], msg=MESSAGES[i % 9]))
+        normalize("cyc", T0 + i * 97_000_000, raw_of(contexts[i % 6], msg=MESSAGES[i % 9]))
         for i in range(36)
     ]
 
@@ -157,7 +165,7 @@ def test_records_of_contexts_taking_turns_render_as_route_writes_each(layout: La
 
 def test_templates_cover_the_common_contexts() -> None:
     templates = Templates(Layout(utc=True))
-    for context in ({}, {"session_id": "s1"}, {"logger": "main"}):
+    for context in ({}, {"session_id": "s1"}, {"logger": "main"}, {"call_id": "c1"}):
         record = normalize("cyc", T0, raw_of(context))
         assert templates.writes(record, RUN) == route(record, RUN, templates.layout).writes
 
@@ -171,13 +179,14 @@ def test_a_context_that_hides_the_probe_is_routed_record_by_record() -> None:
 @pytest.mark.parametrize(
     "fields",
     [
-        {"call_id": "c1"},
+        {"call_id": "c1", "level": "ERROR"},
         {"event_type": "llm:request", "kv": {"model": "m"}},
         {"exc": "Traceback (most recent call last):\nValueError: x", "level": "ERROR"},
         {"exc": "Traceback (most recent call last):\nValueError: x", "level": "INFO"},
         {"user": "u7"},
         {"kv": {"a": 1}},
         {"bot_id": "b1"},
+        {"call_id": "c1", "event_type": "call:end"},
     ],
 )
 def test_records_that_are_not_plain_go_through_route(fields: dict[str, Any]) -> None:
@@ -454,3 +463,43 @@ def test_a_closed_connection_takes_its_contexts_along(tmp_path: Path) -> None:
     assert engine.gather.contexts_held == 0
     engine.close()
     assert sorted(runs.values()) == [3, 3], runs
+
+
+def test_interleaved_calls_keep_the_same_files_and_registry_rows(tmp_path: Path) -> None:
+    # Calls taking turns, one of them ending and starting again, an ERROR among them:
+    # the files and call rows must equal those of records routed one by one.
+    entries = []
+    for i in range(48):
+        call = f"c{i % 3}"
+        fields: dict[str, Any] = {"call_id": call, "bot_id": "b1", "msg": f"m{i}"}
+        if i % 3 == 2:
+            fields["session_id"] = "s1"
+        if i == 20:
+            fields.update(event_type="call:end", msg="")
+        if i == 31:
+            fields["level"] = "ERROR"
+        entries.append((T0 + i * 5_000_000, raw_of({}, **fields)))
+    results = []
+    for split in SPLITS:
+        root = tmp_path / split
+        engine = Engine(make_config(root, tmp_path), clock_ns=lambda: T0)
+        _feed(engine, entries, split)
+        calls = {name: engine.store.get_call("cyc", name) for name in ("c0", "c1", "c2")}
+        session = engine.books.lookup_session("cyc", "s1", T0)
+        assert session is not None
+        runs = {key: (r.records, dict(r.counts)) for key, r in engine.registry.runs.items()}
+        engine.close()
+        results.append((_files(root), calls, session.records, runs))
+    assert results[0] == results[2]
+    assert results[1] == results[2]
+    files, calls, session_records, runs = results[0]
+    # c2 ended at its 7th record: its row is the call that began again after that.
+    assert {name: (row or {}).get("records") for name, row in calls.items()} == {
+        "c0": 16,
+        "c1": 16,
+        "c2": 9,
+    }
+    assert (calls["c1"] or {}).get("errors") == 1
+    assert session_records == 16
+    call_lines = sum(text.count("\n") for path, text in files.items() if "/calls/" in path)
+    assert call_lines == 48
