@@ -272,6 +272,9 @@ def test_afollow_survives_a_daemon_restart_and_cancels(log_root: Path, socket_di
     second: DaemonProcess | None = None
     seen: list[str] = []
     outcome: list[Any] = []
+    # Set once the producer has exited: its exit hook's `app:shutdown` event is written by
+    # then. An idle follower opened earlier could get that event live (it was flaky so).
+    producer_gone = threading.Event()
 
     async def consume() -> None:
         async for record in logd_client.afollow(app="steady", n=2, control=control_of(daemon)):
@@ -295,6 +298,8 @@ def test_afollow_survives_a_daemon_restart_and_cancels(log_root: Path, socket_di
 
     async def main() -> None:
         await consume()
+        if not await asyncio.to_thread(producer_gone.wait, 60):
+            raise TimeoutError("the producer did not exit")
         outcome.append(await idle_then_cancelled())
 
     def run() -> None:
@@ -309,6 +314,7 @@ def test_afollow_survives_a_daemon_restart_and_cancels(log_root: Path, socket_di
         thread.start()
         wait_for(lambda: "rec -1" in seen or outcome, 20)
         second = _restart_under(daemon, seen, log_root)
+        producer_gone.set()
         thread.join(60)
         assert not thread.is_alive()
         assert outcome == [True]
