@@ -1,9 +1,8 @@
-"""Own every file handle under the root and carry out writes.
+"""Carry out a batch's writes under the root: append, rotate, sync, or cut back.
 
 Synchronous and single-owner: only the writer task calls this (directly or in its worker
 thread), so no locks are needed. Paths come from `routing` and are relative to the root;
-their parts are already safe names, and files are opened with O_NOFOLLOW so a planted
-symlink cannot redirect a write out of the root.
+their parts are already safe names. The open files themselves are `handles.Handles`'.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import logging
 import os
 import posixpath
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
@@ -30,11 +28,10 @@ from logd.retention.policy import (
 from logd.write.batch import Lines
 from logd.write.compressor import Compressor
 from logd.write.durable import Durability
+from logd.write.handles import Handles, OpenFile
 from logd.write.routing import Kind, Write
 
 log = logging.getLogger("logd.sinks")
-_REOPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
-_OPEN_FLAGS = _REOPEN_FLAGS | os.O_CREAT
 FsyncMode = Literal["none", "batch", "always"]
 
 
@@ -57,32 +54,31 @@ class Sinks:
         self.root = root
         self._root = os.fspath(root)
         self.durability = durability or Durability()
-        self.open_files = max(1, open_files)
         self.fsync = fsync
         self._policies: dict[Kind, RotationPolicy] = {}
         self.rotation = rotation
         self.clock = clock
-        self._watched: set[int] = set()  # file systems `durability` has been shown
+        # Files and folders a batch creates are noted there: a rollback removes them
+        # again, so a batch refused by a full disk leaves no empty file or folder behind.
+        self.handles = Handles(root, limit=open_files, clock=clock, durability=self.durability)
         self.rotations = 0
         # (path, bytes) of each rotation not yet taken for the daemon's timeline.
         self._rotation_log: list[tuple[str, int]] = []
-        self._sizes: dict[str, int] = {}
-        self._days: dict[str, str] = {}
-        self._kinds: dict[str, Kind] = {}
-        self._devs: dict[str, int] = {}  # st_dev of each open file: syncs go by file system
-        self._inos: dict[str, int] = {}  # st_ino of each open file, for the batch intent
-        self._fds: OrderedDict[str, int] = OrderedDict()
         self._dirty: set[str] = set()
-        self._made_dirs: set[str] = set()
         self._undo: list[tuple[str, int]] = []
         # Copies rotated in the current batch, compressed once it is committed or cut
         # back: until then `rollback()` may still have to shorten them.
         self._rotated: list[tuple[Path, Path]] = []
-        # Files and folders this batch created: a rollback removes them again, so a batch
-        # refused by a full disk leaves no empty file or folder behind.
-        self._new_files: list[str] = []
-        self._new_dirs: list[Path] = []
         self.compressor = Compressor()
+
+    @property
+    def open_files(self) -> int:
+        """How many files may be open at once (`[limits] open_files`)."""
+        return self.handles.limit
+
+    @open_files.setter
+    def open_files(self, limit: int) -> None:
+        self.handles.limit = max(1, limit)
 
     def write_many(self, writes: Lines | Iterable[Write]) -> dict[str, int]:
         """Append each line to its file, one `write(2)` per file, in the given order.
@@ -104,18 +100,18 @@ class Sinks:
                 if not lines:
                     continue
                 data = _encode("".join(lines))
-                fd = self._fd(path)
-                kind = self._kinds[path] = kinds[path]
+                kind = kinds[path]
+                opened = self._file(path, kind)
                 policy = self._policies.get(kind)
                 if policy is None:
-                    self._append(path, data, today, fd)
-                elif len(lines) > 1 and self._sizes[path] + len(data) > policy.max_bytes:
+                    self._append(path, data, today, opened)
+                elif len(lines) > 1 and opened.size + len(data) > policy.max_bytes:
                     self._append_cut(path, kind, lines, policy, today)
                 else:
                     if self._rotation_due(path, len(data), policy, today):
                         self._rotate(path, kind, policy)
-                        fd = self._fd(path)
-                    self._append(path, data, today, fd)
+                        opened = self._file(path, kind)
+                    self._append(path, data, today, opened)
                 written[path] = written.get(path, 0) + len(data)
         except OSError:
             self.rollback()
@@ -130,13 +126,13 @@ class Sinks:
         A file that does not exist yet stands at `(path, 0, 0)`.
         """
         stand = []
-        sizes, inos = self._sizes, self._inos
+        files = self.handles.files
         for path, batch in lines.by_path.items():
             if not batch:
                 continue
-            ino = inos.get(path)
-            if ino is not None:
-                stand.append((path, ino, sizes[path]))
+            opened = files.get(path)
+            if opened is not None:
+                stand.append((path, opened.ino, opened.size))
                 continue
             try:
                 info = os.lstat(f"{self._root}/{path}")
@@ -146,20 +142,21 @@ class Sinks:
                 stand.append((path, info.st_ino, info.st_size))
         return stand
 
-    def _append(self, path: str, data: bytes, today: str, fd: int | None = None) -> None:
+    def _append(self, path: str, data: bytes, today: str, opened: OpenFile | None = None) -> None:
         """One `write(2)` loop of whole lines, remembered so `rollback()` can undo it.
 
-        `fd` is the file's descriptor when the caller has just got it from `_fd()`.
+        `opened` is the file when the caller has just got it from `_file()`.
         """
-        if fd is None:
-            fd = self._fd(path)
-        self._undo.append((path, self._sizes[path]))
+        if opened is None:
+            opened = self._file(path)
+        fd = opened.fd
+        self._undo.append((path, opened.size))
         view = memoryview(data)
         while view:
             count = os.write(fd, view)
             view = view[count:]
-            self._sizes[path] += count
-        self._days[path] = today
+            opened.size += count
+        opened.day = today
         if self.fsync == "always":
             os.fsync(fd)
         else:
@@ -174,13 +171,13 @@ class Sinks:
         pieces = [_encode(line) for line in lines]
         if path.endswith("/events.log") and self._rotation_due(path, 0, policy, today):
             self._rotate(path, kind, policy)  # the UTC day changed since its last line
-            self._fd(path)
+        size = self._file(path, kind).size
         start = 0
-        for cut in rotation_cuts(self._sizes[path], [len(p) for p in pieces], policy.max_bytes):
+        for cut in rotation_cuts(size, [len(p) for p in pieces], policy.max_bytes):
             if cut > start:
                 self._append(path, b"".join(pieces[start:cut]), today)
             self._rotate(path, kind, policy)
-            self._fd(path)
+            self._file(path, kind)
             start = cut
         self._append(path, b"".join(pieces[start:]), today)
 
@@ -188,8 +185,7 @@ class Sinks:
         """The batch is acknowledged: forget how to undo it, compress what it rotated."""
         self._undo.clear()
         self._compress_rotated()
-        self._new_files.clear()
-        self._new_dirs.clear()
+        self.handles.take_created()
 
     def rollback(self) -> None:
         """Cut every file written since the last commit back to its length before it.
@@ -198,11 +194,12 @@ class Sinks:
         Files and folders it created are removed (when still empty). Never raises.
         """
         undo, self._undo = self._undo, []
+        files = self.handles.files
         for path, length in reversed(undo):
             try:
                 os.truncate(self.root / path, length)
-                if path in self._sizes:
-                    self._sizes[path] = length
+                if (opened := files.get(path)) is not None:
+                    opened.size = length
             except OSError as exc:
                 log.error("could not cut %s back to %d bytes: %s", path, length, exc)
         # Copies rotated during the batch now hold only what they held before it.
@@ -212,53 +209,47 @@ class Sinks:
                     rotated.unlink()
         self._rotated = [(f, r) for f, r in self._rotated if r.exists()]
         self._compress_rotated()
-        new_files, self._new_files = self._new_files, []
+        new_files, new_dirs = self.handles.take_created()
         for path in new_files:
-            fd = self._fds.pop(path, None)
-            for table in (self._sizes, self._days, self._kinds, self._devs, self._inos):
-                table.pop(path, None)
+            opened = self.handles.pop(path)
             self._dirty.discard(path)
-            if fd is not None:
-                os.close(fd)
+            if opened is not None:
+                os.close(opened.fd)
             full = self.root / path
             with contextlib.suppress(OSError):
                 if full.stat().st_size == 0:
                     full.unlink()
-        new_dirs, self._new_dirs = self._new_dirs, []
         for folder in reversed(new_dirs):
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only when empty: something else may have arrived there
         if new_dirs:
-            self._made_dirs.clear()
+            self.handles.forget_dirs()
 
     def sync(self) -> None:
         """Make written data durable per the fsync mode, before acknowledging it."""
         if self.fsync == "batch":
-            fds, devs = self._fds, self._devs
-            self.durability.sync((fds[path], devs[path]) for path in self._dirty if path in fds)
+            files = self.handles.files
+            self.durability.sync(
+                (files[path].fd, files[path].dev) for path in self._dirty if path in files
+            )
         self._dirty.clear()
         if self.compressor.busy:
             self.compressor.reap()
 
     def close_file(self, path: str) -> None:
         """Release one file's handle, e.g. when its call or session ends."""
-        fd = self._fds.pop(path, None)
-        self._sizes.pop(path, None)
-        self._days.pop(path, None)
-        self._kinds.pop(path, None)
-        self._inos.pop(path, None)
-        dev = self._devs.pop(path, None)
-        if fd is not None:
+        opened = self.handles.pop(path)
+        if opened is not None:
             # An evicted file (more live files than handles) is left to the batch's
             # syncfs when there is one: an fsync each made the cost grow with them again.
             if (
                 self.fsync != "none"
                 and path in self._dirty
-                and (self.fsync == "always" or not self.durability.defer(dev))
+                and (self.fsync == "always" or not self.durability.defer(opened.dev))
             ):
-                os.fsync(fd)
+                os.fsync(opened.fd)
             self._dirty.discard(path)
-            os.close(fd)
+            os.close(opened.fd)
 
     def settle(self) -> None:
         """Wait until every rotated copy is compressed: before cleanup looks at the tree."""
@@ -267,72 +258,27 @@ class Sinks:
     def close(self) -> None:
         self._compress_rotated()
         self.sync()
-        for path in list(self._fds):
+        for path in list(self.handles.files):
             self.close_file(path)
         self.compressor.close()
         self.durability.close()
 
     @property
     def open_count(self) -> int:
-        return len(self._fds)
+        return len(self.handles.files)
 
-    def _fd(self, path: str) -> int:
-        fd = self._fds.get(path)
-        if fd is not None:
-            self._fds.move_to_end(path)
-            return fd
-        while len(self._fds) >= self.open_files:
-            oldest = next(iter(self._fds))
-            self.close_file(oldest)
-        full = f"{self._root}/{path}"
-        parent = path.rpartition("/")[0]
-        if parent not in self._made_dirs:
-            self._make_dirs(self.root / parent)
-            self._made_dirs.add(parent)
-        try:
-            fd = self._open(path, full)
-        except FileNotFoundError:
-            # The folder went away under us (cleanup, an operator): make it again.
-            self._make_dirs(self.root / parent)
-            fd = self._open(path, full)
-        self._fds[path] = fd
-        info = os.fstat(fd)
-        dev = self._devs[path] = info.st_dev
-        self._inos[path] = info.st_ino
-        if dev not in self._watched:
-            self.durability.watch(dev, full.rpartition("/")[0])
-            self._watched.add(dev)
-        self._sizes[path] = info.st_size
-        self._days[path] = utc_day(info.st_mtime if info.st_size else self.clock())
-        return fd
-
-    def _open(self, path: str, full: str) -> int:
-        """Open for appending, noting whether this batch created the file.
-
-        An existing file (a reopen after eviction, the usual case) costs one `open(2)`;
-        only a missing one takes the exclusive create that tells us we made it.
-        """
-        try:
-            return os.open(full, _REOPEN_FLAGS)
-        except FileNotFoundError:
-            pass
-        try:
-            fd = os.open(full, _OPEN_FLAGS | os.O_EXCL, 0o640)
-        except FileExistsError:
-            return os.open(full, _OPEN_FLAGS, 0o640)
-        self._new_files.append(path)
-        return fd
-
-    def _make_dirs(self, folder: Path) -> None:
-        """`mkdir -p`, noting the folders this batch created."""
-        missing = []
-        while not folder.is_dir():
-            missing.append(folder)
-            folder = folder.parent
-        for made in reversed(missing):
-            with contextlib.suppress(FileExistsError):
-                made.mkdir()
-                self._new_dirs.append(made)
+    def _file(self, path: str, kind: Kind | None = None) -> OpenFile:
+        """The open file at `path`, opened now if it is not (closing the least recently
+        used one when no other may open); `kind` is noted when given."""
+        handles = self.handles
+        opened = handles.get(path)
+        if opened is None:
+            while (oldest := handles.oldest_if_full()) is not None:
+                self.close_file(oldest)
+            opened = handles.open(path)
+        if kind is not None:
+            opened.kind = kind
+        return opened
 
     # --- rotation ------------------------------------------------------------------
 
@@ -359,10 +305,10 @@ class Sinks:
         return self._policies.get(kind)
 
     def _rotation_due(self, path: str, incoming: int, policy: RotationPolicy, today: str) -> bool:
-        size = self._sizes[path]
+        opened = self._file(path)
         if path.endswith("/events.log"):
-            return events_rotation_due(self._days[path], today, size, incoming, policy)
-        return rotation_due(size, incoming, policy)
+            return events_rotation_due(opened.day, today, opened.size, incoming, policy)
+        return rotation_due(opened.size, incoming, policy)
 
     def _rotate(self, path: str, kind: Kind, policy: RotationPolicy) -> None:
         """Move a full file aside (between batches' lines, never mid-line) and start anew.
@@ -370,8 +316,9 @@ class Sinks:
         The rotated copy is compressed in the background (`Compressor`); this waits only
         if the same file's previous copy is still being compressed.
         """
-        day = self._days[path]
-        self._rotation_log.append((path, self._sizes.get(path, 0)))
+        opened = self._file(path)
+        day = opened.day
+        self._rotation_log.append((path, opened.size))
         self.close_file(path)
         full = self.root / path
         self.compressor.wait(full)
@@ -416,10 +363,10 @@ class Sinks:
     def rotate_all(self) -> int:
         """Rotate every open file that has content (`logd-ctl rotate`); returns how many."""
         count = 0
-        for path in list(self._fds):
-            kind = self._kinds[path]
-            policy = self._policy(kind)
-            if policy is not None and self._sizes.get(path, 0) > 0:
+        for path, opened in list(self.handles.files.items()):
+            kind = opened.kind
+            policy = self._policy(kind) if kind is not None else None
+            if kind is not None and policy is not None and opened.size > 0:
                 self._rotate(path, kind, policy)
                 count += 1
         self._compress_rotated()
@@ -437,10 +384,10 @@ class Sinks:
         """
         prefixes = tuple(path.rstrip("/") + "/" for path in deleted)
         exact = {path.rstrip("/") for path in deleted}
-        for path in list(self._fds):
+        for path in list(self.handles.files):
             if path in exact or path.startswith(prefixes):
                 self.close_file(path)
-        self._made_dirs.clear()
+        self.handles.forget_dirs()
 
 
 def _encode(text: str) -> bytes:

@@ -59,7 +59,7 @@ async def test_call_lifecycle_rows_and_file(server: LogdServer) -> None:
     (call_file,) = (server.config.root / "cyc" / "calls").rglob("call_B2B.1.log")
     assert len(read_lines(call_file)) == 4
     assert server.engine is not None
-    assert not any("call_B2B" in path for path in server.engine.sinks._fds), "file closed"
+    assert not any("call_B2B" in path for path in server.engine.sinks.handles.files), "file closed"
 
 
 async def test_session_ends_explicitly_or_when_idle(server: LogdServer) -> None:
