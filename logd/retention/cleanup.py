@@ -173,33 +173,101 @@ def run_cleanup(
 def compress_file(path: Path) -> Path:
     """Gzip a rotated file to `path.gz` and remove the original; returns the new path.
 
-    Written to a hidden temp file, synced, then renamed, so a crash leaves either the
-    original or a complete `.gz` (then both, which `policy.backup_renames` resolves).
-    The `.gz` keeps the original's mtime and mode, since retention ages sessions by
-    mtime. Safe in a worker thread, provided the caller does not rotate this file's
-    family again until it returns; if the original was replaced meanwhile, it is left
-    alone and `path` is returned.
+    Written to a file with no name yet (O_TMPFILE), synced, then linked into place, so a
+    crash, SIGKILL included, leaves either the original or a complete `.gz` (then both,
+    which `policy.backup_renames` resolves) and never a temp file: an unnamed file goes
+    with its descriptor. Where the file system has no O_TMPFILE, a hidden temp file is
+    renamed instead. The `.gz` keeps the original's mtime and mode, since retention ages
+    sessions by mtime. Safe in a worker thread, provided the caller does not rotate this
+    file's family again until it returns; if the original was replaced meanwhile, it is
+    left alone and `path` is returned.
     """
+    target = path.with_name(path.name + ".gz")
+    with open(path, "rb") as source:
+        before = os.fstat(source.fileno())
+        fd = _unnamed_file(path.parent)
+        if fd is None:
+            return _compress_via_temp(path, source, before)
+        try:
+            _pack(source, fd, path.name, before)
+            if _replaced(path, before):
+                return path
+            _link_into_place(fd, target)
+        finally:
+            os.close(fd)
+    os.unlink(path)
+    return target
+
+
+def _unnamed_file(folder: Path) -> int | None:
+    """A new file in `folder` that has no name until linked; None where unsupported."""
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None or not os.path.isdir("/proc/self/fd"):
+        return None
+    try:
+        return os.open(folder, flag | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None  # EOPNOTSUPP, EISDIR on old kernels: the named temp file it is
+
+
+def _pack(source: Any, fd: int, name: str, before: os.stat_result) -> None:
+    """Gzip `source` into `fd`, sync it, and give it the original's mode and times."""
+    with open(fd, "wb", closefd=False) as raw:
+        with gzip.GzipFile(
+            filename=name,
+            mode="wb",
+            fileobj=raw,
+            mtime=int(before.st_mtime),
+            compresslevel=COMPRESS_LEVEL,
+        ) as packed:
+            shutil.copyfileobj(source, packed, _COPY_CHUNK)
+        raw.flush()
+        os.fsync(fd)
+    os.chmod(fd, stat.S_IMODE(before.st_mode))
+    os.utime(fd, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def _replaced(path: Path, before: os.stat_result) -> bool:
+    now = os.lstat(path)
+    return (now.st_dev, now.st_ino) != (before.st_dev, before.st_ino)
+
+
+def _link_into_place(fd: int, target: Path) -> None:
+    """Give the unnamed file `fd` the name `target`, replacing a `.gz` already there.
+
+    `linkat(2)` with AT_SYMLINK_FOLLOW on the descriptor's /proc link; a directory
+    descriptor for the target is what makes `os.link` call linkat rather than link(2).
+    """
+    source = f"/proc/self/fd/{fd}"
+    folder = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            os.link(source, target.name, dst_dir_fd=folder, follow_symlinks=True)
+            return
+        except FileExistsError:
+            pass
+        # A complete `.gz` left by a crash between its rename and the original's unlink:
+        # replaced through a hidden name that exists only between these two calls.
+        tmp = f".{target.name}.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=folder)
+        os.link(source, tmp, dst_dir_fd=folder, follow_symlinks=True)
+        os.replace(tmp, target.name, src_dir_fd=folder, dst_dir_fd=folder)
+    finally:
+        os.close(folder)
+
+
+def _compress_via_temp(path: Path, source: Any, before: os.stat_result) -> Path:
+    """`compress_file()` through a hidden temp file, renamed into place."""
     target = path.with_name(path.name + ".gz")
     tmp = path.with_name(f".{path.name}.gz.tmp")
     try:
-        with open(path, "rb") as source:
-            before = os.fstat(source.fileno())
-            with open(tmp, "wb") as raw:
-                with gzip.GzipFile(
-                    filename=path.name,
-                    mode="wb",
-                    fileobj=raw,
-                    mtime=int(before.st_mtime),
-                    compresslevel=COMPRESS_LEVEL,
-                ) as packed:
-                    shutil.copyfileobj(source, packed, _COPY_CHUNK)
-                raw.flush()
-                os.fsync(raw.fileno())
-        os.chmod(tmp, stat.S_IMODE(before.st_mode))
-        os.utime(tmp, ns=(before.st_atime_ns, before.st_mtime_ns))
-        now = os.lstat(path)
-        if (now.st_dev, now.st_ino) != (before.st_dev, before.st_ino):
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            _pack(source, fd, path.name, before)
+        finally:
+            os.close(fd)
+        if _replaced(path, before):
             os.unlink(tmp)
             return path
         os.replace(tmp, target)

@@ -280,3 +280,77 @@ def test_active_ids_are_raw_and_calls_found_by_file(tmp_path: Path) -> None:
         utc=True,
     )
     assert report.deleted == ["app/calls/2025-05-02"]
+
+
+def test_compress_file_replaces_a_gz_left_by_a_crash(tmp_path: Path) -> None:
+    # A crash between the rename and the unlink left both; the next run replaces the .gz.
+    path = put(tmp_path, "main.log.1", "new\n", age=DAY)
+    (tmp_path / "main.log.1.gz").write_bytes(gzip.compress(b"old\n"))
+    packed = compress_file(path)
+    assert gzip.decompress(packed.read_bytes()) == b"new\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["main.log.1.gz"]
+
+
+def test_compress_file_without_unnamed_files_renames_a_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # File systems without O_TMPFILE take the hidden temp file and rename it.
+    from logd.retention import cleanup
+
+    monkeypatch.setattr(cleanup, "_unnamed_file", lambda folder: None)
+    data = "".join(f"line {i}\n" for i in range(5000))
+    path = put(tmp_path, "main.log.1", data, age=DAY)
+    packed = compress_file(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["main.log.1.gz"]
+    assert gzip.decompress(packed.read_bytes()).decode() == data
+
+
+_COMPRESS_CHILD = """
+import sys
+from pathlib import Path
+from logd.retention.cleanup import compress_file
+print("go", flush=True)
+compress_file(Path(sys.argv[1]))
+"""
+
+
+def test_compress_file_killed_midway_leaves_no_temp_file(tmp_path: Path) -> None:
+    # SIGKILL while the .gz is being written: the original stays, and nothing else.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "main.log.1"
+    with open(path, "wb") as out:
+        for _ in range(16):
+            out.write(os.urandom(1 << 20).hex().encode())  # 32 MiB: about a second to gzip
+    child = subprocess.Popen(
+        [sys.executable, "-c", _COMPRESS_CHILD, str(path)],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == b"go\n"
+        deadline = time.monotonic() + 30
+        fds = Path(f"/proc/{child.pid}/fd")
+        # Until the file being written is open in the child (then the kill lands midway).
+        while not any(
+            str(tmp_path) in os.readlink(fd) and "main.log.1" not in os.readlink(fd)
+            for fd in fds.iterdir()
+        ):
+            assert child.poll() is None, "the child finished before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["main.log.1"]
