@@ -250,6 +250,9 @@ def check_runs(
             verdict.note(RUNS_LEFT_ACTIVE, f"{where}: still active after the final stop")
         if producer is not None:
             expected = {"disconnected", "lost"} if producer.killed else {"shutdown"}
+            if producer.killed and producer.done:
+                # Killed in its exit hook, which may already have sent app:shutdown.
+                expected.add("shutdown")
             if not producer.killed and _caught_by_a_stop(run.shutdown_ms, daemon_downs):
                 expected.add("lost")
             for source, reason in (
