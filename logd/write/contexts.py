@@ -96,12 +96,17 @@ class Context:
             return
         registry.note_repeats(self.run, record, count, self.last_ns)
         if self.session_path is not None:
-            session = registry.note_session(record, self.run.run_id, now)
-            session.records += count - 1
-            session.first_ns = min(session.first_ns, self.first_ns)
-            session.last_ns = max(session.last_ns, self.last_ns)
-            session.path = self.session_path
-            batch.sessions[(session.app, session.session_id)] = session
+            _note_session(
+                registry,
+                batch,
+                now,
+                record,
+                self.run.run_id,
+                self.session_path,
+                count,
+                self.first_ns,
+                self.last_ns,
+            )
         call = self.call
         if call is not None:  # below ERROR: no errors to count
             call.records += count
@@ -149,10 +154,35 @@ def settle_tallies(
     interleaved (the normal case) this was a tenth of the writer's time.
     """
     for found in tallies.values():
-        session = registry.note_session(found.record, found.run_id, now)
-        session.records += found.count - 1
-        session.first_ns = min(session.first_ns, found.first_ns)
-        session.last_ns = max(session.last_ns, found.last_ns)
-        session.path = found.path
-        batch.sessions[(session.app, session.session_id)] = session
+        _note_session(
+            registry,
+            batch,
+            now,
+            found.record,
+            found.run_id,
+            found.path,
+            found.count,
+            found.first_ns,
+            found.last_ns,
+        )
     tallies.clear()
+
+
+def _note_session(
+    registry: Registry,
+    batch: Batch,
+    now: int,
+    record: Record,
+    run_id: str,
+    path: str,
+    count: int,
+    first_ns: int,
+    last_ns: int,
+) -> None:
+    """`count` records like `record` in its session, between `first_ns` and `last_ns`."""
+    session = registry.note_session(record, run_id, now)
+    session.records += count - 1
+    session.first_ns = min(session.first_ns, first_ns)
+    session.last_ns = max(session.last_ns, last_ns)
+    session.path = path
+    batch.sessions[(session.app, session.session_id)] = session
