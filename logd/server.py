@@ -24,6 +24,7 @@ from logd import __version__, housekeeping
 from logd.config import Config
 from logd.config.changes import changed_keys, needs_restart
 from logd.control.server import ControlServer
+from logd.fdlimit import raise_open_file_limit
 from logd.forward.service import Forwarding
 from logd.index.states import Peer, Transport
 from logd.ingest.connections import Connections
@@ -109,6 +110,7 @@ class LogdServer:
     async def reload(self, config: Config) -> None:
         """Apply a new configuration (SIGHUP); `root` and `[listen]` need a restart."""
         changed = changed_keys(self.config, config)
+        raise_open_file_limit(config.limits)
         await self.maintain(Maintain("reload", config=config))
         self.writer.note(
             "logd:reload",
@@ -142,6 +144,7 @@ class LogdServer:
             raise StartupError(str(exc)) from None
         try:
             await self.listeners.check_free(config)
+            raise_open_file_limit(config.limits)
             # Recover the registry before listening: a client that can connect may already
             # ask (through logd-ctl) about runs the previous daemon left open.
             try:

@@ -123,7 +123,7 @@ class Limits:
     max_connections: int = 1024
     idle_timeout_s: float = 300
     session_idle_s: float = 3600
-    open_files: int = 256
+    open_files: int = 4096
 
 
 @dataclass(frozen=True, slots=True)

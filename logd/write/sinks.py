@@ -45,7 +45,7 @@ class Sinks:
         self,
         root: Path,
         *,
-        open_files: int = 256,
+        open_files: int = 4096,
         fsync: FsyncMode = "batch",
         rotation: Rotation | None = None,
         clock: Callable[[], float] = time.time,

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--records", type=int, help="records per producer (default 50,000)")
     p.add_argument("--counts", default=None, help="comma-separated K (default 1,100,1000,10000)")
     p.add_argument(
-        "--open-files", type=int, help="[limits] open_files for logd (default: logd's, 256)"
+        "--open-files", type=int, help="[limits] open_files for logd (default: logd's, 4,096)"
     )
     p.add_argument("--cold", action="store_true", help="open the sessions inside the timed window")
     args = p.parse_args(argv)
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     common.raise_nofile()
     emit(common.header("bench_sweep: logd records/s against live sessions and calls", args.quick))
     extra = f"[limits]\nopen_files = {args.open_files}\n" if args.open_files else ""
-    files = f"open_files = {args.open_files}" if args.open_files else "default open_files (256)"
+    files = f"open_files = {args.open_files}" if args.open_files else "default open_files (4,096)"
     emit(
         f"{PRODUCERS} producers {X} {per:,} records, K split between them, {n_rounds} round(s), "
         f"{files}, sessions opened {'in the timed window' if args.cold else 'before the clock'}"

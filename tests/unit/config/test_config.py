@@ -78,7 +78,7 @@ def test_defaults_under_systemd(base: Config) -> None:
         max_connections=1024,
         idle_timeout_s=300,
         session_idle_s=3600,
-        open_files=256,
+        open_files=4096,
     )
     assert base.fsync == "batch"
     assert base.config_file is None
