@@ -10,7 +10,7 @@ schema and the row conversions are ``tables.py``.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,12 +129,14 @@ class RegistryStore:
         calls: Sequence[CallRow] = (),
         producers: Sequence[tuple[str, int, int]] = (),
         batch_done: bool = False,
+        before_commit: Callable[[], None] | None = None,
     ) -> None:
         """Upsert runs, sessions, calls and producer marks in ONE transaction.
 
         `producers` are `(producer, seq, now_ns)`: the highest chunk written per producer.
         With `batch_done`, the same transaction drops the batch's intent
-        (`begin_batch`): the batch is committed.
+        (`begin_batch`): the batch is committed. `before_commit` runs just before the
+        commit (the writer waits there for its files' sync); what it raises rolls back.
 
         Raises:
             KeyError: a run mapping lacks ``app``, ``run_id``, ``start_time`` or ``path``.
@@ -202,6 +204,8 @@ class RegistryStore:
                 )
             if batch_done:
                 conn.execute("DELETE FROM pending_batch")
+            if before_commit is not None:
+                before_commit()
             # COMMIT is where a full disk refuses (the WAL grows): it must roll back too.
             conn.execute("COMMIT")
         except BaseException:

@@ -18,6 +18,7 @@ import errno
 import os
 import platform
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 # Linux 5.8 made syncfs return writeback errors (per-superblock errseq).
 _MIN_KERNEL = (5, 8)
@@ -47,6 +48,27 @@ def _load_syncfs() -> Callable[[int], int] | None:
 _SYNCFS = _load_syncfs()
 
 
+class Syncing:
+    """A batch's sync under way in the durability thread; `wait()` tells how it went."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self, future: Future[None] | None = None) -> None:
+        self._future = future
+
+    def wait(self) -> None:
+        """Block until the sync is over; may be called again.
+
+        Raises:
+            OSError: a write-back failed (as `Durability.sync` raises, on every call).
+        """
+        if self._future is not None:
+            self._future.result()
+
+
+SYNCED = Syncing()  # nothing to sync
+
+
 class Durability:
     """Syncs dirty files: one syncfs per file system holding two or more of them.
 
@@ -62,6 +84,7 @@ class Durability:
         self._anchors: dict[int, int] = {}  # st_dev -> a directory fd on it
         self._owed: set[int] = set()  # file systems with closed files still to sync
         self.calls = 0  # fsync and syncfs calls made, for tests and benchmarks
+        self._thread: ThreadPoolExecutor | None = None
 
     @property
     def uses_syncfs(self) -> bool:
@@ -115,8 +138,26 @@ class Durability:
                 code = ctypes.get_errno() or errno.EIO
                 raise OSError(code, f"syncfs: {os.strerror(code)}")
 
+    def start(self, files: Iterable[tuple[int, int]]) -> Syncing:
+        """Begin `sync(files)` in a thread of its own and return at once.
+
+        Why: a sync is mostly waiting for the disk (milliseconds with a thousand dirty
+        files), while the rest of the batch (its index rows) needs the CPU and not the
+        sync; the caller does that meanwhile and calls `wait()` before it commits. The
+        descriptors in `files` must stay open until then.
+        """
+        listed = list(files)
+        if not listed and not self._owed:
+            return SYNCED
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logd-sync")
+        return Syncing(self._thread.submit(self.sync, listed))
+
     def close(self) -> None:
-        """Close the anchors."""
+        """Stop the sync thread (after the sync under way, if any) and close the anchors."""
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self._thread = None
         anchors, self._anchors = self._anchors, {}
         for fd in anchors.values():
             os.close(fd)

@@ -7,6 +7,7 @@ trio side never touches the disk.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import time
@@ -30,6 +31,7 @@ from logd.write.batch import (
 )
 from logd.write.books import Books, no_room, unique
 from logd.write.dedup import Dedup, highest
+from logd.write.durable import SYNCED
 from logd.write.gather import Gatherer
 from logd.write.jobs import ConnClosed, Ingest, Job, Maintain, Note, Tick
 from logd.write.sinks import Sinks
@@ -161,6 +163,7 @@ class Engine:
             self.registry.due_metadata(now),
         )
         new_files: list[Path] = []
+        syncing = SYNCED
         try:
             if batch.lines.by_path:
                 # Before any line: where the files stand, so a crash before the commit
@@ -168,7 +171,8 @@ class Engine:
                 intent = self.sinks.intent(batch.lines)
                 self.store.begin_batch(intent)
             written = self.sinks.write_many(batch.lines)
-            self.sinks.sync()
+            # The disk flushes while the rows below are worked out; they commit after it.
+            syncing = self.sinks.start_sync()
             for path, count in written.items():
                 owner = batch.run_dirs.get(path.rsplit("/", 1)[0])
                 if owner is not None:
@@ -189,8 +193,12 @@ class Engine:
                 calls=[c.row() for c in (pending.calls | batch.calls).values()],
                 producers=[(p, seq, now) for p, seq in highest(batch.chunks).items()],
                 batch_done=bool(batch.lines.by_path),
+                before_commit=syncing.wait,
             )
+            syncing.wait()
         except (OSError, sqlite3.Error) as exc:
+            with contextlib.suppress(OSError):
+                syncing.wait()  # before any file is cut back or closed
             for meta in new_files:
                 meta.unlink(missing_ok=True)
             self.sinks.rollback()

@@ -27,7 +27,7 @@ from logd.retention.policy import (
 )
 from logd.write.batch import Lines
 from logd.write.compressor import Compressor
-from logd.write.durable import Durability
+from logd.write.durable import SYNCED, Durability, Syncing
 from logd.write.handles import Handles, OpenFile
 from logd.write.routing import Kind, Write
 
@@ -227,14 +227,21 @@ class Sinks:
 
     def sync(self) -> None:
         """Make written data durable per the fsync mode, before acknowledging it."""
+        self.start_sync().wait()
+
+    def start_sync(self) -> Syncing:
+        """Begin making written data durable per the fsync mode; what it covers may be
+        acknowledged once the returned `wait()` returns. No file may close before that."""
+        syncing = SYNCED
         if self.fsync == "batch":
             files = self.handles.files
-            self.durability.sync(
-                (files[path].fd, files[path].dev) for path in self._dirty if path in files
+            syncing = self.durability.start(
+                [(files[path].fd, files[path].dev) for path in self._dirty if path in files]
             )
         self._dirty.clear()
         if self.compressor.busy:
             self.compressor.reap()
+        return syncing
 
     def close_file(self, path: str) -> None:
         """Release one file's handle, e.g. when its call or session ends."""

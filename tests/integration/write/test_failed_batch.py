@@ -3,6 +3,7 @@ counted once, in the run's, the session's and the call's books alike."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import resource
@@ -115,3 +116,44 @@ def test_a_batch_refused_after_its_events_were_indexed_is_indexed_once(tmp_path:
     assert sorted(messages) == sorted(f"e{i}" for i in range(10))
     lines = read_lines(tmp_path / "root" / "a" / "events.log")
     assert len(lines) == 10
+
+
+def test_rows_commit_after_the_sync_and_a_failed_sync_refuses_the_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sync runs in its own thread while the writer works out the batch's rows; the
+    rows commit only once it succeeded. A write-back error (injected where syncfs(2)
+    would report it: a failing block device is out of reach here) refuses the batch:
+    files cut back, no row of it committed, and its resend is counted once."""
+    root = tmp_path / "root"
+    engine = Engine(make_config(root, tmp_path))
+    assert engine.config.fsync == "batch"
+    engine.process([message(0)])
+
+    def committed() -> tuple[int, int]:
+        with sqlite3.connect(root / "index.sqlite3") as conn:
+            (sessions,) = conn.execute("SELECT records FROM sessions WHERE session_id = 's1'")
+            (runs,) = conn.execute("SELECT records FROM runs WHERE run_id = ?", (RUN,))
+        return int(sessions[0]), int(runs[0])
+
+    seen: list[tuple[int, int]] = []
+
+    def failing_sync(files: list[tuple[int, int]]) -> None:
+        seen.append(committed())
+        raise OSError(errno.EIO, "syncfs: Input/output error")
+
+    durability = engine.sinks.durability
+    monkeypatch.setattr(durability, "sync", failing_sync)
+    with pytest.raises(OSError, match="Input/output"):
+        engine.process([message(1)])
+    assert seen == [(50, 100)]
+    assert committed() == (50, 100)
+    session_file = root / "a" / "sessions" / "session_s1.jsonl"
+    assert len(read_lines(session_file)) == 50
+    monkeypatch.undo()
+    engine.process([message(1)])  # the producer's resend
+    engine.process([message(2)])
+    assert committed() == (150, 300)
+    assert len(read_lines(session_file)) == 150
+    assert engine.registry.sessions[("a", "s1")].records == 150
+    engine.close()
