@@ -24,8 +24,8 @@ from logd.retention.policy import (
     RejectedDay,
     RunEntry,
     SessionEntry,
-    utc_day_end,
 )
+from logd.retention.rotation import utc_day_end
 
 __all__ = ["REJECTED_DIR", "day_end", "scan"]
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from logd.retention.policy import utc_day
+from logd.retention.rotation import utc_day
 from logd.write.durable import Durability
 from logd.write.routing import Kind
 

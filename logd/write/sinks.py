@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from logd.config import Rotation, RotationPolicy
-from logd.retention.policy import (
+from logd.retention.rotation import (
     backup_renames,
     events_archive_name,
     events_rotation_due,

@@ -39,6 +39,7 @@ PURE = {
     "logd.index.states",
     "logd.index.tables",
     "logd.retention.policy",
+    "logd.retention.rotation",
     "logd.control.requests",
     "logd.control.tailing",
     "logd.control.lines",
