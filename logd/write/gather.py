@@ -21,11 +21,11 @@ from logd.write.contexts import MAX_CONTEXTS, Context, Tally, settle_tallies, ta
 from logd.write.dedup import Dedup, chunk_key
 from logd.write.jobs import Ingest
 from logd.write.records import Normalizer, Unroutable, same_but_msg
+from logd.write.rejects import rejected_write
 from logd.write.routing import (
     Kind,
     Routed,
     day_text,
-    rejected_write,
     route,
     run_dir,
     tail_item,

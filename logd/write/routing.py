@@ -178,7 +178,7 @@ class _Texts:
             obj["exc"] = r.exc
         for key, value in r.extra.items():
             obj.setdefault(key, value)
-        return json.dumps(obj, ensure_ascii=False, default=_json_default) + "\n"
+        return json.dumps(obj, ensure_ascii=False, default=json_default) + "\n"
 
     def events_line(self) -> str:
         assert self.event_line is not None
@@ -193,7 +193,8 @@ def _extras_beyond(r: Record) -> dict[str, Any]:
     return {k: v for k, v in r.extra.items() if k not in taken}
 
 
-def _json_default(value: object) -> object:
+def json_default(value: object) -> object:
+    """What `json.dumps` writes for a value it cannot: bytes as UTF-8 text, else str()."""
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)
@@ -382,30 +383,4 @@ def tail_item(record: Record, run_id: str, layout: Layout) -> dict[str, Any]:
 def _kv_json(kv: Mapping[str, Any]) -> str | None:
     if not kv:
         return None
-    return json.dumps(kv, ensure_ascii=False, separators=(",", ":"), default=_json_default)
-
-
-def rejected_write(
-    now_ns: int, reason: str, tag: str, raw: object, peer: Mapping[str, Any]
-) -> Write:
-    """The `_rejected/<day>.jsonl` line for input that could not be routed, with why."""
-    obj = {
-        "time": iso_utc_ms(now_ns),
-        "reason": reason,
-        "tag": tag,
-        "peer": dict(peer),
-        "record": raw if isinstance(raw, str) else _jsonable(raw),
-    }
-    line = json.dumps(obj, ensure_ascii=False, default=_json_default) + "\n"
-    return Write(Kind.REJECTED, f"_rejected/{day_text(now_ns, True)}.jsonl", line)
-
-
-def _jsonable(raw: object) -> object:
-    try:
-        json.dumps(raw, default=_json_default)
-    except (TypeError, ValueError, RecursionError):
-        try:
-            return repr(raw)[:10_000]
-        except RecursionError:
-            return "<too deeply nested to show>"
-    return raw
+    return json.dumps(kv, ensure_ascii=False, separators=(",", ":"), default=json_default)

@@ -29,6 +29,7 @@ PURE = {
     "logd.write.dedup",
     "logd.write.pending",
     "logd.write.routing",
+    "logd.write.rejects",
     "logd.write.templates",
     "logd.index.eventline",
     "logd.index.levels",

@@ -11,7 +11,8 @@ from logd.config import Layout
 from logd.index.eventline import parse_event_line
 from logd.index.names import safe_name
 from logd.write.records import Record, Unroutable, exception_summary, normalize
-from logd.write.routing import Kind, clock_text, rejected_write, route
+from logd.write.rejects import rejected_write
+from logd.write.routing import Kind, clock_text, route
 
 UTC = Layout(utc=True, component_files=True)
 T0 = 1_762_353_052_123_456_789  # 2025-11-05T14:30:52.123456789Z
