@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from logd.config import Limits
-from logd.fdlimit import descriptors_needed
-from tests.e2e.procs import DaemonProcess, start_daemon
+from logd.fdlimit import RESERVED, descriptors_needed
+from tests.e2e.procs import DaemonProcess, start_daemon, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -105,3 +106,25 @@ def test_a_hard_limit_below_the_need_is_one_warning_and_the_daemon_still_writes(
     finally:
         assert daemon.stop() == 0
     assert "Traceback" not in daemon.stderr
+
+
+def test_a_reload_that_raises_open_files_raises_the_limit_too(
+    log_root: Path, socket_dir: Path
+) -> None:
+    config = socket_dir / "logd.toml"
+    config.write_text("[limits]\nopen_files = 100\nmax_connections = 100\n")
+    daemon = start_daemon(
+        log_root, socket_dir, preexec_fn=lambda: limit_soft(128), args=("--config", str(config))
+    )
+    try:
+        assert soft_nofile(daemon.proc.pid) == 100 + 100 + RESERVED
+        config.write_text("[limits]\nopen_files = 1000\nmax_connections = 100\n")
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "configuration reloaded" in daemon.stderr)
+        assert soft_nofile(daemon.proc.pid) == 1000 + 100 + RESERVED
+        run_producer(daemon, SESSIONS)  # more live sessions than the first budget held
+        open_files = status(daemon)["open_files"]
+        assert isinstance(open_files, int)
+        assert open_files > SESSIONS
+    finally:
+        assert daemon.stop() == 0
