@@ -67,8 +67,13 @@ class Peer:
 
 
 def iso_local(time_ns: int, utc: bool = False) -> str:
-    """ISO 8601 with its UTC offset, so metadata is unambiguous in either layout."""
-    moment = datetime.fromtimestamp(time_ns / 1e9, tz=UTC)
+    """ISO 8601 with its UTC offset, so metadata is unambiguous in either layout.
+
+    Truncated to the millisecond in integers, as the log lines are: through a float, a
+    time within half a microsecond of the next millisecond showed as that one.
+    """
+    seconds, rest = divmod(time_ns, 1_000_000_000)
+    moment = datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=rest // 1000)
     if not utc:
         moment = moment.astimezone()
     return moment.isoformat(timespec="milliseconds")
