@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -108,3 +109,18 @@ def wait_for(predicate: Callable[[], Any], seconds: float = 20) -> None:
             return
         time.sleep(0.05)
     pytest.fail("condition not reached in time")
+
+
+def ctl_status(daemon: DaemonProcess) -> dict[str, object]:
+    """`logd-ctl --json status` of `daemon`, through its control socket."""
+    control = daemon.socket.parent / "ctl.sock"
+    result = subprocess.run(
+        [sys.executable, "-m", "logd.ctl", "--control", str(control), "--json", "status"],
+        env=daemon.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    status: dict[str, object] = json.loads(result.stdout)
+    return status

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import resource
 import signal
 import subprocess
@@ -13,7 +12,7 @@ import pytest
 
 from logd.config import Limits
 from logd.fdlimit import RESERVED, descriptors_needed
-from tests.e2e.procs import DaemonProcess, start_daemon, wait_for
+from tests.e2e.procs import DaemonProcess, ctl_status, start_daemon, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -37,20 +36,6 @@ def soft_nofile(pid: int) -> int:
         if line.startswith("Max open files"):
             return int(line.split()[3])
     raise AssertionError("no 'Max open files' in /proc/<pid>/limits")
-
-
-def status(daemon: DaemonProcess) -> dict[str, object]:
-    control = str(daemon.socket.parent / "ctl.sock")
-    done = subprocess.run(
-        [sys.executable, "-m", "logd.ctl", "--control", control, "--json", "status"],
-        env=daemon.env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 0, done.stderr
-    reply: dict[str, object] = json.loads(done.stdout)
-    return reply
 
 
 def limit_soft(soft: int, hard: int | None = None) -> None:
@@ -83,7 +68,7 @@ def test_a_low_soft_limit_is_raised_and_every_live_session_keeps_its_file_open(
         assert len(files) == SESSIONS
         assert all(len(f.read_text().splitlines()) == 2 for f in files)
         # Held open, not closed and reopened per batch: the budget covers them all.
-        open_files = status(daemon)["open_files"]
+        open_files = ctl_status(daemon)["open_files"]
         assert isinstance(open_files, int)
         assert open_files > SESSIONS
         assert "open file limit" not in daemon.stderr
@@ -123,7 +108,7 @@ def test_a_reload_that_raises_open_files_raises_the_limit_too(
         wait_for(lambda: "configuration reloaded" in daemon.stderr)
         assert soft_nofile(daemon.proc.pid) == 1000 + 100 + RESERVED
         run_producer(daemon, SESSIONS)  # more live sessions than the first budget held
-        open_files = status(daemon)["open_files"]
+        open_files = ctl_status(daemon)["open_files"]
         assert isinstance(open_files, int)
         assert open_files > SESSIONS
     finally:

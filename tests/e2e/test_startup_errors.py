@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.procs import DaemonProcess, connectable, start_daemon, wait_for
+from tests.e2e.procs import DaemonProcess, connectable, ctl_status, start_daemon, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -79,20 +79,6 @@ def the_one_line(stderr: str) -> str:
     for noise in ("Traceback", "sub-exception", "ExceptionGroup"):
         assert noise not in stderr
     return lines[0]
-
-
-def ctl_status(daemon: DaemonProcess) -> dict[str, object]:
-    control = daemon.socket.parent / "ctl.sock"
-    result = subprocess.run(
-        [sys.executable, "-m", "logd.ctl", "--control", str(control), "--json", "status"],
-        env=daemon.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    status: dict[str, object] = json.loads(result.stdout)
-    return status
 
 
 @pytest.fixture
