@@ -38,6 +38,7 @@ class UnitKind(StrEnum):
     SESSION = "session"
     EVENTS_ARCHIVE = "events-archive"
     REJECTED = "rejected"
+    TEMP = "temp"
 
 
 class Reason(StrEnum):
@@ -45,6 +46,7 @@ class Reason(StrEnum):
 
     AGE = "age"
     SIZE_CAP = "size-cap"
+    LEFTOVER = "leftover"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +121,12 @@ class RejectedDay:
 @dataclass(frozen=True, slots=True)
 class Listing:
     """What retention can see of the tree. `other_bytes` is everything no rule deletes
-    (index, daemon log, live event logs, unknown files); it counts toward the size cap."""
+    (index, daemon log, live event logs, unknown files); it counts toward the size cap.
+
+    `temps` are (path, bytes) of the daemon's own hidden temp files (``.NAME.tmp``) that
+    a crash left behind: cleanup runs between batches with compression settled, so none
+    of them is being written. Their bytes are already in `other_bytes` or a unit's.
+    """
 
     runs: tuple[RunEntry, ...] = ()
     call_days: tuple[CallDay, ...] = ()
@@ -127,6 +134,7 @@ class Listing:
     archives: tuple[Archive, ...] = ()
     rejected: tuple[RejectedDay, ...] = ()
     other_bytes: int = 0
+    temps: tuple[tuple[str, int], ...] = ()
 
     @property
     def total_bytes(self) -> int:
@@ -190,6 +198,10 @@ def _units(listing: Listing, reason: Reason) -> Iterable[tuple[_Unit, bool]]:
         yield _Unit(rejected.end_ts, (d,)), False
 
 
+def _name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
 def _kept_runs(runs: Sequence[RunEntry], keep: int) -> set[str]:
     """Paths of the newest `keep` runs per app by start; active runs count among them."""
     by_app: dict[str, list[RunEntry]] = defaultdict(list)
@@ -228,12 +240,17 @@ def decide_cleanup(policy: Retention, listing: Listing, now: float) -> list[Dele
     newest runs are the last to go anyway. If the cap cannot be met by ended units it
     deletes them all and stops.
 
+    Temp files a crash left behind (`Listing.temps`) always go, whatever the policy.
+
     Returns:
-        Age deletions sorted by path, then size-cap deletions in the order they were
-        chosen; a session contributes one deletion per file.
+        Leftover temp files and age deletions sorted by path, then size-cap deletions in
+        the order they were chosen; a session contributes one deletion per file.
     """
     kept_runs = _kept_runs(listing.runs, policy.runs_keep)
-    by_age: list[Deletion] = []
+    by_age: list[Deletion] = [
+        Deletion(path, Reason.LEFTOVER, size, UnitKind.TEMP, path.split("/")[0], _name(path))
+        for path, size in listing.temps
+    ]
     candidates: list[_Unit] = []
     for unit, active in _units(listing, Reason.AGE):
         first = unit.deletions[0]

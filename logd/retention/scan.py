@@ -37,6 +37,9 @@ _ARCHIVE_RE = re.compile(rf"events\.log\.({_DAY})(?:\.[0-9]+)?(?:\.gz)?")
 _REJECTED_RE = re.compile(rf"({_DAY})\.jsonl")
 _CALL_RE = re.compile(r"call_(.+)\.log(?:\.[0-9]+)?(?:\.gz)?")
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+# The daemon's own temp files: metadata.json and runs/current replaced whole, and a
+# gzip written through a hidden name (write/atomic.py, retention/cleanup.py).
+_TEMP_RE = re.compile(r"\..+\.tmp")
 
 
 def day_end(day: str, *, utc: bool) -> float | None:
@@ -51,19 +54,22 @@ def day_end(day: str, *, utc: bool) -> float | None:
     return datetime.combine(next_day, datetime.min.time()).timestamp()
 
 
-def _tree(path: str) -> tuple[int, float]:
+def _tree(path: str, temps: list[tuple[str, int]] | None = None) -> tuple[int, float]:
     """Bytes of the files and links under `path` (or of `path` itself), and the newest
-    mtime, without following symlinks. What vanishes meanwhile counts as nothing."""
+    mtime, without following symlinks. What vanishes meanwhile counts as nothing. Temp
+    files met on the way are added to `temps` as (path, bytes)."""
     try:
         st = os.lstat(path)
         entries = list(os.scandir(path)) if stat.S_ISDIR(st.st_mode) else None
     except (FileNotFoundError, NotADirectoryError):
         return 0, 0.0
     if entries is None:
+        if temps is not None and _TEMP_RE.fullmatch(os.path.basename(path)):
+            temps.append((path, st.st_size))
         return st.st_size, st.st_mtime
     total, newest = 0, st.st_mtime
     for entry in entries:
-        size, mtime = _tree(entry.path)
+        size, mtime = _tree(entry.path, temps)
         total += size
         newest = max(newest, mtime)
     return total, newest
@@ -124,9 +130,14 @@ class _Scan:
     archives: list[Archive] = field(default_factory=list)
     rejected: list[RejectedDay] = field(default_factory=list)
     other_bytes: int = 0
+    temps: list[tuple[str, int]] = field(default_factory=list)
 
     def other(self, path: str) -> None:
-        self.other_bytes += _tree(path)[0]
+        self.other_bytes += self.tree(path)[0]
+
+    def tree(self, path: str) -> tuple[int, float]:
+        """`_tree()`, noting the temp files under `path`."""
+        return _tree(path, self.temps)
 
     def walk(self) -> Listing:
         for entry in _list(self.root):
@@ -143,6 +154,10 @@ class _Scan:
             archives=tuple(self.archives),
             rejected=tuple(self.rejected),
             other_bytes=self.other_bytes,
+            temps=tuple(
+                (os.path.relpath(path, self.root).replace(os.sep, "/"), size)
+                for path, size in self.temps
+            ),
         )
 
     def rejected_dir(self, path: str) -> None:
@@ -152,7 +167,7 @@ class _Scan:
             if match is None or end is None or _is_dir(entry):
                 self.other(entry.path)
                 continue
-            size = _tree(entry.path)[0]
+            size = self.tree(entry.path)[0]
             rel = f"{REJECTED_DIR}/{entry.name}"
             self.rejected.append(RejectedDay(rel, match.group(1), end, size))
 
@@ -167,7 +182,7 @@ class _Scan:
             elif entry.name == "calls" and _is_dir(entry):
                 self.calls_dir(app, entry.path)
             elif match is not None and end is not None and not _is_dir(entry):
-                size = _tree(entry.path)[0]
+                size = self.tree(entry.path)[0]
                 day = match.group(1)
                 self.archives.append(Archive(app, f"{app}/{entry.name}", day, end, size))
             else:
@@ -178,7 +193,7 @@ class _Scan:
             if not _is_dir(entry) or entry.name.startswith("."):
                 self.other(entry.path)  # current, current.txt, temp files
                 continue
-            size, newest = _tree(entry.path)
+            size, newest = self.tree(entry.path)
             times = _run_times(entry.path)
             # Without readable metadata a run counts as ended at its last change: the
             # daemon writes metadata at a run's start, so this is a leftover.
@@ -195,7 +210,7 @@ class _Scan:
             if match is None or _is_dir(entry):
                 self.other(entry.path)
                 continue
-            size, mtime = _tree(entry.path)
+            size, mtime = self.tree(entry.path)
             groups.setdefault(match.group(1), []).append(
                 (f"{app}/sessions/{entry.name}", size, mtime)
             )
@@ -218,7 +233,7 @@ class _Scan:
             if end is None or not _is_dir(entry):
                 self.other(entry.path)
                 continue
-            size = _tree(entry.path)[0]
+            size = self.tree(entry.path)[0]
             active = entry.name in active_days or _holds_call(entry.path, active_ids)
             rel = f"{app}/calls/{entry.name}"
             self.call_days.append(CallDay(app, entry.name, rel, end, size, active))

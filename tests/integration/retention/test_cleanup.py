@@ -71,9 +71,18 @@ def build_log_tree(root: Path) -> None:
     put(root, "_rejected/2025-07-01.jsonl")
     put(root, "index.sqlite3", "db")
     put(root, "logd.log", "log\n")
+    # Temp files a SIGKILL left: mid metadata.json, mid runs/current, mid a gzip.
+    put(root, "app/runs/r_live/.metadata.json.tmp", "{")
+    (root / "app/runs/.current.tmp").symlink_to("r_old3")
+    put(root, "app/sessions/.session_live.jsonl.1.gz.tmp", "gz")
 
 
-EXPECTED = {
+TEMPS = {
+    "app/runs/r_live/.metadata.json.tmp",
+    "app/runs/.current.tmp",
+    "app/sessions/.session_live.jsonl.1.gz.tmp",
+}
+EXPECTED = TEMPS | {
     "app/runs/r_old1",
     "app/runs/r_old2",
     "app/sessions/session_old.jsonl",
@@ -131,8 +140,14 @@ def test_scan_describes_the_tree(log_tree: Path) -> None:
         "app/events.log.2025-06-30",
     }
     assert {r.day for r in listing.rejected} == {"2025-03-01", "2025-07-01"}
-    # events.log (2) + current link (6) + current.txt (7) + index (2) + logd.log (4)
-    assert listing.other_bytes == 2 + 6 + 7 + 2 + 4
+    # events.log (2) + current link (6) + current.txt (7) + index (2) + logd.log (4),
+    # and two temp files: .current.tmp (6) and a gzip's (2); r_live's counts with it
+    assert listing.other_bytes == 2 + 6 + 7 + 2 + 4 + 6 + 2
+    assert dict(listing.temps) == {
+        "app/runs/r_live/.metadata.json.tmp": 1,
+        "app/runs/.current.tmp": 6,
+        "app/sessions/.session_live.jsonl.1.gz.tmp": 2,
+    }
     on_disk = sum((log_tree / p).lstat().st_size for p in tree(log_tree))
     assert listing.total_bytes == on_disk
 
@@ -146,6 +161,8 @@ def test_cleanup_deletes_exactly_and_prunes(log_tree: Path) -> None:
     assert set(tree(log_tree)) == before - gone
     assert report.freed_bytes == sum(d.bytes for d in report.deletions) > 0
     assert {d.kind for d in report.deletions} == set(UnitKind)
+    assert {d.path for d in report.deletions if d.reason is Reason.LEFTOVER} == TEMPS
+    assert (log_tree / "app/runs/r_live/metadata.json").exists()  # only the temp went
     assert not (log_tree / "app/calls/2025-05-01").exists()
     assert (log_tree / "app/runs/current").is_symlink()
     assert report.as_dict() == {

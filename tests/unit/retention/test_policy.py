@@ -302,3 +302,23 @@ def test_default_policy_keeps_fresh_tree() -> None:
     got = {d.path for d in decide_cleanup(Retention(), listing, NOW)}
     # All ended over 30 days ago; the newest 20 by start stay.
     assert got == {f"a/runs/r{i}" for i in range(20, 25)}
+
+
+def test_leftover_temp_files_go_whatever_the_policy() -> None:
+    listing = Listing(
+        runs=(run("r1", started=2 * DAY, ended=None),),
+        temps=(("a/runs/r1/.metadata.json.tmp", 3), ("a/runs/.current.tmp", 2)),
+        other_bytes=2,
+    )
+    keep_all = Retention(runs_days=10_000, runs_keep=100, max_total_bytes=0)
+    got = decide_cleanup(keep_all, listing, NOW)
+    assert [(d.path, d.reason, d.kind, d.app, d.name) for d in got] == [
+        ("a/runs/.current.tmp", Reason.LEFTOVER, UnitKind.TEMP, "a", ".current.tmp"),
+        (
+            "a/runs/r1/.metadata.json.tmp",
+            Reason.LEFTOVER,
+            UnitKind.TEMP,
+            "a",
+            ".metadata.json.tmp",
+        ),
+    ]
