@@ -111,16 +111,21 @@ def wait_for(predicate: Callable[[], Any], seconds: float = 20) -> None:
     pytest.fail("condition not reached in time")
 
 
-def ctl_status(daemon: DaemonProcess) -> dict[str, object]:
-    """`logd-ctl --json status` of `daemon`, through its control socket."""
+def ctl_json(daemon: DaemonProcess, *args: str) -> Any:
+    """`logd-ctl --json ARGS` of `daemon`, through its control socket, decoded."""
     control = daemon.socket.parent / "ctl.sock"
     result = subprocess.run(
-        [sys.executable, "-m", "logd.ctl", "--control", str(control), "--json", "status"],
+        [sys.executable, "-m", "logd.ctl", "--control", str(control), "--json", *args],
         env=daemon.env,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    status: dict[str, object] = json.loads(result.stdout)
+    return json.loads(result.stdout)
+
+
+def ctl_status(daemon: DaemonProcess) -> dict[str, object]:
+    """`logd-ctl --json status` of `daemon`."""
+    status: dict[str, object] = ctl_json(daemon, "status")
     return status

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.procs import DaemonProcess, start_daemon
+from tests.e2e.procs import ctl_json, start_daemon
 
 pytestmark = pytest.mark.e2e
 
@@ -24,19 +24,6 @@ with logd.session("s1"):
 print(logd.run_id(), flush=True)
 sys.exit(0 if logd.flush(20) else 3)
 """
-
-
-def ctl(daemon: DaemonProcess, *args: str) -> object:
-    control = str(daemon.socket.parent / "ctl.sock")
-    done = subprocess.run(
-        [sys.executable, "-m", "logd.ctl", "--control", control, "--json", *args],
-        env=daemon.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 def test_a_cleanup_after_a_crash_removes_the_temp_files_it_left(
@@ -67,7 +54,7 @@ def test_a_cleanup_after_a_crash_removes_the_temp_files_it_left(
     (log_root / "shop/runs/.current.tmp").symlink_to(run_id)
     daemon = start_daemon(log_root, socket_dir)
     try:
-        report = ctl(daemon, "cleanup")
+        report = ctl_json(daemon, "cleanup")
         assert isinstance(report, dict)
         assert sorted(report["deleted"]) == sorted([*leftovers, "shop/runs/.current.tmp"])
         assert report["freed_bytes"] > 0
@@ -76,10 +63,10 @@ def test_a_cleanup_after_a_crash_removes_the_temp_files_it_left(
             assert not (log_root / rel).exists()
         assert json.loads((run_dir / "metadata.json").read_text())["run_id"] == run_id
         assert (log_root / "shop/sessions/session_s1.jsonl").read_text().count("an order") == 1
-        runs = ctl(daemon, "runs")
+        runs = ctl_json(daemon, "runs")
         assert isinstance(runs, list)
         assert [r["run_id"] for r in runs] == [run_id]
-        again = ctl(daemon, "cleanup")
+        again = ctl_json(daemon, "cleanup")
         assert isinstance(again, dict)
         assert again["deleted"] == []
     finally:
