@@ -190,6 +190,17 @@ class Templates:
         clocks = [clock_of(time_ns) for time_ns in times]
         isos = [iso_of(time_ns) for time_ns in times]
         texts = [_dumps(msg) for msg in msgs]
+        slots = _uniform_slots(placed)
+        # File by file (the nth line of every record, then the next): a third cheaper than
+        # record by record, and each file still gets its lines in arrival order.
+        for slot in range(slots):
+            for where, clock, iso, text, msg in zip(placed, clocks, isos, texts, msgs, strict=True):
+                head, is_iso, mid, js, tail = where.template.pieces[slot]
+                where.targets[slot].append(
+                    f"{head}{iso if is_iso else clock}{mid}{text if js else msg}{tail}"
+                )
+        if slots:
+            return
         for where, clock, iso, text, msg in zip(placed, clocks, isos, texts, msgs, strict=True):
             for (head, is_iso, mid, js, tail), target in zip(
                 where.template.pieces, where.targets, strict=True
@@ -254,6 +265,24 @@ class Templates:
             return None
         head, mid, tail = line[:time_at], line[time_end:msg_at], line[msg_at + len(text) :]
         return (head, is_iso, mid, js, tail)
+
+
+def _uniform_slots(placed: Sequence[Placed]) -> int:
+    """How many lines each record has, when rendering them file by file keeps each file's
+    lines in arrival order: every context has that many, and each file is the nth of
+    every context that writes to it. Else 0 (a session's file is second for one logger
+    and third for another that has a component file): render record by record."""
+    distinct = {id(where): where for where in placed}
+    count = len(placed[0].targets)
+    slot_of: dict[int, int] = {}
+    for where in distinct.values():
+        targets = where.targets
+        if len(targets) != count:
+            return 0
+        for slot, target in enumerate(targets):
+            if slot_of.setdefault(id(target), slot) != slot:
+                return 0
+    return count
 
 
 def _once(line: str, first: str, second: str) -> tuple[str, bool] | None:

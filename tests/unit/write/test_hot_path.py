@@ -163,6 +163,59 @@ def test_records_of_contexts_taking_turns_render_as_route_writes_each(layout: La
     assert files == expected
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize(
+    "contexts",
+    [
+        # Sessions of one logger taking turns: rendered file by file.
+        [{"session_id": f"s{n}"} for n in range(5)],
+        # Two producers' contexts of the same session, in two runs.
+        [{"session_id": "s1"}, {"session_id": "s1"}, {"session_id": "s2", "run_id": "r2"}],
+        # Two lines each, but the session's file is the second of a run's record and the
+        # first of a call's: rendered record by record.
+        [{"session_id": "s1"}, {"session_id": "s1", "call_id": "c1", "bot_id": "b1"}],
+        # A session's file is the second line for one logger and the third for another
+        # (its component file comes between).
+        [{"session_id": "s1", "logger": "main"}, {"session_id": "s1", "logger": "cyc.db"}],
+    ],
+    ids=["sessions", "shared-session", "session-file-moves", "component-between"],
+)
+def test_sessions_taking_turns_keep_each_files_lines_in_arrival_order(
+    layout: Layout, contexts: list[dict[str, str]]
+) -> None:
+    templates = Templates(layout)
+    records = [
+        normalize(
+            "cyc",
+            T0 + i * 61_000_000,
+            raw_of(contexts[i % len(contexts)], msg=f"{i} {MESSAGES[i % 9]}"),
+        )
+        for i in range(40)
+    ]
+    files: dict[tuple[Any, str], list[str]] = {}
+
+    class Placed:
+        def __init__(self, record: Record) -> None:
+            assert record.run_id is not None
+            found = templates.find(record, record.run_id)
+            assert found is not None
+            self.template = found
+            self.targets = [files.setdefault(where, []) for where in found.paths]
+
+    by_context: dict[int, Placed] = {}
+    placed = [
+        by_context.setdefault(i % len(contexts), Placed(record))
+        for i, record in enumerate(records)
+    ]
+    templates.render_each(placed, [r.time_ns for r in records], [r.msg for r in records])
+    expected: dict[tuple[Any, str], list[str]] = {}
+    for record in records:
+        assert record.run_id is not None
+        for write in route(record, record.run_id, layout).writes:
+            expected.setdefault((write.kind, write.path), []).append(write.line)
+    assert files == expected
+
+
 def test_templates_cover_the_common_contexts() -> None:
     templates = Templates(Layout(utc=True))
     for context in ({}, {"session_id": "s1"}, {"logger": "main"}, {"call_id": "c1"}):
