@@ -14,12 +14,8 @@ acked, at a stop too, so a client never resends what was written.
 from __future__ import annotations
 
 import errno
-import hmac
 import logging
 import math
-import os
-import socket as stdsocket
-import struct
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,7 +27,8 @@ from logd_client import wire
 from logd.config import Config, Limits
 from logd.index.states import Peer, Transport
 from logd.ingest.batching import SubmitMany, take_buffered
-from logd.ingest.streams import next_event
+from logd.ingest.peers import authenticate, keep_alive, peer_of, peer_text
+from logd.ingest.streams import ReadAhead, ReadBudget
 from logd.write.jobs import ConnClosed, Job
 
 __all__ = ["Conn", "Connections"]
@@ -44,14 +41,12 @@ log = logging.getLogger("logd.server")
 DRAIN_READ_S = 0.2
 # Stopping: how long an ack may wait for a peer that does not read.
 DRAIN_ACK_S = 1.0
-# TCP keepalive probes a peer quiet for idle_timeout_s, then this often, this many times:
-# a dead or unplugged peer (no FIN, no RST) is closed about 30 s later (tcp(7)).
-KEEPALIVE_INTERVAL_S = 10
-KEEPALIVE_PROBES = 3
-_KEEPIDLE_MAX_S = 32767  # Linux's MAX_TCP_KEEPIDLE
 # Near the limit means within limit // ROOM_DIVISOR (at least 1) of it.
 ROOM_DIVISOR = 16
-_PEERCRED = struct.Struct("3i")
+# While the writer has a connection's messages, it reads on up to this many bytes, and all
+# connections together up to READ_AHEAD_TOTAL (logd.ingest.streams.ReadAhead).
+READ_AHEAD_BYTES = 1 << 20
+READ_AHEAD_TOTAL = 8 << 20
 
 Enqueue = Callable[[Job, trio.Event | None], Awaitable[bool]]
 
@@ -64,6 +59,7 @@ class Conn:
     last_message: float  # trio time of its last complete message, or of its accept
     read_scope: trio.CancelScope | None = None  # set while it waits for bytes
     ack_scope: trio.CancelScope | None = None  # set while an ack is being sent
+    read_ahead: ReadAhead | None = None  # set while it reads on beside the writer
     mid_message: bool = False  # the read waits for the rest of a message
     asks_acks: bool = False
     closed_for_room: bool = False
@@ -100,6 +96,12 @@ class Connections:
         self._stop_reading_at = math.inf
         self._drain_end = math.inf
         self._next_conn = 0
+        self._read_budget = ReadBudget(READ_AHEAD_TOTAL)
+
+    @property
+    def read_ahead_left(self) -> int:
+        """Bytes the connections may still read ahead between them."""
+        return self._read_budget.left
 
     async def accept_loop(
         self, nursery: trio.Nursery, listener: trio.abc.Listener[Any], transport: Transport
@@ -130,10 +132,11 @@ class Connections:
             nursery.start_soon(self._handle, stream, transport)
 
     async def _handle(self, stream: trio.SocketStream, transport: Transport) -> None:
-        peer = self._peer(stream, transport)
+        self._next_conn += 1
+        peer = peer_of(stream.socket, transport, self._next_conn)
         limits = self._config().limits
         if transport == "tcp":
-            _keep_alive(stream.socket, limits.idle_timeout_s)
+            keep_alive(stream.socket, limits.idle_timeout_s)
         conn = Conn(peer, trio.current_time())
         self.conns[peer.conn_id] = conn
         self.total += 1
@@ -142,26 +145,38 @@ class Connections:
         )
         by_daemon = False
         try:
-            if transport == "tcp" and self._config().listen.shared_key:
-                authenticated = False
-                with trio.move_on_after(limits.idle_timeout_s):
-                    authenticated = await self._authenticate(stream, decoder, peer)
-                if not authenticated:
+            key = self._config().listen.shared_key
+            if transport == "tcp" and key:
+                with trio.move_on_after(limits.idle_timeout_s) as waiting:
+                    refused = await authenticate(stream, decoder, peer, key, self._hostname)
+                if waiting.cancelled_caught:
                     return
+                if refused is not None:
+                    self._count(refused)
+                    return
+            ahead: ReadAhead | None = None
             while True:
-                taken = take_buffered(decoder)
+                taken = ahead.taken if ahead is not None else take_buffered(decoder)
+                if ahead is not None and ahead.broken is not None:
+                    raise ahead.broken
+                ahead = None
                 if taken.entries:
                     conn.last_message = trio.current_time()
                     conn.asks_acks = conn.asks_acks or any(
                         entries.chunk is not None for entries in taken.entries
                     )
+                    if taken.stopped_at is None and taken.error is None:
+                        ahead = ReadAhead(stream, decoder, self._read_budget, READ_AHEAD_BYTES)
                     # Once the writer has the messages, a stop must not come between their
                     # write and their acks: the client would resend what is already written.
                     with trio.CancelScope(shield=True):
-                        done = await self._write_and_ack(stream, taken.entries, conn, limits)
+                        done = await self._write_and_ack(stream, taken.entries, conn, limits, ahead)
                     if not done:
                         by_daemon = True
                         break
+                    if ahead is not None and ahead.found:
+                        continue
+                    ahead = None
                 if taken.error is not None:
                     raise taken.error
                 event = taken.stopped_at
@@ -189,7 +204,7 @@ class Connections:
             log.warning(
                 "conn %d (%s): protocol error %s: %s; closing",
                 peer.conn_id,
-                _peer_text(peer),
+                peer_text(peer),
                 exc.code,
                 exc,
             )
@@ -221,7 +236,7 @@ class Connections:
             log.info(
                 "conn %d (%s): no message for %gs%s, closing",
                 conn.peer.conn_id,
-                _peer_text(conn.peer),
+                peer_text(conn.peer),
                 limits.idle_timeout_s,
                 " (one stopped halfway)" if mid_message else "",
             )
@@ -248,14 +263,26 @@ class Connections:
         messages: list[wire.Entries],
         conn: Conn,
         limits: Limits,
+        ahead: ReadAhead | None,
     ) -> bool:
         """Hand `messages` to the writer at once and ack them in order once durable; False:
-        close the connection (after acking those that were written).
+        close the connection (after acking those that were written). Meanwhile `ahead`, if
+        given, reads the connection's next messages.
 
         Called shielded, so it must end on its own: the writer always answers, and the acks
         wait for a peer that does not read at most idle_timeout_s (DRAIN_ACK_S at a stop).
         """
-        durable = await self._submit(conn.peer, messages)
+        async with trio.open_nursery() as nursery:
+            if ahead is not None:
+                if self.draining:
+                    ahead.stop_by(self._stop_reading_at)
+                conn.read_ahead = ahead
+                nursery.start_soon(ahead.run)
+            durable = await self._submit(conn.peer, messages)
+            nursery.cancel_scope.cancel()
+        conn.read_ahead = None
+        if ahead is not None:
+            ahead.release()
         acks = b"".join(
             wire.encode_ack(entries.chunk)
             for entries in messages[:durable]
@@ -298,55 +325,11 @@ class Connections:
         log.warning(
             "conn %d (%s): quiet for %.0fs, closed to make room (%d connections, limit %d)",
             idlest.peer.conn_id,
-            _peer_text(idlest.peer),
+            peer_text(idlest.peer),
             now - idlest.last_message,
             len(self.conns) + 1,
             limit,
         )
-
-    async def _authenticate(
-        self, stream: trio.SocketStream, decoder: wire.ForwardDecoder, peer: Peer
-    ) -> bool:
-        """The Forward protocol's HELO / PING / PONG: the peer proves it knows shared_key."""
-        key = self._config().listen.shared_key
-        assert key is not None
-        nonce = os.urandom(16)
-        await stream.send_all(wire.encode_helo(nonce, b"", keepalive=True))
-        event = await next_event(stream, decoder)
-        while isinstance(event, wire.Heartbeat):
-            event = await next_event(stream, decoder)
-        if not isinstance(event, wire.Ping):
-            self._count("auth-missing")
-            log.warning(
-                "conn %d (%s): sent data before authenticating; closing", peer.conn_id, peer.address
-            )
-            return False
-        salt = event.shared_key_salt
-        expected = wire.shared_key_digest(salt, event.hostname, nonce, key)
-        ok = hmac.compare_digest(expected, event.shared_key_hexdigest)
-        reason = "" if ok else "shared_key mismatch"
-        await stream.send_all(wire.encode_pong(ok, reason, self._hostname, key, nonce, salt))
-        if not ok:
-            self._count("auth-failed")
-            log.warning("conn %d (%s): wrong shared_key; closing", peer.conn_id, peer.address)
-        return ok
-
-    def _peer(self, stream: trio.SocketStream, transport: Transport) -> Peer:
-        self._next_conn += 1
-        sock = stream.socket
-        if transport == "unix":
-            try:
-                raw = sock.getsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_PEERCRED, _PEERCRED.size)
-                pid, uid, gid = _PEERCRED.unpack(raw)
-            except OSError:
-                pid = uid = gid = None
-            return Peer(self._next_conn, "unix", pid, uid, gid, "unix")
-        try:
-            host, port = sock.getpeername()[:2]
-            address = f"{host}:{port}"
-        except OSError:
-            address = "tcp"
-        return Peer(self._next_conn, "tcp", address=address)
 
     def drain(self, grace_s: float) -> None:
         """Stopping: read new messages only a moment longer, finish those under way.
@@ -364,27 +347,10 @@ class Connections:
             if conn.read_scope is not None:
                 end = self._drain_end if conn.mid_message else self._stop_reading_at
                 conn.read_scope.deadline = min(conn.read_scope.deadline, end)
+            if conn.read_ahead is not None:
+                conn.read_ahead.stop_by(self._stop_reading_at)
             if conn.ack_scope is not None:
                 conn.ack_scope.deadline = min(conn.ack_scope.deadline, now + DRAIN_ACK_S)
 
     def _count(self, code: str) -> None:
         self._errors[code] += 1
-
-
-def _peer_text(peer: Peer) -> str:
-    if peer.transport == "unix":
-        return f"pid {peer.pid} uid {peer.uid}"
-    return peer.address
-
-
-def _keep_alive(sock: trio.socket.SocketType, idle_timeout_s: float) -> None:
-    """Have the kernel probe a quiet TCP peer, so a dead one is closed (tcp(7))."""
-    idle = min(max(round(idle_timeout_s), 1), _KEEPIDLE_MAX_S)
-    try:
-        sock.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_KEEPALIVE, 1)
-        sock.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_KEEPIDLE, idle)
-        sock.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S)
-        sock.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_KEEPCNT, KEEPALIVE_PROBES)
-    except OSError as exc:
-        # The peer may already have reset the connection; its first read will say so.
-        log.debug("cannot set TCP keepalive: %s", exc)

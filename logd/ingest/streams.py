@@ -2,15 +2,18 @@
 
 The one loop every connection needs: ask the decoder for an event, read more bytes
 when it has none, tell it about EOF. Kept here so each protocol's code reads as the
-conversation it is.
+conversation it is. And the ingest connections' read-ahead while the writer works.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, overload
 
 import trio
 from logd_client import wire
+
+from logd.ingest.batching import Taken, take_buffered
 
 
 @overload
@@ -41,3 +44,84 @@ async def next_event(stream: trio.SocketStream, decoder: Any) -> Any:
         else:
             decoder.receive_eof()
     return event
+
+
+@dataclass(slots=True)
+class ReadBudget:
+    """Bytes the connections may still read ahead between them (see `ReadAhead`)."""
+
+    left: int
+
+
+class ReadAhead:
+    """Messages read off a connection while its previous ones are with the writer.
+
+    A busy client has its next messages waiting in the socket while the writer works; read
+    and decoded meanwhile, they go to the writer as one job the moment it answers, so a
+    batch holds what arrived during the previous one rather than one read's worth
+    (64 KiB per connection), and its per-file costs are shared by more records. `budget`
+    bounds the bytes read ahead across all connections; each stops at `limit` bytes, at
+    the first event that is not a message, at bad bytes or at EOF.
+    """
+
+    def __init__(
+        self,
+        stream: trio.SocketStream,
+        decoder: wire.ForwardDecoder,
+        budget: ReadBudget,
+        limit: int,
+    ) -> None:
+        self.taken = Taken()
+        self.broken: trio.BrokenResourceError | trio.ClosedResourceError | None = None
+        self.nbytes = 0
+        self._budget = budget
+        self._limit = limit
+        self._stream = stream
+        self._decoder = decoder
+        # A stop narrows it to the drain's end of reading (`stop_by`).
+        self._scope = trio.CancelScope()
+
+    @property
+    def found(self) -> bool:
+        """Whether it read anything the connection must act on (a failed read too)."""
+        t = self.taken
+        return (
+            bool(t.entries)
+            or t.stopped_at is not None
+            or t.error is not None
+            or self.broken is not None
+        )
+
+    def stop_by(self, deadline: float) -> None:
+        """Read nothing after `deadline` (trio time): the daemon is stopping."""
+        self._scope.deadline = min(self._scope.deadline, deadline)
+
+    async def run(self) -> None:
+        """Read and decode until a stop (above) or until cancelled; never raises."""
+        with self._scope:
+            await self._read()
+
+    async def _read(self) -> None:
+        stream, decoder = self._stream, self._decoder
+        while self.nbytes < self._limit and self._budget.left > 0:
+            try:
+                data = await stream.receive_some(decoder.read_size)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self.broken = exc
+                return
+            self.nbytes += len(data)
+            self._budget.left -= len(data)
+            if data:
+                decoder.receive_data(data)
+            else:
+                decoder.receive_eof()
+            more = take_buffered(decoder)
+            self.taken.entries += more.entries
+            if more.stopped_at is not None or more.error is not None:
+                self.taken.stopped_at, self.taken.error = more.stopped_at, more.error
+                return
+
+    def release(self) -> None:
+        """Give its bytes back to the shared budget (the messages now go to the writer)."""
+        self._budget.left += self.nbytes
+        self.nbytes = 0

@@ -5,6 +5,7 @@ and a bad message in the middle harms only itself."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Sequence
 from functools import partial
@@ -13,8 +14,10 @@ import msgpack
 import pytest
 import trio
 from logd_client import wire
+from logd_client.wire.decode import READ_CHUNK
 
 from logd.config import Config
+from logd.ingest.connections import READ_AHEAD_BYTES, READ_AHEAD_TOTAL
 from logd.server import LogdServer, serve_logd
 from logd.write.engine import Engine
 from logd.write.jobs import Ingest, Job
@@ -29,7 +32,7 @@ class CountingEngine(Engine):
     jobs: list[int]
 
     def process(self, jobs: Sequence[Job]) -> None:
-        CountingEngine.jobs += [len(job.messages) for job in jobs if isinstance(job, Ingest)]
+        type(self).jobs += [len(job.messages) for job in jobs if isinstance(job, Ingest)]
         super().process(jobs)
 
 
@@ -129,6 +132,138 @@ async def test_messages_before_broken_bytes_are_written_and_acked(config: Config
                     events.append(wire.Closed())
         assert events == [*ack_list(2), wire.Closed()]
         assert lines_of(config.root) == ["m0", "m1"]
+        assert server.errors["malformed"] == 1
+        await producer.aclose()
+        server.request_stop()
+
+
+class HeldEngine(CountingEngine):
+    """A counting engine whose first batch waits until the test lets it go, so the test
+    can send while the writer is busy with it."""
+
+    busy: threading.Event
+    release: threading.Event
+
+    def process(self, jobs: Sequence[Job]) -> None:
+        if any(isinstance(job, Ingest) for job in jobs) and not HeldEngine.busy.is_set():
+            HeldEngine.busy.set()
+            HeldEngine.release.wait(20)
+        super().process(jobs)
+
+
+@pytest.fixture
+def held() -> type[HeldEngine]:
+    HeldEngine.jobs = []
+    HeldEngine.busy, HeldEngine.release = threading.Event(), threading.Event()
+    return HeldEngine
+
+
+def padded(index: int) -> bytes:
+    return message_mode(index, pad="x" * 3000)
+
+
+def unpadded(lines: list[str]) -> list[str]:
+    return [line.split(" pad=", 1)[0] for line in lines]
+
+
+async def test_messages_sent_while_the_writer_is_busy_go_to_it_as_one_job(
+    config: Config, held: type[HeldEngine]
+) -> None:
+    # ~300 KiB in 100 writes while the first message is being written: more than one
+    # read's worth (64 KiB) and more than the socket holds, all read meanwhile.
+    count = 101
+    async with trio.open_nursery() as nursery:
+        server = LogdServer(config, engine_factory=held)
+        await nursery.start(partial(serve_logd, config, server=server))
+        producer = await Producer.unix(config.listen.socket)
+        await producer.send(padded(0))
+        await trio.to_thread.run_sync(held.busy.wait, 20)
+        with trio.fail_after(20):
+            for i in range(1, count):
+                await producer.send(padded(i))  # blocks unless the daemon reads on
+        held.release.set()
+        assert await receive_acks(producer, count) == ack_list(count)
+        assert held.jobs == [1, count - 1]
+        assert unpadded(lines_of(config.root)) == [f"m{i}" for i in range(count)]
+        assert server.connections.read_ahead_left == READ_AHEAD_TOTAL
+        await producer.aclose()
+        server.request_stop()
+
+
+async def test_a_connection_reads_ahead_at_most_its_limit(
+    config: Config, held: type[HeldEngine]
+) -> None:
+    # Twice the limit sent while the writer is busy: one job holds at most the limit
+    # (plus the read that crossed it); every message is still written once, in order.
+    size = len(padded(1))
+    count = 2 * READ_AHEAD_BYTES // size
+    async with trio.open_nursery() as nursery:
+        server = LogdServer(config, engine_factory=held)
+        await nursery.start(partial(serve_logd, config, server=server))
+        producer = await Producer.unix(config.listen.socket)
+        await producer.send(padded(0))
+        await trio.to_thread.run_sync(held.busy.wait, 20)
+        sending = b"".join(padded(i) for i in range(1, count + 1))
+        nursery.start_soon(producer.send, sending)
+        with trio.fail_after(20):
+            while server.connections.read_ahead_left > READ_AHEAD_TOTAL - READ_AHEAD_BYTES:
+                await trio.sleep(0.01)
+        held.release.set()
+        assert await receive_acks(producer, count + 1) == ack_list(count + 1)
+        assert max(held.jobs[1:]) <= (READ_AHEAD_BYTES + READ_CHUNK) // size + 1, held.jobs
+        assert sum(held.jobs) == count + 1
+        assert unpadded(lines_of(config.root)) == [f"m{i}" for i in range(count + 1)]
+        await producer.aclose()
+        server.request_stop()
+
+
+async def test_a_client_that_closes_while_the_writer_is_busy_gets_every_ack(
+    config: Config, held: type[HeldEngine]
+) -> None:
+    async with trio.open_nursery() as nursery:
+        server = LogdServer(config, engine_factory=held)
+        await nursery.start(partial(serve_logd, config, server=server))
+        producer = await Producer.unix(config.listen.socket)
+        await producer.send(message_mode(0))
+        await trio.to_thread.run_sync(held.busy.wait, 20)
+        await producer.send(b"".join(message_mode(i) for i in range(1, 5)))
+        await producer.stream.send_eof()  # read ahead: the messages, then the EOF
+        with trio.fail_after(20):
+            while server.connections.read_ahead_left == READ_AHEAD_TOTAL:
+                await trio.sleep(0.01)
+        held.release.set()
+        events = [*await receive_acks(producer, 5), await producer.receive()]
+        assert events == [*ack_list(5), wire.Closed()]
+        assert held.jobs == [1, 4]
+        assert lines_of(config.root) == [f"m{i}" for i in range(5)]
+        assert not server.errors
+        await producer.aclose()
+        server.request_stop()
+
+
+async def test_bad_bytes_read_ahead_close_the_connection_after_the_messages_before(
+    config: Config, held: type[HeldEngine]
+) -> None:
+    async with trio.open_nursery() as nursery:
+        server = LogdServer(config, engine_factory=held)
+        await nursery.start(partial(serve_logd, config, server=server))
+        producer = await Producer.unix(config.listen.socket)
+        await producer.send(message_mode(0))
+        await trio.to_thread.run_sync(held.busy.wait, 20)
+        await producer.send(message_mode(1) + message_mode(2) + b"\xc1" + message_mode(3))
+        with trio.fail_after(20):
+            while server.connections.read_ahead_left == READ_AHEAD_TOTAL:
+                await trio.sleep(0.01)
+        held.release.set()
+        events: list[object] = []
+        with trio.fail_after(20):
+            while not events or events[-1] != wire.Closed():
+                try:
+                    events.append(await producer.receive())
+                except trio.BrokenResourceError:
+                    events.append(wire.Closed())
+        assert events == [*ack_list(3), wire.Closed()]
+        assert lines_of(config.root) == ["m0", "m1", "m2"]
         assert server.errors["malformed"] == 1
         await producer.aclose()
         server.request_stop()

@@ -127,3 +127,35 @@ async def test_a_message_half_received_at_the_stop_may_finish(config: Config) ->
             assert await producer.receive() == wire.Closed()
         await producer.aclose()
     assert lines(config) == ["in two halves"]
+
+
+async def test_a_connection_stops_reading_ahead_when_the_stop_stops_reading(
+    config: Config,
+) -> None:
+    # While the writer is busy a connection reads its next messages on; a stop ends that
+    # after DRAIN_READ_S like any read: a message sent later is neither written nor acked
+    # (its client resends it to the next daemon).
+    SlowDisk.started.clear()
+    server = LogdServer(config, engine_factory=SlowDisk)
+    late = wire.encode_forward("cyc", [(time.time_ns(), rec("late"))], chunk="l1")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(serve_logd, config, server=server))
+        producer = await Producer.unix(config.listen.socket)
+        await producer.send(wire.encode_forward("cyc", [(time.time_ns(), rec(SLOW))], chunk="s1"))
+        with trio.fail_after(10):
+            while not SlowDisk.started.is_set():
+                await trio.sleep(0.01)
+        server.request_stop()
+        await trio.sleep(DRAIN_READ_S * 2)
+        assert SLOW_WRITE_S > DRAIN_READ_S * 4  # the batch is still being written
+        await producer.send(late)
+        events: list[object] = []
+        with trio.fail_after(10):
+            while not events or events[-1] != wire.Closed():
+                try:
+                    events.append(await producer.receive())
+                except trio.BrokenResourceError:  # closed with `late` unread: a reset
+                    events.append(wire.Closed())
+        await producer.aclose()
+    assert events == [wire.Ack("s1"), wire.Closed()]
+    assert lines(config) == [SLOW]
