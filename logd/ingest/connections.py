@@ -44,9 +44,11 @@ DRAIN_ACK_S = 1.0
 # Near the limit means within limit // ROOM_DIVISOR (at least 1) of it.
 ROOM_DIVISOR = 16
 # While the writer has a connection's messages, it reads on up to this many bytes, and all
-# connections together up to READ_AHEAD_TOTAL (logd.ingest.streams.ReadAhead).
-READ_AHEAD_BYTES = 1 << 20
-READ_AHEAD_TOTAL = 8 << 20
+# connections together up to READ_AHEAD_TOTAL (logd.ingest.streams.ReadAhead). Larger
+# budgets made larger batches (1 MiB / 8 MiB: 1,000 sessions at 0.77x one session instead
+# of ~0.6x) but the daemon's RSS under load 86 MiB instead of 61 (decoded batches).
+READ_AHEAD_BYTES = 128 << 10
+READ_AHEAD_TOTAL = 512 << 10
 
 Enqueue = Callable[[Job, trio.Event | None], Awaitable[bool]]
 
@@ -156,10 +158,10 @@ class Connections:
                     return
             ahead: ReadAhead | None = None
             while True:
-                taken = ahead.taken if ahead is not None else take_buffered(decoder)
                 if ahead is not None and ahead.broken is not None:
-                    raise ahead.broken
+                    raise ahead.broken  # what it read before is not acked: resent
                 ahead = None
+                taken = take_buffered(decoder)
                 if taken.entries:
                     conn.last_message = trio.current_time()
                     conn.asks_acks = conn.asks_acks or any(

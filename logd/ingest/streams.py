@@ -13,8 +13,6 @@ from typing import Any, overload
 import trio
 from logd_client import wire
 
-from logd.ingest.batching import Taken, take_buffered
-
 
 @overload
 async def next_event(
@@ -54,14 +52,14 @@ class ReadBudget:
 
 
 class ReadAhead:
-    """Messages read off a connection while its previous ones are with the writer.
+    """Bytes read off a connection while its previous messages are with the writer.
 
     A busy client has its next messages waiting in the socket while the writer works; read
-    and decoded meanwhile, they go to the writer as one job the moment it answers, so a
-    batch holds what arrived during the previous one rather than one read's worth
-    (64 KiB per connection), and its per-file costs are shared by more records. `budget`
-    bounds the bytes read ahead across all connections; each stops at `limit` bytes, at
-    the first event that is not a message, at bad bytes or at EOF.
+    meanwhile, they go to the writer as one job the moment it answers, so a batch holds
+    what arrived during the previous one rather than one read's worth (64 KiB per
+    connection), and its per-file costs are shared by more records. The bytes wait in the
+    decoder undecoded (a decoded record takes ten times the room); `budget` bounds them
+    across all connections, and each stops at `limit` bytes or at EOF.
     """
 
     def __init__(
@@ -71,11 +69,11 @@ class ReadAhead:
         budget: ReadBudget,
         limit: int,
     ) -> None:
-        self.taken = Taken()
-        self.broken: trio.BrokenResourceError | trio.ClosedResourceError | None = None
         self.nbytes = 0
+        self.broken: trio.BrokenResourceError | trio.ClosedResourceError | None = None
         self._budget = budget
         self._limit = limit
+        self._held = 0
         self._stream = stream
         self._decoder = decoder
         # A stop narrows it to the drain's end of reading (`stop_by`).
@@ -84,20 +82,14 @@ class ReadAhead:
     @property
     def found(self) -> bool:
         """Whether it read anything the connection must act on (a failed read too)."""
-        t = self.taken
-        return (
-            bool(t.entries)
-            or t.stopped_at is not None
-            or t.error is not None
-            or self.broken is not None
-        )
+        return self.nbytes > 0 or self.broken is not None
 
     def stop_by(self, deadline: float) -> None:
         """Read nothing after `deadline` (trio time): the daemon is stopping."""
         self._scope.deadline = min(self._scope.deadline, deadline)
 
     async def run(self) -> None:
-        """Read and decode until a stop (above) or until cancelled; never raises."""
+        """Read until a stop (above) or until cancelled; never raises."""
         with self._scope:
             await self._read()
 
@@ -109,19 +101,16 @@ class ReadAhead:
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self.broken = exc
                 return
-            self.nbytes += len(data)
-            self._budget.left -= len(data)
-            if data:
-                decoder.receive_data(data)
-            else:
+            if not data:
                 decoder.receive_eof()
-            more = take_buffered(decoder)
-            self.taken.entries += more.entries
-            if more.stopped_at is not None or more.error is not None:
-                self.taken.stopped_at, self.taken.error = more.stopped_at, more.error
+                self.nbytes += 1  # the EOF is news too
                 return
+            self.nbytes += len(data)
+            self._held += len(data)
+            self._budget.left -= len(data)
+            decoder.receive_data(data)
 
     def release(self) -> None:
         """Give its bytes back to the shared budget (the messages now go to the writer)."""
-        self._budget.left += self.nbytes
-        self.nbytes = 0
+        self._budget.left += self._held
+        self._held = 0
