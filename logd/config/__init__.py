@@ -124,6 +124,8 @@ class Limits:
     idle_timeout_s: float = 300
     session_idle_s: float = 3600
     open_files: int = 4096
+    # Bytes a connection reads on while the writer has its previous messages; 0 = off.
+    read_ahead_bytes: int = 128 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +196,7 @@ _SECTIONS: dict[str, Converters] = {
         "idle_timeout_s": to_number(unit_s=1, positive=True),
         "session_idle_s": to_number(unit_s=1, positive=True),
         "open_files": to_int(1),
+        "read_ahead_bytes": to_bytes(0),
     },
     "events": {"off": to_patterns},
     "durability": {"fsync": _fsync},

@@ -43,12 +43,9 @@ DRAIN_READ_S = 0.2
 DRAIN_ACK_S = 1.0
 # Near the limit means within limit // ROOM_DIVISOR (at least 1) of it.
 ROOM_DIVISOR = 16
-# While the writer has a connection's messages, it reads on up to this many bytes, and all
-# connections together up to READ_AHEAD_TOTAL (logd.ingest.streams.ReadAhead). Larger
-# budgets made larger batches (1 MiB / 8 MiB: 1,000 sessions at 0.77x one session instead
-# of ~0.6x) but the daemon's RSS under load 86 MiB instead of 61 (decoded batches).
-READ_AHEAD_BYTES = 128 << 10
-READ_AHEAD_TOTAL = 512 << 10
+# All connections together read ahead up to this many times `[limits] read_ahead_bytes`
+# (logd.ingest.streams.ReadAhead).
+READ_AHEAD_SHARES = 4
 
 Enqueue = Callable[[Job, trio.Event | None], Awaitable[bool]]
 
@@ -98,12 +95,21 @@ class Connections:
         self._stop_reading_at = math.inf
         self._drain_end = math.inf
         self._next_conn = 0
-        self._read_budget = ReadBudget(READ_AHEAD_TOTAL)
+        self._read_budget = ReadBudget(0)
+        self._read_budget_total = 0
 
     @property
     def read_ahead_left(self) -> int:
         """Bytes the connections may still read ahead between them."""
         return self._read_budget.left
+
+    def _read_ahead(self, limits: Limits) -> ReadBudget:
+        """The shared read-ahead budget, resized when a reload changed the limit."""
+        total = READ_AHEAD_SHARES * limits.read_ahead_bytes
+        if total != self._read_budget_total:
+            self._read_budget.left += total - self._read_budget_total
+            self._read_budget_total = total
+        return self._read_budget
 
     async def accept_loop(
         self, nursery: trio.Nursery, listener: trio.abc.Listener[Any], transport: Transport
@@ -167,8 +173,11 @@ class Connections:
                     conn.asks_acks = conn.asks_acks or any(
                         entries.chunk is not None for entries in taken.entries
                     )
-                    if taken.stopped_at is None and taken.error is None:
-                        ahead = ReadAhead(stream, decoder, self._read_budget, READ_AHEAD_BYTES)
+                    current = self._config().limits  # a reload may have changed it
+                    more = taken.stopped_at is None and taken.error is None
+                    if more and current.read_ahead_bytes:
+                        budget = self._read_ahead(current)
+                        ahead = ReadAhead(stream, decoder, budget, current.read_ahead_bytes)
                     # Once the writer has the messages, a stop must not come between their
                     # write and their acks: the client would resend what is already written.
                     with trio.CancelScope(shield=True):

@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
 
 import msgpack
@@ -16,8 +17,8 @@ import trio
 from logd_client import wire
 from logd_client.wire.decode import READ_CHUNK
 
-from logd.config import Config
-from logd.ingest.connections import READ_AHEAD_BYTES, READ_AHEAD_TOTAL
+from logd.config import Config, Limits
+from logd.ingest.connections import READ_AHEAD_SHARES
 from logd.server import LogdServer, serve_logd
 from logd.write.engine import Engine
 from logd.write.jobs import Ingest, Job
@@ -158,6 +159,10 @@ def held() -> type[HeldEngine]:
     return HeldEngine
 
 
+READ_AHEAD_BYTES = Limits().read_ahead_bytes
+READ_AHEAD_TOTAL = READ_AHEAD_SHARES * READ_AHEAD_BYTES
+
+
 def padded(index: int) -> bytes:
     return message_mode(index, pad="x" * 3000)
 
@@ -186,6 +191,31 @@ async def test_messages_sent_while_the_writer_is_busy_go_to_it_as_one_job(
         assert held.jobs == [1, count - 1]
         assert unpadded(lines_of(config.root)) == [f"m{i}" for i in range(count)]
         assert server.connections.read_ahead_left == READ_AHEAD_TOTAL
+        await producer.aclose()
+        server.request_stop()
+
+
+async def test_read_ahead_bytes_0_reads_nothing_ahead(
+    config: Config, held: type[HeldEngine]
+) -> None:
+    # Off: what arrives while the writer is busy waits in the socket, and goes to the
+    # writer a read (64 KiB) at a time.
+    config = replace(config, limits=replace(config.limits, read_ahead_bytes=0))
+    count = 31
+    async with trio.open_nursery() as nursery:
+        server = LogdServer(config, engine_factory=held)
+        await nursery.start(partial(serve_logd, config, server=server))
+        producer = await Producer.unix(config.listen.socket)
+        await producer.send(padded(0))
+        await trio.to_thread.run_sync(held.busy.wait, 20)
+        with trio.fail_after(20):
+            for i in range(1, count):
+                await producer.send(padded(i))
+        held.release.set()
+        assert await receive_acks(producer, count) == ack_list(count)
+        assert len(held.jobs) > 2, held.jobs
+        assert server.connections.read_ahead_left == 0
+        assert unpadded(lines_of(config.root)) == [f"m{i}" for i in range(count)]
         await producer.aclose()
         server.request_stop()
 

@@ -79,6 +79,7 @@ def test_defaults_under_systemd(base: Config) -> None:
         idle_timeout_s=300,
         session_idle_s=3600,
         open_files=4096,
+        read_ahead_bytes=128 * 1024,
     )
     assert base.fsync == "batch"
     assert base.config_file is None
@@ -166,11 +167,15 @@ def test_empty_logd_variable_counts_as_unset(base: Config, empty_file: str) -> N
 def test_config_file_is_recorded_and_applied(tmp_path: Path) -> None:
     conf = write(
         tmp_path / "logd.toml",
-        '[limits]\nopen_files = 8\n[durability]\nfsync = "always"\n[rotation.call]\nbackups = 1',
+        (
+            '[limits]\nopen_files = 8\nread_ahead_bytes = "1 MiB"\n'
+            '[durability]\nfsync = "always"\n[rotation.call]\nbackups = 1'
+        ),
     )
     cfg = load_config(config=str(conf), environ=SYSTEMD_ENV)
     assert cfg.config_file == conf
     assert cfg.limits.open_files == 8
+    assert cfg.limits.read_ahead_bytes == 1024 * 1024
     assert cfg.fsync == "always"
     assert cfg.rotation.call == RotationPolicy(10 * 1024 * 1024, 1, True)
     assert cfg.rotation.run == RotationPolicy(10 * 1024 * 1024, 3, True)
@@ -271,7 +276,7 @@ PATTERNS = 'must be a list of event type patterns, like ["conversation:turn"]'
 KINDS = "(known: call, events, run, session)"
 LIMIT_KEYS = (
     "(known: idle_timeout_s, max_connections, max_message_bytes, max_records, open_files, "
-    "session_idle_s)"
+    "read_ahead_bytes, session_idle_s)"
 )
 LISTEN_KEYS = "(known: control, shared_key, socket, socket_group, tcp)"
 

@@ -204,8 +204,7 @@ def test_sessions_taking_turns_keep_each_files_lines_in_arrival_order(
 
     by_context: dict[int, Placed] = {}
     placed = [
-        by_context.setdefault(i % len(contexts), Placed(record))
-        for i, record in enumerate(records)
+        by_context.setdefault(i % len(contexts), Placed(record)) for i, record in enumerate(records)
     ]
     templates.render_each(placed, [r.time_ns for r in records], [r.msg for r in records])
     expected: dict[tuple[Any, str], list[str]] = {}
