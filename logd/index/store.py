@@ -14,6 +14,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgpack
+
 from logd.index.eventline import iso_utc_ms
 from logd.index.store_reads import RegistryReads
 from logd.index.tables import (
@@ -105,6 +107,9 @@ class RegistryStore(RegistryReads):
         have = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
         if "extra_json" not in have:
             self._conn.execute("ALTER TABLE runs ADD COLUMN extra_json TEXT")
+        have = {row[1] for row in self._conn.execute("PRAGMA table_info(pending_batch)")}
+        if "files" not in have:
+            self._conn.execute("ALTER TABLE pending_batch ADD COLUMN files BLOB")
 
     # --- writes ------------------------------------------------------------------
 
@@ -221,25 +226,26 @@ class RegistryStore(RegistryReads):
     def begin_batch(self, files: Sequence[tuple[str, int, int]]) -> None:
         """Record what a batch is about to write, before it writes.
 
-        `files` are `(path, inode, size)` of each file as the batch finds it; the highest
-        event id so far is kept under the path ``""``. Until `write(batch_done=True)`
-        commits the batch, a crash leaves this behind for `pending_batch()` at the next
-        start. An intent still here now belongs to a batch the disk refused while this
-        daemon ran: its files were cut back then, and its event rows (committed before
-        the refusal) go now, so its resend is indexed once.
+        `files` are `(path, inode, size)` of each file as the batch finds it. They are
+        kept packed in one row (path ``""``, with the highest event id so far as its
+        size): a batch touching a thousand session files writes one row, not a thousand,
+        and its commit deletes one. Until `write(batch_done=True)` commits the batch, a
+        crash leaves this behind for `pending_batch()` at the next start. An intent
+        still here now belongs to a batch the disk refused while this daemon ran: its
+        files were cut back then, and its event rows (committed before the refusal) go
+        now, so its resend is indexed once.
         """
+        packed = msgpack.packb([list(stand) for stand in files])
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             self._conn.execute(
                 "DELETE FROM events WHERE id > (SELECT size FROM pending_batch WHERE path = '')"
             )
             self._conn.execute("DELETE FROM pending_batch")
-            self._conn.executemany(
-                "INSERT INTO pending_batch (path, ino, size) VALUES (?, ?, ?)", files
-            )
             self._conn.execute(
-                "INSERT INTO pending_batch (path, ino, size)"
-                " SELECT '', 0, coalesce(max(id), 0) FROM events"
+                "INSERT INTO pending_batch (path, ino, size, files)"
+                " SELECT '', 0, coalesce(max(id), 0), ? FROM events",
+                [packed],
             )
             self._conn.execute("COMMIT")
         except BaseException:
@@ -249,12 +255,22 @@ class RegistryStore(RegistryReads):
 
     def pending_batch(self) -> tuple[list[tuple[str, int, int]], int] | None:
         """The intent of a batch that never committed: its files and the event id to
-        keep up to; None when the last batch committed."""
-        rows = self._conn.execute("SELECT path, ino, size FROM pending_batch").fetchall()
+        keep up to; None when the last batch committed.
+
+        Files come packed in the ``""`` row, or one row each as earlier builds wrote
+        them (a crash under one of those, restarted under this one).
+        """
+        rows = self._conn.execute("SELECT path, ino, size, files FROM pending_batch").fetchall()
         if not rows:
             return None
-        files = [(str(p), int(i), int(s)) for p, i, s in rows if p]
-        events_after = next((int(s) for p, _, s in rows if not p), 0)
+        files = [(str(p), int(i), int(s)) for p, i, s, _ in rows if p]
+        events_after = 0
+        for path, _, size, packed in rows:
+            if path:
+                continue
+            events_after = int(size)
+            if packed is not None:
+                files += [(str(p), int(i), int(s)) for p, i, s in msgpack.unpackb(packed)]
         return files, events_after
 
     def abandon_batch(self, events_after: int) -> int:

@@ -41,7 +41,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending_batch (
     path TEXT PRIMARY KEY,
     ino INTEGER NOT NULL,
-    size INTEGER NOT NULL
+    size INTEGER NOT NULL,
+    files BLOB
 );
 CREATE TABLE IF NOT EXISTS producers (
     producer TEXT PRIMARY KEY,

@@ -48,6 +48,7 @@ class Context:
         "raw",
         "record",
         "run",
+        "run_key",
         "session_path",
         "targets",
         "template",
@@ -65,6 +66,7 @@ class Context:
     ) -> None:
         self.raw, self.record, self.template, self.run = raw, record, template, run
         self.targets, self.batch, self.call = targets, batch, call
+        self.run_key = run_dir(run.app, run.run_id)
         self.session_path = _session_path(template) if record.session_id is not None else None
         self.count = 0
         self.first_ns = self.last_ns = record.time_ns
@@ -77,8 +79,9 @@ class Context:
     def bind(self, batch: Batch) -> None:
         """Write into `batch` from now on: its line lists, its runs touched."""
         self.batch = batch
-        self.targets = [batch.lines.to(kind, path) for kind, path in self.template.paths]
-        batch.run_dirs[run_dir(self.run.app, self.run.run_id)] = self.run
+        to = batch.lines.to
+        self.targets = [to(kind, path) for kind, path in self.template.paths]
+        batch.run_dirs[self.run_key] = self.run
 
     def repeat(self, time_ns: int) -> None:
         """Count one more record of this context."""

@@ -173,11 +173,13 @@ class Engine:
             written = self.sinks.write_many(batch.lines)
             # The disk flushes while the rows below are worked out; they commit after it.
             syncing = self.sinks.start_sync()
+            run_dirs = batch.run_dirs
             for path, count in written.items():
-                owner = batch.run_dirs.get(path.rsplit("/", 1)[0])
+                folder, _, name = path.rpartition("/")
+                owner = run_dirs.get(folder)
                 if owner is not None:
                     owner.bytes += count
-                    owner.files.add(path.rsplit("/", 1)[1])
+                    owner.files.add(name)
             new_files = [books.metadata_path(run) for run in batch.new_runs]
             new_files = [meta for meta in new_files if not meta.exists()]
             run_rows = [books.write_metadata(run, now) for run in described]

@@ -95,24 +95,52 @@ class Sinks:
         grouped, kinds = batch.by_path, batch.kinds
         written: dict[str, int] = {}
         today = utc_day(self.clock())
+        files = self.handles.files
+        policies = self._policies
+        undo, dirty = self._undo, self._dirty
+        each_fsync = self.fsync == "always"
         try:
             for path, lines in grouped.items():
                 if not lines:
                     continue
                 data = _encode("".join(lines))
                 kind = kinds[path]
-                opened = self._file(path, kind)
-                policy = self._policies.get(kind)
-                if policy is None:
-                    self._append(path, data, today, opened)
-                elif len(lines) > 1 and opened.size + len(data) > policy.max_bytes:
-                    self._append_cut(path, kind, lines, policy, today)
+                opened = files.get(path)
+                if opened is None:
+                    opened = self._file(path, kind)
                 else:
-                    if self._rotation_due(path, len(data), policy, today):
+                    files.move_to_end(path)
+                    opened.kind = kind
+                policy = policies.get(kind)
+                size = len(data)
+                if policy is not None and (
+                    opened.size + size > policy.max_bytes
+                    or (kind is Kind.EVENTS and opened.day != today)
+                ):
+                    if len(lines) > 1 and opened.size + size > policy.max_bytes:
+                        self._append_cut(path, kind, lines, policy, today)
+                        written[path] = written.get(path, 0) + size
+                        continue
+                    if self._rotation_due(path, size, policy, today):
                         self._rotate(path, kind, policy)
                         opened = self._file(path, kind)
-                    self._append(path, data, today, opened)
-                written[path] = written.get(path, 0) + len(data)
+                # The common case, inline: one write(2) of whole lines, noted for undo.
+                undo.append((path, opened.size))
+                fd = opened.fd
+                count = os.write(fd, data)
+                opened.size += count
+                if count < size:
+                    view = memoryview(data)[count:]
+                    while view:
+                        count = os.write(fd, view)
+                        view = view[count:]
+                        opened.size += count
+                opened.day = today
+                if each_fsync:
+                    os.fsync(fd)
+                else:
+                    dirty.add(path)
+                written[path] = written.get(path, 0) + size
         except OSError:
             self.rollback()
             raise

@@ -160,6 +160,46 @@ def test_metadata_keys_without_a_column_round_trip(db_path: Path) -> None:
     }
 
 
+def test_a_batch_intent_is_kept_until_its_commit(db_path: Path, store: RegistryStore) -> None:
+    """The files a batch is about to write, in one packed row, until the batch commits."""
+    EventIndex(db_path).close()  # the intent keeps the highest event id too
+    files = [(f"agent/sessions/s{n}.log", 1000 + n, n * 7) for n in range(1000)]
+    files.append(("agent/runs/r1/main.log", 99, 123_456_789_012))
+    assert store.pending_batch() is None
+    store.begin_batch(files)
+    assert store.pending_batch() == (files, 0)
+    rows = store._conn.execute("SELECT count(*) FROM pending_batch").fetchone()[0]
+    assert rows == 1
+    store.write(batch_done=True)
+    assert store.pending_batch() is None
+
+
+def test_an_intent_left_by_an_earlier_build_is_still_read(db_path: Path) -> None:
+    """Earlier builds kept one row per file and had no `files` column: a crash under one
+    of them, restarted under this one, still cuts the files back."""
+    conn = sqlite3.connect(db_path)
+    old = tables.SCHEMA.replace("NOT NULL,\n    files BLOB\n", "NOT NULL\n")
+    assert old != tables.SCHEMA
+    conn.executescript(old)
+    conn.executemany(
+        "INSERT INTO pending_batch (path, ino, size) VALUES (?, ?, ?)",
+        [("agent/runs/r1/main.log", 7, 100), ("agent/sessions/s1.log", 8, 40), ("", 0, 12)],
+    )
+    conn.commit()
+    conn.close()
+    EventIndex(db_path).close()
+    store = RegistryStore(db_path)
+    try:
+        assert store.pending_batch() == (
+            [("agent/runs/r1/main.log", 7, 100), ("agent/sessions/s1.log", 8, 40)],
+            12,
+        )
+        store.abandon_batch(12)
+        assert store.pending_batch() is None
+    finally:
+        store.close()
+
+
 def test_sessions_and_calls_upsert_replace_the_row(store: RegistryStore) -> None:
     store.upsert_sessions([session("a", "s1", 1, 2)])
     store.upsert_sessions([session("a", "s1", 1, 9, end_ns=T0 + 9 * S, end_reason="ended")])
