@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 @dataclass
 class DaemonProcess:
@@ -56,12 +58,15 @@ def start_daemon(
     preexec_fn: Callable[[], None] | None = None,
     args: tuple[str, ...] = (),
     stderr_pipe: bool = False,
+    module: str = "logd",
+    extra_env: dict[str, str] | None = None,
 ) -> DaemonProcess:
     """`python -m logd serve` in its own process; returns once both its ingest and its
     control socket accept (they are bound one after the other).
 
     With `stderr_pipe`, its stderr reaches the file through a pipe and a thread here: for
-    a daemon whose RLIMIT_FSIZE would refuse its writes to that file.
+    a daemon whose RLIMIT_FSIZE would refuse its writes to that file. `module` runs a
+    test's wrapper of logd's main instead (from this repository), with `extra_env`.
     """
     sock = socket_dir / "logd.sock"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOGD_")}
@@ -69,8 +74,11 @@ def start_daemon(
     env["XDG_RUNTIME_DIR"] = str(socket_dir)
     env["XDG_CACHE_HOME"] = str(socket_dir / "cache")
     env["LOGD_SPOOL_DIR"] = os.environ.get("LOGD_SPOOL_DIR") or str(socket_dir / "spool")
+    if module != "logd":
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO), *sys.path])
+    env.update(extra_env or {})
     stderr_path = socket_dir / "stderr.txt"
-    command = [sys.executable, "-m", "logd", "serve", "--root", str(root)]
+    command = [sys.executable, "-m", module, "serve", "--root", str(root)]
     command += ["--socket", str(sock), "--control", str(socket_dir / "ctl.sock"), *args]
     if stderr_pipe:
         proc = subprocess.Popen(

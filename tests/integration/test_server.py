@@ -70,6 +70,18 @@ class Producer:
             else:
                 self.decoder.receive_eof()
 
+    async def receive_until_closed(self) -> list[object]:
+        """Everything the daemon answers until it closes (a reset counts as the close:
+        the daemon closed with bytes of ours unread)."""
+        events: list[object] = []
+        with trio.fail_after(20):
+            while not events or events[-1] != wire.Closed():
+                try:
+                    events.append(await self.receive())
+                except trio.BrokenResourceError:
+                    events.append(wire.Closed())
+        return events
+
     async def log(self, records: list[dict[str, Any]], chunk: str, tag: str = "cyc") -> None:
         entries = [(time.time_ns(), r) for r in records]
         await self.send(wire.encode_forward(tag, entries, chunk=chunk))

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from functools import partial
 
@@ -124,13 +125,7 @@ async def test_messages_before_broken_bytes_are_written_and_acked(config: Config
         producer = await Producer.unix(config.listen.socket)
         # 0xc1 is never valid msgpack: the stream cannot be read past it.
         await producer.send(message_mode(0) + message_mode(1) + b"\xc1" + message_mode(2))
-        events: list[object] = []
-        with trio.fail_after(20):
-            while not events or events[-1] != wire.Closed():
-                try:
-                    events.append(await producer.receive())
-                except trio.BrokenResourceError:  # closed with bytes unread: a reset
-                    events.append(wire.Closed())
+        events = await producer.receive_until_closed()
         assert events == [*ack_list(2), wire.Closed()]
         assert lines_of(config.root) == ["m0", "m1"]
         assert server.errors["malformed"] == 1
@@ -159,6 +154,30 @@ def held() -> type[HeldEngine]:
     return HeldEngine
 
 
+@asynccontextmanager
+async def writer_busy(
+    config: Config, held: type[HeldEngine], first: bytes
+) -> AsyncIterator[tuple[LogdServer, Producer, trio.Nursery]]:
+    """A daemon whose writer holds `first`, the message of the producer given; stopped
+    after the block."""
+    async with trio.open_nursery() as nursery:
+        server = LogdServer(config, engine_factory=held)
+        await nursery.start(partial(serve_logd, config, server=server))
+        producer = await Producer.unix(config.listen.socket)
+        await producer.send(first)
+        await trio.to_thread.run_sync(held.busy.wait, 20)
+        yield server, producer, nursery
+        await producer.aclose()
+        server.request_stop()
+
+
+async def read_ahead_below(server: LogdServer, left: int) -> None:
+    """Wait until the connections' read-ahead has less than `left` bytes left."""
+    with trio.fail_after(20):
+        while server.connections.read_ahead_left >= left:
+            await trio.sleep(0.01)
+
+
 READ_AHEAD_BYTES = Limits().read_ahead_bytes
 READ_AHEAD_TOTAL = READ_AHEAD_SHARES * READ_AHEAD_BYTES
 
@@ -177,12 +196,7 @@ async def test_messages_sent_while_the_writer_is_busy_go_to_it_as_one_job(
     # ~90 KiB in 30 writes while the first message is being written: more than one read's
     # worth (64 KiB), within the read-ahead limit, all read meanwhile.
     count = 31
-    async with trio.open_nursery() as nursery:
-        server = LogdServer(config, engine_factory=held)
-        await nursery.start(partial(serve_logd, config, server=server))
-        producer = await Producer.unix(config.listen.socket)
-        await producer.send(padded(0))
-        await trio.to_thread.run_sync(held.busy.wait, 20)
+    async with writer_busy(config, held, padded(0)) as (server, producer, _):
         with trio.fail_after(20):
             for i in range(1, count):
                 await producer.send(padded(i))
@@ -191,8 +205,6 @@ async def test_messages_sent_while_the_writer_is_busy_go_to_it_as_one_job(
         assert held.jobs == [1, count - 1]
         assert unpadded(lines_of(config.root)) == [f"m{i}" for i in range(count)]
         assert server.connections.read_ahead_left == READ_AHEAD_TOTAL
-        await producer.aclose()
-        server.request_stop()
 
 
 async def test_read_ahead_bytes_0_reads_nothing_ahead(
@@ -202,12 +214,7 @@ async def test_read_ahead_bytes_0_reads_nothing_ahead(
     # writer a read (64 KiB) at a time.
     config = replace(config, limits=replace(config.limits, read_ahead_bytes=0))
     count = 31
-    async with trio.open_nursery() as nursery:
-        server = LogdServer(config, engine_factory=held)
-        await nursery.start(partial(serve_logd, config, server=server))
-        producer = await Producer.unix(config.listen.socket)
-        await producer.send(padded(0))
-        await trio.to_thread.run_sync(held.busy.wait, 20)
+    async with writer_busy(config, held, padded(0)) as (server, producer, _):
         with trio.fail_after(20):
             for i in range(1, count):
                 await producer.send(padded(i))
@@ -216,8 +223,6 @@ async def test_read_ahead_bytes_0_reads_nothing_ahead(
         assert len(held.jobs) > 2, held.jobs
         assert server.connections.read_ahead_left == 0
         assert unpadded(lines_of(config.root)) == [f"m{i}" for i in range(count)]
-        await producer.aclose()
-        server.request_stop()
 
 
 async def test_a_connection_reads_ahead_at_most_its_limit(
@@ -227,73 +232,40 @@ async def test_a_connection_reads_ahead_at_most_its_limit(
     # (plus the read that crossed it); every message is still written once, in order.
     size = len(padded(1))
     count = 2 * READ_AHEAD_BYTES // size
-    async with trio.open_nursery() as nursery:
-        server = LogdServer(config, engine_factory=held)
-        await nursery.start(partial(serve_logd, config, server=server))
-        producer = await Producer.unix(config.listen.socket)
-        await producer.send(padded(0))
-        await trio.to_thread.run_sync(held.busy.wait, 20)
+    async with writer_busy(config, held, padded(0)) as (server, producer, nursery):
         sending = b"".join(padded(i) for i in range(1, count + 1))
         nursery.start_soon(producer.send, sending)
-        with trio.fail_after(20):
-            while server.connections.read_ahead_left > READ_AHEAD_TOTAL - READ_AHEAD_BYTES:
-                await trio.sleep(0.01)
+        await read_ahead_below(server, READ_AHEAD_TOTAL - READ_AHEAD_BYTES + 1)
         held.release.set()
         assert await receive_acks(producer, count + 1) == ack_list(count + 1)
         assert max(held.jobs[1:]) <= (READ_AHEAD_BYTES + READ_CHUNK) // size + 1, held.jobs
         assert sum(held.jobs) == count + 1
         assert unpadded(lines_of(config.root)) == [f"m{i}" for i in range(count + 1)]
-        await producer.aclose()
-        server.request_stop()
 
 
 async def test_a_client_that_closes_while_the_writer_is_busy_gets_every_ack(
     config: Config, held: type[HeldEngine]
 ) -> None:
-    async with trio.open_nursery() as nursery:
-        server = LogdServer(config, engine_factory=held)
-        await nursery.start(partial(serve_logd, config, server=server))
-        producer = await Producer.unix(config.listen.socket)
-        await producer.send(message_mode(0))
-        await trio.to_thread.run_sync(held.busy.wait, 20)
+    async with writer_busy(config, held, message_mode(0)) as (server, producer, _):
         await producer.send(b"".join(message_mode(i) for i in range(1, 5)))
         await producer.stream.send_eof()  # read ahead: the messages, then the EOF
-        with trio.fail_after(20):
-            while server.connections.read_ahead_left == READ_AHEAD_TOTAL:
-                await trio.sleep(0.01)
+        await read_ahead_below(server, READ_AHEAD_TOTAL)
         held.release.set()
         events = [*await receive_acks(producer, 5), await producer.receive()]
         assert events == [*ack_list(5), wire.Closed()]
         assert held.jobs == [1, 4]
         assert lines_of(config.root) == [f"m{i}" for i in range(5)]
         assert not server.errors
-        await producer.aclose()
-        server.request_stop()
 
 
 async def test_bad_bytes_read_ahead_close_the_connection_after_the_messages_before(
     config: Config, held: type[HeldEngine]
 ) -> None:
-    async with trio.open_nursery() as nursery:
-        server = LogdServer(config, engine_factory=held)
-        await nursery.start(partial(serve_logd, config, server=server))
-        producer = await Producer.unix(config.listen.socket)
-        await producer.send(message_mode(0))
-        await trio.to_thread.run_sync(held.busy.wait, 20)
+    async with writer_busy(config, held, message_mode(0)) as (server, producer, _):
         await producer.send(message_mode(1) + message_mode(2) + b"\xc1" + message_mode(3))
-        with trio.fail_after(20):
-            while server.connections.read_ahead_left == READ_AHEAD_TOTAL:
-                await trio.sleep(0.01)
+        await read_ahead_below(server, READ_AHEAD_TOTAL)
         held.release.set()
-        events: list[object] = []
-        with trio.fail_after(20):
-            while not events or events[-1] != wire.Closed():
-                try:
-                    events.append(await producer.receive())
-                except trio.BrokenResourceError:
-                    events.append(wire.Closed())
+        events = await producer.receive_until_closed()
         assert events == [*ack_list(3), wire.Closed()]
         assert lines_of(config.root) == ["m0", "m1", "m2"]
         assert server.errors["malformed"] == 1
-        await producer.aclose()
-        server.request_stop()
