@@ -18,7 +18,7 @@ from logd.config import Limits
 
 __all__ = ["RESERVED", "descriptors_needed", "raise_open_file_limit"]
 
-log = logging.getLogger("logd.server")
+log = logging.getLogger("logd.fdlimit")
 
 # Beyond files and connections: listeners, SQLite (database, WAL, shm, for the store and
 # the index), the syncfs anchors, the compressor, the forward outputs, logging.

@@ -21,7 +21,7 @@ from logd.systemd import Notifier
 
 __all__ = ["cleanup_loop", "deliver_spools", "ticker", "watchdog"]
 
-log = logging.getLogger("logd.server")
+log = logging.getLogger("logd.housekeeping")
 
 
 async def deliver_spools(

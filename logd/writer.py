@@ -25,7 +25,7 @@ from logd.write.jobs import Ingest, Job, Note, Tick
 
 __all__ = ["Writer"]
 
-log = logging.getLogger("logd.server")
+log = logging.getLogger("logd.writer")
 
 WRITER_QUEUE = 1024
 WRITER_BATCH = 512

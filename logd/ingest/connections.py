@@ -34,7 +34,7 @@ from logd.write.jobs import ConnClosed, Job
 __all__ = ["Conn", "Connections"]
 
 # These lines came from the server before this module existed; they keep its logger name.
-log = logging.getLogger("logd.server")
+log = logging.getLogger("logd.ingest")
 
 # Stopping: a connection reads new messages for this long, then stops at the next message
 # boundary (one partly received may finish until the drain grace ends).

@@ -23,7 +23,7 @@ from logd.config.units import is_loopback_host
 from logd.index.states import Transport
 
 # These lines came from the server before `Listeners` moved here; they keep its name.
-log = logging.getLogger("logd.server")
+log = logging.getLogger("logd.ingest")
 
 SUN_PATH_MAX = MAX_SOCKET_PATH_BYTES
 

@@ -21,7 +21,7 @@ from logd.ingest.streams import next_event
 __all__ = ["authenticate", "keep_alive", "peer_of", "peer_text"]
 
 # These lines came from the server before this module existed; they keep its logger name.
-log = logging.getLogger("logd.server")
+log = logging.getLogger("logd.ingest")
 
 # TCP keepalive probes a peer quiet for idle_timeout_s, then this often, this many times:
 # a dead or unplugged peer (no FIN, no RST) is closed about 30 s later (tcp(7)).

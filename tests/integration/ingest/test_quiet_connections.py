@@ -106,7 +106,7 @@ async def test_near_the_limit_the_idlest_connections_make_room(
 ) -> None:
     """With max_connections = 4 the daemon is near its limit at 3 open connections: each
     newcomer then costs the connection quiet longest (quiet at least idle_timeout_s)."""
-    caplog.set_level(logging.INFO, logger="logd.server")
+    caplog.set_level(logging.INFO, logger="logd.ingest")
     config = quiet_config(log_root, socket_dir, max_connections=4)
     async with trio.open_nursery() as nursery:
         server = LogdServer(config)
