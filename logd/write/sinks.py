@@ -30,6 +30,7 @@ from logd.write.compressor import Compressor
 from logd.write.durable import SYNCED, Durability, Syncing
 from logd.write.handles import Handles, OpenFile
 from logd.write.routing import Kind, Write
+from logd.write.undo import Undo
 
 log = logging.getLogger("logd.sinks")
 FsyncMode = Literal["none", "batch", "always"]
@@ -65,10 +66,7 @@ class Sinks:
         # (path, bytes) of each rotation not yet taken for the daemon's timeline.
         self._rotation_log: list[tuple[str, int]] = []
         self._dirty: set[str] = set()
-        self._undo: list[tuple[str, int]] = []
-        # Copies rotated in the current batch, compressed once it is committed or cut
-        # back: until then `rollback()` may still have to shorten them.
-        self._rotated: list[tuple[Path, Path]] = []
+        self._undo = Undo(root)
         self.compressor = Compressor()
 
     @property
@@ -97,7 +95,7 @@ class Sinks:
         today = utc_day(self.clock())
         files = self.handles.files
         policies = self._policies
-        undo, dirty = self._undo, self._dirty
+        undo, dirty = self._undo.lengths, self._dirty
         each_fsync = self.fsync == "always"
         try:
             for path, lines in grouped.items():
@@ -178,7 +176,7 @@ class Sinks:
         if opened is None:
             opened = self._file(path)
         fd = opened.fd
-        self._undo.append((path, opened.size))
+        self._undo.lengths.append((path, opened.size))
         view = memoryview(data)
         while view:
             count = os.write(fd, view)
@@ -211,7 +209,7 @@ class Sinks:
 
     def commit(self) -> None:
         """The batch is acknowledged: forget how to undo it, compress what it rotated."""
-        self._undo.clear()
+        self._undo.forget()
         self._compress_rotated()
         self.handles.take_created()
 
@@ -221,21 +219,10 @@ class Sinks:
         A failed batch leaves no partial line behind, and retrying it writes nothing twice.
         Files and folders it created are removed (when still empty). Never raises.
         """
-        undo, self._undo = self._undo, []
         files = self.handles.files
-        for path, length in reversed(undo):
-            try:
-                os.truncate(self.root / path, length)
-                if (opened := files.get(path)) is not None:
-                    opened.size = length
-            except OSError as exc:
-                log.error("could not cut %s back to %d bytes: %s", path, length, exc)
-        # Copies rotated during the batch now hold only what they held before it.
-        for _family, rotated in self._rotated:
-            with contextlib.suppress(OSError):
-                if rotated.stat().st_size == 0:
-                    rotated.unlink()
-        self._rotated = [(f, r) for f, r in self._rotated if r.exists()]
+        for path, length in self._undo.cut_back():
+            if (opened := files.get(path)) is not None:
+                opened.size = length
         self._compress_rotated()
         new_files, new_dirs = self.handles.take_created()
         for path in new_files:
@@ -336,9 +323,6 @@ class Sinks:
             }
         )
 
-    def _policy(self, kind: Kind) -> RotationPolicy | None:
-        return self._policies.get(kind)
-
     def _rotation_due(self, path: str, incoming: int, policy: RotationPolicy, today: str) -> bool:
         opened = self._file(path)
         if path.endswith("/events.log"):
@@ -364,7 +348,7 @@ class Sinks:
         if kind is Kind.EVENTS:
             archive = events_archive_name(day, existing, base=name)
             os.replace(full, folder / archive)
-            self._moved(path, posixpath.join(relative, archive))
+            self._undo.moved(path, posixpath.join(relative, archive))
             rotated = folder / archive
         else:
             for source, target in backup_renames(name, existing, policy):
@@ -372,27 +356,16 @@ class Sinks:
                     os.unlink(folder / source)
                 else:
                     os.replace(folder / source, folder / target)
-                self._moved(
+                self._undo.moved(
                     posixpath.join(relative, source), target and posixpath.join(relative, target)
                 )
             rotated = folder / f"{name}.1" if policy.backups > 0 else None
         self.rotations += 1
         if rotated is not None and policy.compress:
-            self._rotated.append((full, rotated))
-
-    def _moved(self, source: str, target: str | None) -> None:
-        """A rotation renamed (or, with None, deleted) a file: undo and compress it there."""
-        if target is None:
-            self._undo = [(path, length) for path, length in self._undo if path != source]
-            self._rotated = [(f, r) for f, r in self._rotated if r != self.root / source]
-            return
-        self._undo = [(target if p == source else p, length) for p, length in self._undo]
-        old, new = self.root / source, self.root / target
-        self._rotated = [(f, new if r == old else r) for f, r in self._rotated]
+            self._undo.rotated.append((full, rotated))
 
     def _compress_rotated(self) -> None:
-        rotated, self._rotated = self._rotated, []
-        for family, copy in rotated:
+        for family, copy in self._undo.take_rotated():
             self.compressor.submit(family, copy)
 
     def rotate_all(self) -> int:
@@ -400,7 +373,7 @@ class Sinks:
         count = 0
         for path, opened in list(self.handles.files.items()):
             kind = opened.kind
-            policy = self._policy(kind) if kind is not None else None
+            policy = self._policies.get(kind) if kind is not None else None
             if kind is not None and policy is not None and opened.size > 0:
                 self._rotate(path, kind, policy)
                 count += 1

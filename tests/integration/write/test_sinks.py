@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from logd.config import Rotation, RotationPolicy
 from logd.write.atomic import point_current, write_json_atomic
 from logd.write.routing import Kind, Write
 from logd.write.sinks import Sinks
@@ -33,6 +34,32 @@ def test_rollback_removes_the_files_and_folders_the_batch_created(tmp_path: Path
     sinks.close()
     assert (tmp_path / "a/runs/new/main.log").read_text() == "again\n"
     assert (tmp_path / "a/runs/old/main.log").read_text() == "kept\n"
+
+
+def test_a_batch_that_rotated_is_cut_back_in_every_file_it_wrote(tmp_path: Path) -> None:
+    """A rotation in the middle of a batch renames files: the files written after it are
+    cut back as well, and the rotated copy goes back to being the live file's content."""
+    small = RotationPolicy(max_bytes=30, backups=2, compress=False)
+    sinks = Sinks(tmp_path, rotation=Rotation(run=small, session=small))
+    sinks.write_many([Write(Kind.RUN, "a/runs/r/main.log", "kept 1\n")])
+    sinks.write_many([Write(Kind.SESSION, "a/sessions/s.log", "kept 2\n")])
+    sinks.commit()
+    sinks.write_many(
+        [
+            Write(Kind.SESSION, "a/sessions/s.log", "undone a\n"),
+            *[Write(Kind.RUN, "a/runs/r/main.log", f"undone {n}\n") for n in range(6)],
+            Write(Kind.SESSION, "a/sessions/s.log", "undone b\n"),
+            Write(Kind.EVENTS, "a/events.log", "undone c\n"),
+        ]
+    )
+    assert sinks.rotations >= 1
+    sinks.rollback()
+    sinks.close()
+    # The rotation stays done; what the batch appended anywhere is gone.
+    texts = {p.name: p.read_text() for p in (tmp_path / "a/runs/r").iterdir()}
+    assert "".join(texts.values()) == "kept 1\n", texts
+    assert (tmp_path / "a/sessions/s.log").read_text() == "kept 2\n"
+    assert not (tmp_path / "a/events.log").exists()
 
 
 def test_a_folder_that_got_other_files_stays(tmp_path: Path) -> None:
