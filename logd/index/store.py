@@ -25,6 +25,7 @@ from logd.index.tables import (
     UPSERT_RUN,
     UPSERT_SESSION,
     CallRow,
+    SessionFields,
     SessionRow,
     call_params,
     run_params,
@@ -47,7 +48,7 @@ _Key = tuple[str, ...]
 _Rest = tuple[Any, ...]
 
 
-def _session_rest(row: SessionRow) -> _Rest:
+def _session_rest(row: SessionFields) -> _Rest:
     """What a session row holds besides its last time and record count."""
     return (tuple(row.runs), row.first_ns, row.end_ns, row.end_reason, row.path)
 
@@ -129,7 +130,7 @@ class RegistryStore(RegistryReads):
         self,
         *,
         runs: Sequence[Mapping[str, Any]] = (),
-        sessions: Sequence[SessionRow] = (),
+        sessions: Sequence[SessionFields] = (),
         calls: Sequence[CallRow] = (),
         producers: Sequence[tuple[str, int, int]] = (),
         batch_done: bool = False,

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from logd.index.eventline import iso_utc_ms
 
@@ -25,6 +25,7 @@ __all__ = [
     "UPSERT_SESSION",
     "CallRow",
     "SessionEnd",
+    "SessionFields",
     "SessionRow",
     "call_params",
     "decode_row",
@@ -161,6 +162,31 @@ UPSERT_SESSION = _upsert_sql("sessions", _SESSION_COLUMNS, ("app", "session_id")
 UPSERT_CALL = _upsert_sql("calls", _CALL_COLUMNS, ("app", "call_id", "day"))
 
 
+class SessionFields(Protocol):
+    """What a session row is written from: a `SessionRow`, or the registry's live
+    `SessionState` itself (read at once, so no copy is needed: a batch with a thousand
+    live sessions made a thousand rows only to write them)."""
+
+    @property
+    def app(self) -> str: ...
+    @property
+    def session_id(self) -> str: ...
+    @property
+    def runs(self) -> list[str]: ...
+    @property
+    def first_ns(self) -> int: ...
+    @property
+    def last_ns(self) -> int: ...
+    @property
+    def end_ns(self) -> int | None: ...
+    @property
+    def end_reason(self) -> SessionEnd | None: ...
+    @property
+    def records(self) -> int: ...
+    @property
+    def path(self) -> str: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SessionRow:
     """One session as the registry stores it; times in ns since the epoch (UTC)."""
@@ -240,7 +266,7 @@ def run_params(meta: Mapping[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def session_params(row: SessionRow) -> tuple[Any, ...]:
+def session_params(row: SessionFields) -> tuple[Any, ...]:
     """`UPSERT_SESSION` values."""
     return (
         row.app,

@@ -191,7 +191,7 @@ class Engine:
                 self.index.insert_many(batch.rows)
             self.store.write(
                 runs=run_rows,
-                sessions=[s.row() for s in (pending.sessions | batch.sessions).values()],
+                sessions=list((pending.sessions | batch.sessions).values()),
                 calls=[c.row() for c in (pending.calls | batch.calls).values()],
                 producers=[(p, seq, now) for p, seq in highest(batch.chunks).items()],
                 batch_done=bool(batch.lines.by_path),
