@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -75,15 +75,19 @@ class Writer:
         """Hand one message to the writer and wait until it is durable (or failed)."""
         return await self.submit_many(peer, [entries]) == 1
 
-    async def submit_many(self, peer: Peer, messages: Sequence[wire.Entries]) -> int:
+    async def submit_many(self, peer: Peer, messages: list[wire.Entries]) -> int:
         """Hand messages to the writer as one job and wait until they are durable; returns
-        how many of them, from the first, are (all or none: one job is one batch's)."""
+        how many of them, from the first, are (all or none: one job is one batch's).
+
+        The writer empties `messages` as it takes their lines (`Ingest`).
+        """
+        count = len(messages)
         job = Ingest(peer, messages)
         done = trio.Event()
         if not await self.enqueue(job, done):
             return 0
         await done.wait()
-        return len(messages) if job.ok else 0
+        return count if job.ok else 0
 
     async def enqueue(self, job: Job, done: trio.Event | None) -> bool:
         """Queue a job for the writer; False when it did not take it (stopped, or full for

@@ -8,7 +8,7 @@ one. No I/O: the connection task reads, hands the batch over and sends the acks.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from logd_client import wire
@@ -19,7 +19,8 @@ __all__ = ["SubmitMany", "Taken", "take_buffered"]
 
 # Hands messages to the writer in order; returns how many of them, from the first, are
 # durable (all of them unless the disk or the index refused a batch, or the daemon stops).
-SubmitMany = Callable[[Peer, Sequence[wire.Entries]], Awaitable[int]]
+# The writer empties the list as it takes the messages' lines.
+SubmitMany = Callable[[Peer, list[wire.Entries]], Awaitable[int]]
 
 
 @dataclass(slots=True)

@@ -283,6 +283,8 @@ class Connections:
         Called shielded, so it must end on its own: the writer always answers, and the acks
         wait for a peer that does not read at most idle_timeout_s (DRAIN_ACK_S at a stop).
         """
+        # The writer empties `messages` once it has their lines: keep what the acks need.
+        chunks = [entries.chunk for entries in messages]
         async with trio.open_nursery() as nursery:
             if ahead is not None:
                 if self.draining:
@@ -294,11 +296,7 @@ class Connections:
         conn.read_ahead = None
         if ahead is not None:
             ahead.release()
-        acks = b"".join(
-            wire.encode_ack(entries.chunk)
-            for entries in messages[:durable]
-            if entries.chunk is not None
-        )
+        acks = b"".join(wire.encode_ack(chunk) for chunk in chunks[:durable] if chunk is not None)
         if acks:
             timeout = DRAIN_ACK_S if self.draining else limits.idle_timeout_s
             with trio.move_on_after(timeout) as conn.ack_scope:
@@ -308,7 +306,7 @@ class Connections:
             if not sent:
                 self._count("ack-not-read")
                 return False
-        return durable == len(messages)
+        return durable == len(chunks)
 
     def _close_idlest(self, limit: int) -> None:
         """Make room: close the connection quiet longest, if quiet for idle_timeout_s.

@@ -88,7 +88,12 @@ class Gatherer:
             forward: records go to `[[forward]]` outputs too (`batch.outbound`).
             published: where live-tail items go while someone follows, else None.
         """
-        for entries in job.messages:
+        # Each message leaves the job once its lines are gathered: its decoded records
+        # (several times their size on the wire) may go while the batch goes on.
+        messages = job.messages
+        messages.reverse()
+        while messages:
+            entries = messages.pop()
             self.totals.messages += 1
             key = chunk_key(entries.chunk)
             if key is not None:

@@ -7,7 +7,6 @@ writer passes them to `Engine.process` in batches.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,10 +21,15 @@ __all__ = ["ConnClosed", "Ingest", "Job", "Maintain", "Note", "Tick"]
 @dataclass(slots=True)
 class Ingest:
     """Messages one connection had buffered, in order, written in one batch (never split
-    across two, so a refused batch cannot be overtaken by the rest); `ok` once durable."""
+    across two, so a refused batch cannot be overtaken by the rest); `ok` once durable.
+
+    The writer empties `messages` once it has their lines: decoded records take several
+    times their size on the wire, and the batch's lines need the room meanwhile. Whoever
+    queued the job keeps what its acks need (the chunks) on its own.
+    """
 
     peer: Peer
-    messages: Sequence[wire.Entries]
+    messages: list[wire.Entries]
     ok: bool = False
     written: int = 0  # records in `messages` not already written (duplicates left out)
 
