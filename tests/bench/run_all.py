@@ -20,6 +20,7 @@ from tests.bench import common
 SCRIPTS = (
     "peers",
     "sweep",
+    "writer",
     "caller",
     "throughput",
     "cpu",

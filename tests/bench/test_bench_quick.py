@@ -29,6 +29,7 @@ pytestmark = pytest.mark.e2e
         ("bench_peers", "collector µs/rec"),
         ("bench_sweep", "batch rec/s"),
         ("bench_shard", "daemons µs/rec"),
+        ("bench_writer", "µs per extra pair"),
     ],
 )
 def test_quick_run_prints_its_table(script: str, column: str) -> None:

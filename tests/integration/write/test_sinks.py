@@ -38,11 +38,11 @@ def test_rollback_removes_the_files_and_folders_the_batch_created(tmp_path: Path
 
 def test_a_batch_that_rotated_is_cut_back_in_every_file_it_wrote(tmp_path: Path) -> None:
     """A rotation in the middle of a batch renames files: the files written after it are
-    cut back as well, and the rotated copy goes back to being the live file's content."""
+    cut back as well, and the rotated copy loses what the batch appended to it."""
     small = RotationPolicy(max_bytes=30, backups=2, compress=False)
     sinks = Sinks(tmp_path, rotation=Rotation(run=small, session=small))
-    sinks.write_many([Write(Kind.RUN, "a/runs/r/main.log", "kept 1\n")])
-    sinks.write_many([Write(Kind.SESSION, "a/sessions/s.log", "kept 2\n")])
+    kept = [("a/runs/r/main.log", "kept 1\n"), ("a/sessions/s.log", "kept 2\n")]
+    sinks.write_many([Write(Kind.RUN, *kept[0]), Write(Kind.SESSION, *kept[1])])
     sinks.commit()
     sinks.write_many(
         [
