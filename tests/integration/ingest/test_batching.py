@@ -22,7 +22,6 @@ from logd.config import Config, Limits
 from logd.ingest.connections import READ_AHEAD_SHARES
 from logd.server import LogdServer, serve_logd
 from logd.write.engine import Engine
-from logd.write.flight import Gathered
 from logd.write.jobs import Ingest, Job
 from tests.helpers import read_lines
 from tests.integration.test_back_to_back import lines_of
@@ -34,9 +33,9 @@ class CountingEngine(Engine):
 
     jobs: list[int]
 
-    def gather_jobs(self, jobs: Sequence[Job]) -> Gathered:
+    def process(self, jobs: Sequence[Job]) -> None:
         type(self).jobs += [len(job.messages) for job in jobs if isinstance(job, Ingest)]
-        return super().gather_jobs(jobs)
+        super().process(jobs)
 
 
 def message_mode(index: int, **fields: object) -> bytes:
@@ -141,11 +140,11 @@ class HeldEngine(CountingEngine):
     busy: threading.Event
     release: threading.Event
 
-    def gather_jobs(self, jobs: Sequence[Job]) -> Gathered:
+    def process(self, jobs: Sequence[Job]) -> None:
         if any(isinstance(job, Ingest) for job in jobs) and not HeldEngine.busy.is_set():
             HeldEngine.busy.set()
             HeldEngine.release.wait(20)
-        return super().gather_jobs(jobs)
+        super().process(jobs)
 
 
 @pytest.fixture
