@@ -186,6 +186,16 @@ def padded(index: int) -> bytes:
     return message_mode(index, pad="x" * 3000)
 
 
+async def send_then_release(producer: Producer, held: type[HeldEngine], count: int) -> None:
+    """Send messages 1 .. count-1 while the writer holds message 0, let it go, and check
+    that all `count` are acked in order."""
+    with trio.fail_after(20):
+        for i in range(1, count):
+            await producer.send(padded(i))
+    held.release.set()
+    assert await receive_acks(producer, count) == ack_list(count)
+
+
 def unpadded(lines: list[str]) -> list[str]:
     return [line.split(" pad=", 1)[0] for line in lines]
 
@@ -197,11 +207,7 @@ async def test_messages_sent_while_the_writer_is_busy_go_to_it_as_one_job(
     # worth (64 KiB), within the read-ahead limit, all read meanwhile.
     count = 31
     async with writer_busy(config, held, padded(0)) as (server, producer, _):
-        with trio.fail_after(20):
-            for i in range(1, count):
-                await producer.send(padded(i))
-        held.release.set()
-        assert await receive_acks(producer, count) == ack_list(count)
+        await send_then_release(producer, held, count)
         assert held.jobs == [1, count - 1]
         assert unpadded(lines_of(config.root)) == [f"m{i}" for i in range(count)]
         assert server.connections.read_ahead_left == READ_AHEAD_TOTAL
@@ -215,11 +221,7 @@ async def test_read_ahead_bytes_0_reads_nothing_ahead(
     config = replace(config, limits=replace(config.limits, read_ahead_bytes=0))
     count = 31
     async with writer_busy(config, held, padded(0)) as (server, producer, _):
-        with trio.fail_after(20):
-            for i in range(1, count):
-                await producer.send(padded(i))
-        held.release.set()
-        assert await receive_acks(producer, count) == ack_list(count)
+        await send_then_release(producer, held, count)
         assert len(held.jobs) > 2, held.jobs
         assert server.connections.read_ahead_left == 0
         assert unpadded(lines_of(config.root)) == [f"m{i}" for i in range(count)]
