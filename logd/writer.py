@@ -14,13 +14,14 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 from logd_client import wire
 
 from logd.index.states import Peer
 from logd.write.engine import Engine
+from logd.write.flight import Flight
 from logd.write.jobs import Ingest, Job, Note, Tick
 
 __all__ = ["Writer"]
@@ -32,6 +33,7 @@ WRITER_BATCH = 512
 FAILURE_REPORT_EVERY_S = 10.0
 
 Queued = tuple[Job, trio.Event | None]
+_T = TypeVar("_T")
 
 
 class Writer:
@@ -68,6 +70,11 @@ class Writer:
         send, recv = trio.open_memory_channel[Queued](WRITER_QUEUE)
         self._send = send
         return send, recv
+
+    @property
+    def waiting(self) -> int:
+        """Jobs queued for the writer and not taken yet."""
+        return 0 if self._send is None else self._send.statistics().current_buffer_used
 
     # --- queueing ----------------------------------------------------------------------
 
@@ -121,34 +128,73 @@ class Writer:
     # --- the task ----------------------------------------------------------------------
 
     async def run(self, engine: Engine, recv: trio.MemoryReceiveChannel[Queued]) -> None:
-        """Write batches until the queue is closed and empty."""
+        """Write batches until the queue is closed and empty.
+
+        While a batch's files sync, the jobs that arrived meanwhile are gathered into the
+        next batch (`Engine.overlap`), so the disk's flush and the writer's work on the
+        next batch overlap. The lock is held from a batch's first write to its commit:
+        a `tail -f` starting meanwhile waits, and a waiting one ends the overlapping.
+        """
         async with recv:
-            while True:
-                try:
-                    first = await recv.receive()
-                except trio.EndOfChannel:
-                    return
-                batch = [first]
-                while len(batch) < WRITER_BATCH:
-                    try:
-                        batch.append(recv.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                written_before = engine.totals.records_written
-                async with self.lock:
-                    try:
-                        await trio.to_thread.run_sync(engine.process, [job for job, _ in batch])
-                    except OSError as exc:
-                        self.errors["write-failed"] += 1
-                        self._report_write_failure(exc)
-                        engine.published.clear()
-                    if engine.published:
-                        items, engine.published = engine.published, []
-                        self._publish(items)
-                self._after_batch(engine.totals.records_written - written_before)
-                for _, done in batch:
-                    if done is not None:
-                        done.set()
+            flight: Flight | None = None
+            flying: list[Queued] = []  # the jobs of `flight`
+            carried: list[Queued] = []  # taken from the queue, not carried out yet
+            try:
+                while True:
+                    queued, carried = carried, []
+                    if not queued and flight is None:
+                        try:
+                            queued.append(await recv.receive())
+                        except trio.EndOfChannel:
+                            return
+                    _take_waiting(recv, queued)
+                    jobs = [job for job, _ in queued]
+                    overlaps = bool(jobs) and engine.overlaps(jobs)
+                    if flight is not None:
+                        if overlaps and not self.lock.statistics().tasks_waiting:
+                            flight = await self._carry_out(engine, engine.overlap, jobs, flight)
+                            _done(flying)
+                            if flight is None:  # refused, and these with it
+                                self.lock.release()
+                                _done(queued)
+                            flying = queued
+                            continue
+                        await self._carry_out(engine, engine.land, flight)
+                        flight = None
+                        self.lock.release()
+                        _done(flying)
+                        carried = queued
+                        continue
+                    await self.lock.acquire()
+                    if overlaps:
+                        flight = await self._carry_out(engine, engine.begin, jobs)
+                        if flight is not None:
+                            flying = queued
+                            continue  # the lock stays held until it lands
+                    else:
+                        await self._carry_out(engine, engine.process, jobs)
+                    self.lock.release()
+                    _done(queued)
+            finally:
+                # Only an error in the writer itself gets here with the lock held.
+                if self.lock.statistics().owner is trio.lowlevel.current_task():
+                    self.lock.release()
+
+    async def _carry_out(self, engine: Engine, step: Callable[..., _T], *args: Any) -> _T | None:
+        """One step of the engine in a worker thread; None when the disk refused."""
+        written_before = engine.totals.records_written
+        result: _T | None = None
+        try:
+            result = await trio.to_thread.run_sync(step, *args)
+        except OSError as exc:
+            self.errors["write-failed"] += 1
+            self._report_write_failure(exc)
+            engine.published.clear()
+        if engine.published:
+            items, engine.published = engine.published, []
+            self._publish(items)
+        self._after_batch(engine.totals.records_written - written_before)
+        return result
 
     def _report_write_failure(self, exc: OSError) -> None:
         # A full disk fails every batch; say so once per interval, not once per batch.
@@ -162,3 +208,19 @@ class Writer:
         )
         self._last_failure_report = now
         self._unreported_failures = 0
+
+
+def _take_waiting(recv: trio.MemoryReceiveChannel[Queued], queued: list[Queued]) -> None:
+    """Add what waits in the queue to `queued`, up to WRITER_BATCH jobs."""
+    while len(queued) < WRITER_BATCH:
+        try:
+            queued.append(recv.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return
+
+
+def _done(queued: list[Queued]) -> None:
+    """Wake those waiting for these jobs: carried out, or refused."""
+    for _, done in queued:
+        if done is not None:
+            done.set()

@@ -8,7 +8,7 @@ callable, so the rules can be tested with a made-up clock and process table.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 
 from logd.index.states import (
     CONTAINER_KEYS,
@@ -221,9 +221,13 @@ class Registry:
             self._ended_sessions[(app, session_id)] = session
         return session
 
-    def committed(self) -> None:
-        """A batch's rows are written: ended sessions can be read back from them now."""
-        self._ended_sessions.clear()
+    def committed(self, keep: Collection[tuple[str, str]] = ()) -> None:
+        """A batch's rows are written: ended sessions can be read back from them now,
+        but for those in `keep` (ended by a batch gathered since, not yet written)."""
+        if keep:
+            self._ended_sessions = {k: s for k, s in self._ended_sessions.items() if k in keep}
+        else:
+            self._ended_sessions.clear()
 
     def idle_sessions(self, now_ns: int, idle_ns: int) -> list[SessionState]:
         """End sessions with no record for `idle_ns` (by arrival time)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from logd.index.tables import (
     session_params,
 )
 
-__all__ = ["RegistryStore"]
+__all__ = ["Prepared", "RegistryStore"]
 
 BUSY_TIMEOUT_MS = 5000
 # Rows remembered as committed, per table, for `write()`'s count-only updates; past it
@@ -64,6 +65,38 @@ def _call_rest(row: CallRow) -> _Rest:
         row.run_id,
         row.session_id,
     )
+
+
+@dataclass(slots=True)
+class Prepared:
+    """One registry transaction's values, as `RegistryStore.prepare()` took them."""
+
+    runs: list[tuple[Any, ...]] = field(default_factory=list)
+    producers: list[tuple[str, int, int]] = field(default_factory=list)
+    session_rests: list[tuple[_Key, _Rest]] = field(default_factory=list)
+    session_values: list[tuple[Any, ...]] = field(default_factory=list)
+    # (last_ts, records, app, session_id) of rows that changed only there.
+    session_counts: list[tuple[Any, ...]] = field(default_factory=list)
+    session_last_ns: list[int] = field(default_factory=list)
+    call_rests: list[tuple[_Key, _Rest]] = field(default_factory=list)
+    call_values: list[tuple[Any, ...]] = field(default_factory=list)
+    call_counts: list[tuple[Any, ...]] = field(default_factory=list)
+    counted_calls: list[CallRow] = field(default_factory=list)
+
+    def counted_session_params(self) -> list[tuple[Any, ...]]:
+        """Whole `UPSERT_SESSION` values of the rows taken as count-only updates: their
+        rest (`_session_rest`), last time and count hold all of the row."""
+        rests = dict(self.session_rests)
+        values = []
+        for (_, records, app, session_id), last_ns in zip(
+            self.session_counts, self.session_last_ns, strict=True
+        ):
+            runs, first_ns, end_ns, end_reason, path = rests[(app, session_id)]
+            row = SessionRow(
+                app, session_id, list(runs), first_ns, last_ns, end_ns, end_reason, records, path
+            )
+            values.append(session_params(row))
+        return values
 
 
 class RegistryStore(RegistryReads):
@@ -149,64 +182,78 @@ class RegistryStore(RegistryReads):
             sqlite3.Error: a row breaks the schema (e.g. an unknown ``end_reason``);
                 the whole batch is rolled back.
         """
-        run_values = [run_params(meta) for meta in runs]
-        if not (run_values or sessions or calls or producers or batch_done):
-            return
+        prepared = self.prepare(runs=runs, sessions=sessions, calls=calls, producers=producers)
+        self.write_prepared(prepared, batch_done=batch_done, before_commit=before_commit)
+
+    def prepare(
+        self,
+        *,
+        runs: Sequence[Mapping[str, Any]] = (),
+        sessions: Sequence[SessionFields] = (),
+        calls: Sequence[CallRow] = (),
+        producers: Sequence[tuple[str, int, int]] = (),
+    ) -> Prepared:
+        """`write()`'s values, taken now: the objects given may change before the
+        transaction runs (the writer gathers its next batch meanwhile).
+
+        Raises:
+            KeyError, ValueError: as `write()`.
+        """
         known_sessions, known_calls = self._known_sessions, self._known_calls
-        session_rests: list[tuple[_Key, _Rest]] = [
-            ((row.app, row.session_id), _session_rest(row)) for row in sessions
-        ]
-        call_rests: list[tuple[_Key, _Rest]] = [
-            ((row.app, row.call_id, row.day), _call_rest(row)) for row in calls
-        ]
-        session_counts, session_values = [], []
-        for row, (key, rest) in zip(sessions, session_rests, strict=True):
+        prepared = Prepared(runs=[run_params(meta) for meta in runs], producers=list(producers))
+        for row in sessions:
+            key: _Key = (row.app, row.session_id)
+            rest = _session_rest(row)
+            prepared.session_rests.append((key, rest))
             if known_sessions.get(key) == rest:
-                session_counts.append((iso_utc_ms(row.last_ns), row.records, *key))
+                prepared.session_counts.append((iso_utc_ms(row.last_ns), row.records, *key))
+                prepared.session_last_ns.append(row.last_ns)
             else:
-                session_values.append(session_params(row))
-        call_counts, call_values = [], []
-        for call, (key, rest) in zip(calls, call_rests, strict=True):
+                prepared.session_values.append(session_params(row))
+        for call in calls:
+            key = (call.app, call.call_id, call.day)
+            rest = _call_rest(call)
+            prepared.call_rests.append((key, rest))
             if known_calls.get(key) == rest:
-                call_counts.append((call.records, call.errors, *key))
+                prepared.call_counts.append((call.records, call.errors, *key))
+                prepared.counted_calls.append(call)
             else:
-                call_values.append(call_params(call))
+                prepared.call_values.append(call_params(call))
+        return prepared
+
+    def write_prepared(
+        self,
+        prepared: Prepared,
+        *,
+        batch_done: bool = False,
+        before_commit: Callable[[], None] | None = None,
+    ) -> None:
+        """`write()` with values `prepare()` took; the same transaction and errors."""
+        p = prepared
+        if not (p.runs or p.session_rests or p.call_rests or p.producers or batch_done):
+            return
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             for sql, params in (
-                (UPSERT_RUN, run_values),
-                (UPSERT_SESSION, session_values),
-                (UPSERT_PRODUCER, list(producers)),
-                (UPSERT_CALL, call_values),
+                (UPSERT_RUN, p.runs),
+                (UPSERT_SESSION, p.session_values),
+                (UPSERT_PRODUCER, p.producers),
+                (UPSERT_CALL, p.call_values),
             ):
                 if params:
                     conn.executemany(sql, params)
             # A remembered row that is gone (cleanup, a reset) updates nothing: then
             # every such row of the batch is upserted whole after all.
-            if session_counts and (
-                conn.executemany(_UPDATE_SESSION_COUNTS, session_counts).rowcount
-                != len(session_counts)
+            if p.session_counts and (
+                conn.executemany(_UPDATE_SESSION_COUNTS, p.session_counts).rowcount
+                != len(p.session_counts)
             ):
-                conn.executemany(
-                    UPSERT_SESSION,
-                    [
-                        session_params(r)
-                        for r, (k, v) in zip(sessions, session_rests, strict=True)
-                        if known_sessions.get(k) == v
-                    ],
-                )
-            if call_counts and (
-                conn.executemany(_UPDATE_CALL_COUNTS, call_counts).rowcount != len(call_counts)
+                conn.executemany(UPSERT_SESSION, p.counted_session_params())
+            if p.call_counts and (
+                conn.executemany(_UPDATE_CALL_COUNTS, p.call_counts).rowcount != len(p.call_counts)
             ):
-                conn.executemany(
-                    UPSERT_CALL,
-                    [
-                        call_params(c)
-                        for c, (k, v) in zip(calls, call_rests, strict=True)
-                        if known_calls.get(k) == v
-                    ],
-                )
+                conn.executemany(UPSERT_CALL, [call_params(c) for c in p.counted_calls])
             if batch_done:
                 conn.execute("DELETE FROM pending_batch")
             if before_commit is not None:
@@ -217,7 +264,8 @@ class RegistryStore(RegistryReads):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        for known, rests in ((known_sessions, session_rests), (known_calls, call_rests)):
+        known_sessions, known_calls = self._known_sessions, self._known_calls
+        for known, rests in ((known_sessions, p.session_rests), (known_calls, p.call_rests)):
             if len(known) + len(rests) > MAX_KNOWN_ROWS:
                 known.clear()
             known.update(rests)

@@ -18,11 +18,18 @@ from typing import Any
 from logd.index.events import EventIndex
 from logd.index.names import safe_name
 from logd.index.rebuild import open_or_rebuild
-from logd.index.recovery import persisted_run, persisted_session, recover_open_runs
+from logd.index.recovery import (
+    persisted_run,
+    persisted_session,
+    recover_open_runs,
+    reset_to_committed,
+)
 from logd.index.registry import Registry
 from logd.index.states import RunState, SessionState
 from logd.index.store import RegistryStore
 from logd.write.atomic import point_current, write_json_atomic
+from logd.write.batch import Batch
+from logd.write.flight import Flight
 from logd.write.intent import cut_back
 from logd.write.pending import Pending
 from logd.write.routing import run_dir
@@ -86,6 +93,34 @@ class Books:
             else:
                 self.pending.runs.clear()
         return marks
+
+    def take_back(self, batch: Batch, rewritten: Iterable[RunState] = ()) -> None:
+        """A batch will not be acknowledged: put what gathering it did to the registry
+        back (its producers send it again) and keep what must still be written."""
+        self.pending.refused(
+            self.registry,
+            touched=batch.run_dirs.values(),
+            opened=batch.new_runs,
+            ended=batch.ended_runs,
+            rewritten=rewritten,
+            sessions=batch.sessions,
+            calls=batch.calls,
+            closing=batch.closing,
+        )
+        if self.opened:
+            reset_to_committed(
+                self.store, sessions=batch.sessions.values(), calls=batch.calls.values()
+            )
+
+    def committed(self, flight: Flight) -> None:
+        """A batch got through: what a refusal goes back to is now its state, what was
+        carried over from refused batches went with it (their files close with its own)."""
+        pending = self.pending
+        pending.tallies.update(flight.tallies)
+        flight.batch.closing += pending.closing
+        pending.written()
+        pending.current.update(flight.current)
+        self.point_current()
 
     def lookup(self, app: str, run_id: str) -> RunState | None:
         """A run the registry does not hold, from its row and metadata (`Registry.lookup`)."""

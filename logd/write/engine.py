@@ -1,8 +1,10 @@
 """The writer's synchronous core: turns batches of jobs into files, index rows and metadata.
 
-Only the writer task calls `Engine.process`, one batch at a time (in a worker thread),
-so the engine owns every file handle and the SQLite connections without locks. The
-trio side never touches the disk.
+Only the writer task calls the engine, one step at a time (in a worker thread), so the
+engine owns every file handle and the SQLite connections without locks. The trio side
+never touches the disk. A batch is gathered in memory, written (`begin`) and committed
+once durable (`land`); `process` does all three, and `overlap` gathers the next batch
+while one syncs.
 """
 
 from __future__ import annotations
@@ -14,11 +16,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from logd.config import Config, Layout
 from logd.index.events import EventIndex
-from logd.index.recovery import reset_to_committed
 from logd.index.registry import Registry, pid_alive
 from logd.index.states import RunState, SessionState
 from logd.index.store import RegistryStore
@@ -27,13 +28,14 @@ from logd.write.batch import (
     Batch,
     Totals,
     batch_bytes,
-    tick,
 )
 from logd.write.books import Books, no_room, unique
 from logd.write.dedup import Dedup, highest
-from logd.write.durable import SYNCED
+from logd.write.durable import SYNCED, Syncing
+from logd.write.flight import Flight, Gathered
 from logd.write.gather import Gatherer
-from logd.write.jobs import ConnClosed, Ingest, Job, Maintain, Note, Tick
+from logd.write.jobs import Ingest, Job, Maintain, Note
+from logd.write.pending import Tally
 from logd.write.sinks import Sinks
 from logd.write.timeline import Fact, Timeline, writes_for
 
@@ -119,6 +121,55 @@ class Engine:
             OSError: the disk or the index refused. Files are cut back to where the batch
                 began; nothing in it may be acknowledged.
         """
+        self.land(self.begin(jobs))
+
+    def begin(self, jobs: Sequence[Job]) -> Flight:
+        """Gather a batch and write its files; it is durable once `land()` returns.
+
+        Raises:
+            OSError: as `process()`; the batch is refused and needs no `land()`.
+        """
+        return self._write(self.gather_jobs(jobs))
+
+    def overlaps(self, jobs: Sequence[Job]) -> bool:
+        """Whether `jobs` may be gathered while the batch in flight syncs (`overlap()`):
+        only records, with no follower or forward output to hand them to early."""
+        return (
+            self.books.opened
+            and not self.publish
+            and self.forward is None
+            and all(isinstance(job, Ingest) for job in jobs)
+        )
+
+    def overlap(self, jobs: Sequence[Job], flight: Flight) -> Flight:
+        """Gather `jobs` while `flight` syncs, land `flight`, then write `jobs`' files.
+
+        The disk flushes one batch while the next is worked out in memory; no file of
+        the next batch is written before the first is committed, so the crash intent
+        stays one batch's. `overlaps(jobs)` must be true.
+
+        Raises:
+            OSError: `flight` was refused (then `jobs` are too: what they gathered
+                built on it), or `jobs` were.
+        """
+        self.gather.inflight = flight.batch.chunks  # a resend of them is not new
+        try:
+            gathered = self.gather_jobs(jobs)
+        except BaseException:
+            self.land(flight)  # it is written: it lands whatever became of these
+            raise
+        finally:
+            self.gather.inflight = set()
+        self.land(flight, next_batch=gathered)
+        return self._write(gathered)
+
+    def gather_jobs(self, jobs: Sequence[Job]) -> Gathered:
+        """Work out a batch in memory: its lines, rows and registry changes. Every batch
+        starts here, whichever way it is carried out.
+
+        Raises:
+            OSError: the index cannot be opened (the batch is refused).
+        """
         now = self.clock_ns()
         for job in jobs:
             if isinstance(job, Maintain) and job.action == "snapshot":
@@ -132,22 +183,14 @@ class Engine:
                     raise
                 raise OSError(f"index: {exc}") from exc
         batch = Batch()
-        for job in jobs:
-            if isinstance(job, Ingest):
-                self.gather.ingest(
-                    job,
-                    batch,
-                    now,
-                    forward=self.forward is not None,
-                    published=self.published if self.publish else None,
-                )
-            elif isinstance(job, ConnClosed):
-                batch.ended_runs += self.registry.connection_closed(
-                    job.peer.conn_id, by_daemon=job.by_daemon, now_ns=now
-                )
-                self.gather.forget_connection(job.peer.conn_id)
-            elif isinstance(job, Tick):
-                tick(self.registry, batch, now, int(self.config.limits.session_idle_s * 1e9))
+        self.gather.jobs(
+            jobs,
+            batch,
+            now,
+            session_idle_ns=int(self.config.limits.session_idle_s * 1e9),
+            forward=self.forward is not None,
+            published=self.published if self.publish else None,
+        )
         facts = self.timeline.take()
         facts += [
             Fact(j.ts_ns, j.event_type, j.text, j.fields) for j in jobs if isinstance(j, Note)
@@ -156,6 +199,12 @@ class Engine:
             own_writes, own_rows = writes_for(facts)
             batch.lines.add(own_writes)
             batch.rows += own_rows
+        return Gathered(now, jobs, batch, facts)
+
+    def _write(self, gathered: Gathered) -> Flight:
+        """Write a gathered batch's files and start their sync; its rows are taken now,
+        so the next batch may change the registry before this one lands."""
+        now, batch = gathered.now, gathered.batch
         books, pending = self.books, self.books.pending
         # Metadata follows the lines: a run appears with its first batch that got through.
         described = unique(
@@ -189,51 +238,51 @@ class Engine:
             run_rows += [books.row(r) for r in unique(batch.run_dirs.values()) if id(r) not in done]
             if batch.rows:
                 self.index.insert_many(batch.rows)
-            self.store.write(
+            rows = self.store.prepare(
                 runs=run_rows,
                 sessions=list((pending.sessions | batch.sessions).values()),
                 calls=[c.row() for c in (pending.calls | batch.calls).values()],
                 producers=[(p, seq, now) for p, seq in highest(batch.chunks).items()],
-                batch_done=bool(batch.lines.by_path),
-                before_commit=syncing.wait,
             )
-            syncing.wait()
         except (OSError, sqlite3.Error) as exc:
-            with contextlib.suppress(OSError):
-                syncing.wait()  # before any file is cut back or closed
-            for meta in new_files:
-                meta.unlink(missing_ok=True)
-            self.sinks.rollback()
-            self.gather.forget_contexts()
-            pending.refused(
-                self.registry,
-                touched=batch.run_dirs.values(),
-                opened=batch.new_runs,
-                ended=batch.ended_runs,
-                rewritten=described,
-                sessions=batch.sessions,
-                calls=batch.calls,
-                closing=batch.closing,
+            self._refuse(exc, gathered, described, new_files, syncing)
+        newest = self.registry.newest
+        return Flight(
+            gathered,
+            described,
+            new_files,
+            syncing,
+            rows,
+            tallies=Tally.taken(batch.run_dirs.values()),
+            current=[(r.app, r) for r in batch.new_runs if newest.get(r.app) is r],
+            ended=any(not run.active for run in described),
+        )
+
+    def land(self, flight: Flight, next_batch: Gathered | None = None) -> None:
+        """Commit a batch once its files are durable; then its `Ingest` jobs are ok.
+
+        `next_batch` is the batch gathered meanwhile (`overlap()`): refused with this one.
+
+        Raises:
+            OSError: as `process()`.
+        """
+        gathered = flight.gathered
+        now, batch, jobs = gathered.now, gathered.batch, gathered.jobs
+        books, pending = self.books, self.books.pending
+        try:
+            self.store.write_prepared(
+                flight.rows, batch_done=bool(batch.lines.by_path), before_commit=flight.syncing.wait
             )
-            if self.books.opened:
-                reset_to_committed(
-                    self.store, sessions=batch.sessions.values(), calls=batch.calls.values()
-                )
-            self.timeline.restore(facts)
-            self.timeline.rotated(now, self.sinks.take_rotations())
-            self._refused(exc, batch_bytes(batch))
-            if isinstance(exc, OSError):
-                raise
-            raise OSError(f"index: {exc}") from exc
+            flight.syncing.wait()
+        except (OSError, sqlite3.Error) as exc:
+            if next_batch is not None:
+                self._take_back(next_batch)
+            self._refuse(exc, gathered, flight.described, flight.new_files, flight.syncing)
         self.sinks.commit()
         self.timeline.committed(now)
-        self.registry.committed()
-        pending.committed(batch.run_dirs.values())
-        batch.closing += pending.closing
-        pending.written()
-        newest = self.registry.newest
-        pending.current.update((r.app, r) for r in batch.new_runs if newest.get(r.app) is r)
-        books.point_current()
+        # Sessions the next batch ended are not in the rows yet: they stay until it lands.
+        self.registry.committed(keep=next_batch.batch.sessions if next_batch else ())
+        books.committed(flight)
         self.totals.events_indexed += len(batch.rows)
         self._dedup.commit(batch.chunks)
         if batch.outbound and self.forward is not None:
@@ -242,7 +291,7 @@ class Engine:
             self.forward.offer(batch.outbound)
         for path in batch.closing:
             self.sinks.close_file(path)
-        if any(not run.active for run in described):
+        if flight.ended:
             self.registry.forget_ended()
             pending.forget_missing(self.registry.runs)
         for job in jobs:
@@ -252,6 +301,35 @@ class Engine:
             elif isinstance(job, Maintain) and not job.done:
                 self._maintain(job, now)
         self.timeline.rotated(now, self.sinks.take_rotations())
+
+    def _refuse(
+        self,
+        exc: OSError | sqlite3.Error,
+        gathered: Gathered,
+        described: list[RunState],
+        new_files: list[Path],
+        syncing: Syncing,
+    ) -> NoReturn:
+        """The disk or the index refused a batch it wrote to: cut its files back, take its
+        registry changes back, and raise."""
+        with contextlib.suppress(OSError):
+            syncing.wait()  # before any file is cut back or closed
+        for meta in new_files:
+            meta.unlink(missing_ok=True)
+        self.sinks.rollback()
+        self._take_back(gathered, rewritten=described)
+        self.timeline.rotated(gathered.now, self.sinks.take_rotations())
+        self._refused(exc, batch_bytes(gathered.batch))
+        if isinstance(exc, OSError):
+            raise exc
+        raise OSError(f"index: {exc}") from exc
+
+    def _take_back(self, gathered: Gathered, rewritten: Sequence[RunState] = ()) -> None:
+        """A batch will not be acknowledged: its contexts, registry changes and facts go
+        back (`Books.take_back`)."""
+        self.gather.forget_contexts()
+        self.books.take_back(gathered.batch, rewritten)
+        self.timeline.restore(gathered.facts)
 
     def _open_index(self) -> None:
         marks = self.books.open(self.clock_ns(), max_producers=self._dedup.max_producers)

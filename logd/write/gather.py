@@ -9,6 +9,7 @@ the registry's lookups do.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Sequence
 from typing import Any
 
 from logd_client import wire
@@ -16,10 +17,10 @@ from logd_client import wire
 from logd.config import Layout
 from logd.index.registry import Registry
 from logd.index.states import Peer, RunState
-from logd.write.batch import Batch, Totals, lifecycle_event, note_paths
+from logd.write.batch import Batch, Totals, lifecycle_event, note_paths, tick
 from logd.write.contexts import MAX_CONTEXTS, Context, Tally, settle_tallies, tally
-from logd.write.dedup import Dedup, chunk_key
-from logd.write.jobs import Ingest
+from logd.write.dedup import ChunkKey, Dedup, chunk_key
+from logd.write.jobs import ConnClosed, Ingest, Job, Tick
 from logd.write.records import Normalizer, Unroutable, same_but_msg
 from logd.write.rejects import rejected_write
 from logd.write.routing import (
@@ -51,6 +52,9 @@ class Gatherer:
         # Each (connection, tag)'s contexts by (session id, call id); see `Context`.
         self._contexts: dict[tuple[int, str], dict[tuple[str | None, str | None], Context]] = {}
         self._settling: list[Context] = []  # contexts with repeats not yet settled
+        # Chunks of the batch in flight (written, not yet committed): a resend of one
+        # while it lands is a duplicate too (set by `Engine.overlap`).
+        self.inflight: set[ChunkKey] = set()
 
     def relayout(self, layout: Layout) -> None:
         """A reload changed the layout: lines are worked out afresh."""
@@ -71,6 +75,29 @@ class Gatherer:
         """A batch was refused: the registry went back, so what contexts hold may be stale."""
         self._contexts.clear()
         self._settling.clear()
+
+    def jobs(
+        self,
+        jobs: Sequence[Job],
+        batch: Batch,
+        now: int,
+        *,
+        session_idle_ns: int,
+        forward: bool,
+        published: list[dict[str, Any]] | None,
+    ) -> None:
+        """Gather a batch's jobs in order: records, closed connections, ticks (the
+        operator's requests and the daemon's notes are the engine's)."""
+        for job in jobs:
+            if isinstance(job, Ingest):
+                self.ingest(job, batch, now, forward=forward, published=published)
+            elif isinstance(job, ConnClosed):
+                batch.ended_runs += self.registry.connection_closed(
+                    job.peer.conn_id, by_daemon=job.by_daemon, now_ns=now
+                )
+                self.forget_connection(job.peer.conn_id)
+            elif isinstance(job, Tick):
+                tick(self.registry, batch, now, session_idle_ns)
 
     def ingest(
         self,
@@ -97,7 +124,7 @@ class Gatherer:
             self.totals.messages += 1
             key = chunk_key(entries.chunk)
             if key is not None:
-                if key in batch.chunks or self._dedup.already_written(key):
+                if key in batch.chunks or key in self.inflight or self._dedup.already_written(key):
                     self.totals.duplicates += 1
                     continue
                 batch.chunks.add(key)

@@ -35,6 +35,11 @@ class Tally:
     start_ns: int
     last_ns: int
 
+    @staticmethod
+    def taken(runs: Iterable[RunState]) -> dict[RunKey, Tally]:
+        """The tallies of `runs` as they stand now, by run."""
+        return {(run.app, run.run_id): Tally.of(run) for run in runs}
+
     @classmethod
     def of(cls, run: RunState) -> Tally:
         return cls(

@@ -59,7 +59,7 @@ crash = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
 if point == "before-events":
     engine.index.insert_many = crash
 elif point == "before-commit":
-    engine.store.write = crash
+    engine.store.write_prepared = crash
 engine.process([ingest(2)])
 print("not reached", flush=True)
 """

@@ -15,6 +15,7 @@ from logd_client import wire
 from logd.config import Config
 from logd.server import LogdServer, serve_logd
 from logd.write.engine import Engine
+from logd.write.flight import Gathered
 from logd.write.jobs import Ingest, Job
 from tests.helpers import read_lines
 from tests.integration.test_server import RUN, Producer, rec
@@ -27,7 +28,7 @@ class DiskFullOnce(Engine):
 
     failed = False
 
-    def process(self, jobs: Sequence[Job]) -> None:
+    def gather_jobs(self, jobs: Sequence[Job]) -> Gathered:
         for job in jobs:
             if (
                 isinstance(job, Ingest)
@@ -40,7 +41,7 @@ class DiskFullOnce(Engine):
             ):
                 DiskFullOnce.failed = True
                 raise OSError(errno.ENOSPC, "No space left on device")
-        super().process(jobs)
+        return super().gather_jobs(jobs)
 
 
 def messages(*msgs: str) -> list[tuple[str, bytes]]:

@@ -22,6 +22,7 @@ from logd.config import Config, Limits
 from logd.ingest.connections import READ_AHEAD_SHARES
 from logd.server import LogdServer, serve_logd
 from logd.write.engine import Engine
+from logd.write.flight import Gathered
 from logd.write.jobs import Ingest, Job
 from tests.helpers import read_lines
 from tests.integration.test_back_to_back import lines_of
@@ -33,9 +34,9 @@ class CountingEngine(Engine):
 
     jobs: list[int]
 
-    def process(self, jobs: Sequence[Job]) -> None:
+    def gather_jobs(self, jobs: Sequence[Job]) -> Gathered:
         type(self).jobs += [len(job.messages) for job in jobs if isinstance(job, Ingest)]
-        super().process(jobs)
+        return super().gather_jobs(jobs)
 
 
 def message_mode(index: int, **fields: object) -> bytes:
@@ -140,11 +141,11 @@ class HeldEngine(CountingEngine):
     busy: threading.Event
     release: threading.Event
 
-    def process(self, jobs: Sequence[Job]) -> None:
+    def gather_jobs(self, jobs: Sequence[Job]) -> Gathered:
         if any(isinstance(job, Ingest) for job in jobs) and not HeldEngine.busy.is_set():
             HeldEngine.busy.set()
             HeldEngine.release.wait(20)
-        super().process(jobs)
+        return super().gather_jobs(jobs)
 
 
 @pytest.fixture

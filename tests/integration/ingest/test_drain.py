@@ -19,6 +19,7 @@ from logd.config import Config
 from logd.ingest.connections import DRAIN_READ_S
 from logd.server import LogdServer, serve_logd
 from logd.write.engine import Engine
+from logd.write.flight import Gathered
 from logd.write.jobs import Ingest, Job
 from tests.helpers import read_lines
 from tests.integration.test_server import RUN, Producer, rec
@@ -33,7 +34,7 @@ class SlowDisk(Engine):
 
     started = threading.Event()
 
-    def process(self, jobs: Sequence[Job]) -> None:
+    def gather_jobs(self, jobs: Sequence[Job]) -> Gathered:
         if any(
             isinstance(job, Ingest)
             and any(
@@ -43,7 +44,7 @@ class SlowDisk(Engine):
         ):
             SlowDisk.started.set()
             time.sleep(SLOW_WRITE_S)
-        super().process(jobs)
+        return super().gather_jobs(jobs)
 
 
 async def slow_batch(config: Config, server: LogdServer) -> Producer:

@@ -100,15 +100,15 @@ def test_a_batch_refused_after_its_events_were_indexed_is_indexed_once(tmp_path:
     ]
     peer = Peer(1, "unix", pid=os.getpid())
     job = lambda: Ingest(peer, [wire.Entries("a", events, {"chunk": f"{'cd' * 8}:0"}, [])])  # noqa: E731
-    write = engine.store.write
+    write = engine.store.write_prepared
 
-    def refuse(**rows: Any) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
         raise sqlite3.OperationalError("database or disk is full")
 
-    engine.store.write = refuse
+    engine.store.write_prepared = refuse  # type: ignore[method-assign]
     with pytest.raises(OSError, match="disk is full"):
         engine.process([job()])
-    engine.store.write = write
+    engine.store.write_prepared = write  # type: ignore[method-assign]
     engine.process([job()])  # the producer's resend
     engine.close()
     with sqlite3.connect(tmp_path / "root" / "index.sqlite3") as db:
