@@ -166,7 +166,8 @@ class Writer:
                         carried = queued
                         continue
                     await self.lock.acquire()
-                    if overlaps:
+                    # A follower that held the lock meanwhile turned publishing on: ask again.
+                    if overlaps and engine.overlaps(jobs):
                         flight = await self._carry_out(engine, engine.begin, jobs)
                         if flight is not None:
                             flying = queued

@@ -77,3 +77,56 @@ async def test_a_batch_queued_while_one_syncs_is_gathered_meanwhile(config: Conf
         sessions = dict(db.execute("SELECT session_id, records FROM sessions").fetchall())
     assert records == 40
     assert sessions == {"s0": 20, "s1": 20}
+
+
+class StepEngine(Engine):
+    """A real engine that notes, for each batch, whether it was begun to fly (overlapping)
+    and whether someone followed at that moment."""
+
+    flown_while_followed: list[bool]
+    in_process = False
+
+    def process(self, jobs: Sequence[Job]) -> None:
+        self.in_process = True
+        try:
+            super().process(jobs)
+        finally:
+            self.in_process = False
+
+    def begin(self, jobs: Sequence[Job]) -> Flight:
+        if not self.in_process:
+            StepEngine.flown_while_followed.append(self.publish)
+        return super().begin(jobs)
+
+
+async def test_a_follower_that_starts_while_the_writer_waits_stops_the_overlap(
+    config: Config,
+) -> None:
+    # The writer decided its batch could fly while nobody followed, then waited for the
+    # lock a starting `tail -f` held. Once the follower is in, the batch must not fly:
+    # a flying batch hands its lines to followers before it is committed.
+    StepEngine.flown_while_followed = []
+    async with trio.open_nursery() as nursery:
+        server = LogdServer(config, engine_factory=StepEngine)
+        await nursery.start(partial(serve_logd, config, server=server))
+        producer = await Producer.unix(config.listen.socket)
+        for n in range(3):
+            if n == 1:
+                async with server.writer_lock:
+                    await producer.send(message(n))
+                    with trio.fail_after(20):
+                        while not server.writer_lock.statistics().tasks_waiting:
+                            await trio.sleep(0.01)
+                    server.set_publishing(True)
+            else:
+                server.set_publishing(False)
+                await producer.send(message(n))
+            with trio.fail_after(20):
+                assert await producer.receive() == wire.Ack(f"c{n}")
+        await producer.aclose()
+        server.request_stop()
+    # The followed batch went whole (`process`); the last, unfollowed, flew (the first
+    # may have gone whole with the daemon's start note).
+    assert True not in StepEngine.flown_while_followed
+    assert StepEngine.flown_while_followed[-1:] == [False]
+    assert sorted(lines_of(config.root)) == sorted(f"m{n}-{i}" for n in range(3) for i in range(20))
