@@ -77,10 +77,13 @@ class PeakRss(threading.Thread):
             self.peak = max(self.peak, common.proc_kib(self.pid))
 
 
-def server_round(kind: str, clients: int, records: int) -> dict[str, float]:
-    """Start one server, take the readings of one round, stop it; values in MiB."""
+def server_round(kind: str, clients: int, records: int, config: str = "") -> dict[str, float]:
+    """Start one server, take the readings of one round, stop it; values in MiB.
+    `config` is TOML added to logd's."""
     with common.scratch() as folder:
-        server: Server = Daemon(folder) if kind == "logd" else BareServer(folder)
+        server: Server = (
+            Daemon(folder, config_text=config) if kind == "logd" else BareServer(folder)
+        )
         with server:
             time.sleep(0.3)
             out = {"start": common.proc_kib(server.pid) / MiB}
@@ -161,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, help="idle clients (default 1,000; quick 100)")
     p.add_argument("--records", type=int, help="records under load (default 400,000)")
     p.add_argument("--client-records", type=int, help="client part (default 200,000)")
+    p.add_argument(
+        "--read-ahead", type=int, help="logd's [limits] read_ahead_bytes in KiB (default 128)"
+    )
     p.add_argument("--client-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--step", type=int, default=25_000, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -175,12 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     emit(
         f"{clients:,} idle clients, {records:,} records from 4 producers under load, "
         f"{n_rounds} round(s); RLIMIT_NOFILE {nofile:,}"
+        + (f"; read_ahead_bytes {args.read_ahead} KiB" if args.read_ahead else "")
     )
+    config = f"[limits]\nread_ahead_bytes = {args.read_ahead * 1024}\n" if args.read_ahead else ""
     readings: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     kinds = ["logd", "bare"]
     for r in range(n_rounds):
         for kind in kinds[r % 2 :] + kinds[: r % 2]:
-            got = server_round(kind, clients, records)
+            got = server_round(kind, clients, records, config)
             for key, value in got.items():
                 readings[kind][key].append(value)
             shown = " ".join(f"{k} {v:.1f}" for k, v in got.items())

@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--open-files", type=int, help="[limits] open_files for logd (default: logd's, 4,096)"
     )
+    p.add_argument(
+        "--read-ahead", type=int, help="[limits] read_ahead_bytes in KiB (default: logd's, 128)"
+    )
     p.add_argument("--cold", action="store_true", help="open the sessions inside the timed window")
     args = p.parse_args(argv)
     per = args.records or (500 if args.quick else 50_000)
@@ -90,8 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     n_rounds = common.rounds(args, full=2)
     common.raise_nofile()
     emit(common.header("bench_sweep: logd records/s against live sessions and calls", args.quick))
-    extra = f"[limits]\nopen_files = {args.open_files}\n" if args.open_files else ""
-    files = f"open_files = {args.open_files}" if args.open_files else "default open_files (4,096)"
+    limits = [f"open_files = {args.open_files}"] if args.open_files else []
+    limits += [f"read_ahead_bytes = {args.read_ahead * 1024}"] if args.read_ahead else []
+    extra = "[limits]\n" + "".join(f"{line}\n" for line in limits) if limits else ""
+    files = ", ".join(limits) if limits else "default open_files (4,096) and read_ahead_bytes"
     emit(
         f"{PRODUCERS} producers {X} {per:,} records, K split between them, {n_rounds} round(s), "
         f"{files}, sessions opened {'in the timed window' if args.cold else 'before the clock'}"
