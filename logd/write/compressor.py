@@ -30,27 +30,29 @@ class Compressor:
 
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
-        self._pending: dict[Path, Future[Path]] = {}
+        # A rotation may hand over more than one copy of a family: the new one and an
+        # older one a crash kept from being compressed.
+        self._pending: dict[Path, list[Future[Path]]] = {}
 
     def submit(self, family: Path, rotated: Path) -> None:
         """Compress `rotated` (a copy of the live file `family`) in the background; the
-        caller has waited for `family`'s previous copy before rotating."""
+        caller has waited for `family`'s previous copies before rotating."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logd-gzip")
-        self._pending[family] = self._pool.submit(compress_file, rotated)
+        self._pending.setdefault(family, []).append(self._pool.submit(compress_file, rotated))
 
     def wait(self, family: Path) -> None:
-        """Return once `family`'s last copy is compressed (or failed, which is logged)."""
-        future = self._pending.pop(family, None)
-        if future is not None:
+        """Return once `family`'s copies are compressed (or failed, which is logged)."""
+        for future in self._pending.pop(family, ()):
             _report(future)
 
     def reap(self) -> None:
         """Forget the copies already done, logging any that failed; never waits."""
-        for family, future in list(self._pending.items()):
-            if future.done():
+        for family, futures in list(self._pending.items()):
+            if all(future.done() for future in futures):
                 del self._pending[family]
-                _report(future)
+                for future in futures:
+                    _report(future)
 
     def settle(self) -> None:
         """Wait for every copy under way."""
@@ -60,7 +62,7 @@ class Compressor:
     @property
     def busy(self) -> int:
         """Copies submitted and not yet reaped."""
-        return len(self._pending)
+        return sum(len(futures) for futures in self._pending.values())
 
     def close(self) -> None:
         self.settle()

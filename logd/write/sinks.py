@@ -351,15 +351,20 @@ class Sinks:
             self._undo.moved(path, posixpath.join(relative, archive))
             rotated = folder / archive
         else:
+            left_plain = []  # older copies a crash kept from being compressed
             for source, target in backup_renames(name, existing, policy):
                 if target is None:
                     os.unlink(folder / source)
                 else:
                     os.replace(folder / source, folder / target)
+                    if source != name and not target.endswith(".gz"):
+                        left_plain.append(folder / target)
                 self._undo.moved(
                     posixpath.join(relative, source), target and posixpath.join(relative, target)
                 )
             rotated = folder / f"{name}.1" if policy.backups > 0 else None
+            if policy.compress:
+                self._undo.rotated += [(full, copy) for copy in left_plain]
         self.rotations += 1
         if rotated is not None and policy.compress:
             self._undo.rotated.append((full, rotated))

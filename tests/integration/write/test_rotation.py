@@ -277,3 +277,33 @@ def test_a_failed_batch_that_rotated_midway_is_cut_back_exactly(tmp_path: Path) 
     ]
     assert max(family_sizes(folder, "call_x.log").values()) <= 1000
     assert not list(folder.glob("*.1")), "rotated copies are compressed after the commit"
+
+
+def test_a_copy_a_crash_kept_from_compression_is_compressed_at_the_next_rotation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The daemon dies after a rotation's batch committed and before its copy was gzipped:
+    # `call_x.log.1` stays plain. The next start's first rotation of that file shifts it
+    # to `.2` and compresses it too, rather than carrying a plain copy until it ages out.
+    gate = threading.Event()
+
+    def never(path: Path) -> Path:  # the crash: compression never finishes
+        gate.wait(10)
+        raise OSError("killed")
+
+    monkeypatch.setattr("logd.write.compressor.compress_file", never)
+    crashed = _call_sinks(tmp_path)
+    for i in range(2):
+        crashed.write_many([Write(Kind.CALL, CALL, f"{i:059d}\n")])
+        crashed.commit()
+    folder = tmp_path / "a/calls/d/bot_1"
+    assert sorted(p.name for p in folder.iterdir()) == ["call_x.log", "call_x.log.1"]
+    monkeypatch.setattr("logd.write.compressor.compress_file", compress_file)
+    gate.set()
+    crashed.compressor.close()  # its thread ends; the files are as the crash left them
+
+    restarted = _call_sinks(tmp_path)
+    restarted.write_many([Write(Kind.CALL, CALL, f"{2:059d}\n")])
+    restarted.commit()
+    restarted.close()
+    assert_three_lines_in(tmp_path, ["call_x.log", "call_x.log.1.gz", "call_x.log.2.gz"])
