@@ -300,7 +300,7 @@ class Engine:
                 self.totals.records_written += job.written
             elif isinstance(job, Maintain) and not job.done:
                 self._maintain(job, now)
-        self.timeline.rotated(now, self.sinks.take_rotations())
+        self.timeline.rotated(now, self.sinks.rotator.take_rotations())
 
     def _refuse(
         self,
@@ -318,7 +318,7 @@ class Engine:
             meta.unlink(missing_ok=True)
         self.sinks.rollback()
         self._take_back(gathered, rewritten=described)
-        self.timeline.rotated(gathered.now, self.sinks.take_rotations())
+        self.timeline.rotated(gathered.now, self.sinks.rotator.take_rotations())
         self._refused(exc, batch_bytes(gathered.batch))
         if isinstance(exc, OSError):
             raise exc
@@ -395,7 +395,7 @@ class Engine:
         self.config = config
         self.gather.relayout(config.layout)
         self.gather.events_off = config.events.off
-        self.sinks.rotation = config.rotation
+        self.sinks.rotator.rotation = config.rotation
         self.sinks.fsync = config.fsync
         self.sinks.open_files = max(1, config.limits.open_files)
         self.registry.utc = config.layout.utc

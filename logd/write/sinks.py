@@ -10,25 +10,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import posixpath
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
 from logd.config import Rotation, RotationPolicy
-from logd.retention.rotation import (
-    backup_renames,
-    events_archive_name,
-    events_rotation_due,
-    rotation_cuts,
-    rotation_due,
-    utc_day,
-)
+from logd.retention.rotation import rotation_cuts, utc_day
 from logd.write.batch import Lines
-from logd.write.compressor import Compressor
 from logd.write.durable import SYNCED, Durability, Syncing
 from logd.write.handles import Handles, OpenFile
+from logd.write.rotator import Rotator
 from logd.write.routing import Kind, Write
 from logd.write.undo import Undo
 
@@ -56,18 +48,13 @@ class Sinks:
         self._root = os.fspath(root)
         self.durability = durability or Durability()
         self.fsync = fsync
-        self._policies: dict[Kind, RotationPolicy] = {}
-        self.rotation = rotation
         self.clock = clock
         # Files and folders a batch creates are noted there: a rollback removes them
         # again, so a batch refused by a full disk leaves no empty file or folder behind.
         self.handles = Handles(root, limit=open_files, clock=clock, durability=self.durability)
-        self.rotations = 0
-        # (path, bytes) of each rotation not yet taken for the daemon's timeline.
-        self._rotation_log: list[tuple[str, int]] = []
         self._dirty: set[str] = set()
         self._undo = Undo(root)
-        self.compressor = Compressor()
+        self.rotator = Rotator(root, self._undo, rotation)
 
     @property
     def open_files(self) -> int:
@@ -94,7 +81,7 @@ class Sinks:
         written: dict[str, int] = {}
         today = utc_day(self.clock())
         files = self.handles.files
-        policies = self._policies
+        policies = self.rotator.policies
         undo, dirty = self._undo.lengths, self._dirty
         each_fsync = self.fsync == "always"
         try:
@@ -210,7 +197,7 @@ class Sinks:
     def commit(self) -> None:
         """The batch is acknowledged: forget how to undo it, compress what it rotated."""
         self._undo.forget()
-        self._compress_rotated()
+        self.rotator.compress_rotated()
         self.handles.take_created()
 
     def rollback(self) -> None:
@@ -223,7 +210,7 @@ class Sinks:
         for path, length in self._undo.cut_back():
             if (opened := files.get(path)) is not None:
                 opened.size = length
-        self._compress_rotated()
+        self.rotator.compress_rotated()
         new_files, new_dirs = self.handles.take_created()
         for path in new_files:
             opened = self.handles.pop(path)
@@ -254,8 +241,8 @@ class Sinks:
                 [(files[path].fd, files[path].dev) for path in self._dirty if path in files]
             )
         self._dirty.clear()
-        if self.compressor.busy:
-            self.compressor.reap()
+        if self.rotator.compressor.busy:
+            self.rotator.compressor.reap()
         return syncing
 
     def close_file(self, path: str) -> None:
@@ -275,14 +262,14 @@ class Sinks:
 
     def settle(self) -> None:
         """Wait until every rotated copy is compressed: before cleanup looks at the tree."""
-        self.compressor.settle()
+        self.rotator.compressor.settle()
 
     def close(self) -> None:
-        self._compress_rotated()
+        self.rotator.compress_rotated()
         self.sync()
         for path in list(self.handles.files):
             self.close_file(path)
-        self.compressor.close()
+        self.rotator.compressor.close()
         self.durability.close()
 
     @property
@@ -304,91 +291,26 @@ class Sinks:
 
     # --- rotation ------------------------------------------------------------------
 
-    @property
-    def rotation(self) -> Rotation | None:
-        """The rotation policies in force (replaced on reload)."""
-        return self._rotation
-
-    @rotation.setter
-    def rotation(self, rotation: Rotation | None) -> None:
-        self._rotation = rotation
-        self._policies = (
-            {}
-            if rotation is None
-            else {
-                Kind.RUN: rotation.run,
-                Kind.SESSION: rotation.session,
-                Kind.CALL: rotation.call,
-                Kind.EVENTS: rotation.events,
-            }
-        )
-
     def _rotation_due(self, path: str, incoming: int, policy: RotationPolicy, today: str) -> bool:
-        opened = self._file(path)
-        if path.endswith("/events.log"):
-            return events_rotation_due(opened.day, today, opened.size, incoming, policy)
-        return rotation_due(opened.size, incoming, policy)
+        return self.rotator.due(path, self._file(path), incoming, policy, today)
 
     def _rotate(self, path: str, kind: Kind, policy: RotationPolicy) -> None:
-        """Move a full file aside (between batches' lines, never mid-line) and start anew.
-
-        The rotated copy is compressed in the background (`Compressor`); this waits only
-        if the same file's previous copy is still being compressed.
-        """
+        """Move a full file aside (between batches' lines, never mid-line) and start anew."""
         opened = self._file(path)
-        day = opened.day
-        self._rotation_log.append((path, opened.size))
         self.close_file(path)
-        full = self.root / path
-        self.compressor.wait(full)
-        folder, name = full.parent, full.name
-        relative = os.path.dirname(path)
-        existing = set(os.listdir(folder))
-        rotated: Path | None
-        if kind is Kind.EVENTS:
-            archive = events_archive_name(day, existing, base=name)
-            os.replace(full, folder / archive)
-            self._undo.moved(path, posixpath.join(relative, archive))
-            rotated = folder / archive
-        else:
-            left_plain = []  # older copies a crash kept from being compressed
-            for source, target in backup_renames(name, existing, policy):
-                if target is None:
-                    os.unlink(folder / source)
-                else:
-                    os.replace(folder / source, folder / target)
-                    if source != name and not target.endswith(".gz"):
-                        left_plain.append(folder / target)
-                self._undo.moved(
-                    posixpath.join(relative, source), target and posixpath.join(relative, target)
-                )
-            rotated = folder / f"{name}.1" if policy.backups > 0 else None
-            if policy.compress:
-                self._undo.rotated += [(full, copy) for copy in left_plain]
-        self.rotations += 1
-        if rotated is not None and policy.compress:
-            self._undo.rotated.append((full, rotated))
-
-    def _compress_rotated(self) -> None:
-        for family, copy in self._undo.take_rotated():
-            self.compressor.submit(family, copy)
+        self.rotator.move_aside(path, kind, policy, opened)
 
     def rotate_all(self) -> int:
         """Rotate every open file that has content (`logd-ctl rotate`); returns how many."""
         count = 0
         for path, opened in list(self.handles.files.items()):
             kind = opened.kind
-            policy = self._policies.get(kind) if kind is not None else None
+            policy = self.rotator.policies.get(kind) if kind is not None else None
             if kind is not None and policy is not None and opened.size > 0:
                 self._rotate(path, kind, policy)
                 count += 1
-        self._compress_rotated()
+        self.rotator.compress_rotated()
         return count
-
-    def take_rotations(self) -> list[tuple[str, int]]:
-        """The (path, bytes) of every rotation since the last call."""
-        taken, self._rotation_log = self._rotation_log, []
-        return taken
 
     def forget(self, deleted: Iterable[str]) -> None:
         """Cleanup removed these paths: close handles under them, forget known folders.

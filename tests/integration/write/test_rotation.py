@@ -300,7 +300,7 @@ def test_a_copy_a_crash_kept_from_compression_is_compressed_at_the_next_rotation
     assert sorted(p.name for p in folder.iterdir()) == ["call_x.log", "call_x.log.1"]
     monkeypatch.setattr("logd.write.compressor.compress_file", compress_file)
     gate.set()
-    crashed.compressor.close()  # its thread ends; the files are as the crash left them
+    crashed.rotator.compressor.close()  # its thread ends; the files are as the crash left them
 
     restarted = _call_sinks(tmp_path)
     restarted.write_many([Write(Kind.CALL, CALL, f"{2:059d}\n")])

@@ -52,7 +52,7 @@ def test_a_batch_that_rotated_is_cut_back_in_every_file_it_wrote(tmp_path: Path)
             Write(Kind.EVENTS, "a/events.log", "undone c\n"),
         ]
     )
-    assert sinks.rotations >= 1
+    assert sinks.rotator.rotations >= 1
     sinks.rollback()
     sinks.close()
     # The rotation stays done; what the batch appended anywhere is gone.
