@@ -123,7 +123,15 @@ class Books:
         self.point_current()
 
     def lookup(self, app: str, run_id: str) -> RunState | None:
-        """A run the registry does not hold, from its row and metadata (`Registry.lookup`)."""
+        """A run the registry does not hold (`Registry.lookup`): one ended and not written
+        yet (found lost on a full disk) as it stands, else from its row and metadata.
+
+        The unwritten state is newer than the row: read from the row, the run's records
+        would be counted on a second object, and the first would be written over them.
+        """
+        unwritten = self.pending.runs.get((app, run_id))
+        if unwritten is not None:
+            return unwritten
         return persisted_run(self.store, self.root, app, run_id) if self.opened else None
 
     def lookup_session(self, app: str, session_id: str, now: int) -> SessionState | None:

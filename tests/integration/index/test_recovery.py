@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from logd_client import wire
 
 from logd.index.states import Peer
 from logd.index.store import RegistryStore
+from logd.ingest.orphans import SPOOL_PEER
 from logd.write.engine import Engine
 from logd.write.jobs import Ingest, Tick
 from tests.helpers import make_config
@@ -89,3 +91,40 @@ def test_a_containers_run_left_open_waits_for_dockerd_to_bring_it_back(tmp_path:
     (row,) = _rows(tmp_path)
     assert row["end_reason"] == "disconnected"
     assert row["container_id"] == "cd" * 32
+
+
+def test_a_spool_for_a_run_found_lost_while_its_row_could_not_be_written_counts_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restart finds a run lost (its process exited while no daemon ran, leaving a
+    spool), but cannot write that yet: another writer holds index.sqlite3. When the
+    spool arrives, its records reopen the run the registry holds as lost, and the books
+    count them: the stale lost state must not be written over them."""
+    monkeypatch.setattr("logd.index.store.BUSY_TIMEOUT_MS", 50)
+    config = make_config(tmp_path / "root", tmp_path)
+    first = Engine(config, pid_alive=lambda pid: True)
+    first.process([message("app:start", None, None)])
+    first.close()  # as a crash leaves it: the run open
+
+    other = sqlite3.connect(tmp_path / "root" / "index.sqlite3", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the index
+    # Opening the index finds the run lost, and cannot write that yet.
+    second = Engine(config, pid_alive=lambda pid: pid == os.getpid())
+    other.execute("ROLLBACK")
+    other.close()
+    spooled = [
+        (T0 + (3 + i) * 100 * MS, {"msg": "late", "app": "a", "run_id": RUN, "pid": 999_999})
+        for i in range(2)
+    ]
+    second.process([Ingest(SPOOL_PEER, [wire.Entries("a", spooled, {}, [])])])
+    second.close()
+    meta = json.loads((tmp_path / "root/a/runs" / RUN / "metadata.json").read_text())
+    lines = (tmp_path / "root/a/runs" / RUN / "main.log").read_text().splitlines()
+    (row,) = _rows(tmp_path)
+    assert len(lines) == 5
+    assert meta["records"] == row["records"] == 5
+    # Reopened by its late records, as any record of an ended run does; it ends again
+    # once its processes are known to be gone.
+    assert meta["end_reason"] is None
+    assert row["end_reason"] is None
+    assert row["active"]
