@@ -148,8 +148,11 @@ class Connections:
         conn = Conn(peer, trio.current_time())
         self.conns[peer.conn_id] = conn
         self.total += 1
+        # Packed entries stay packed until the writer takes them (`wire.unpacked`).
         decoder = wire.ForwardDecoder(
-            max_message_bytes=limits.max_message_bytes, max_records=limits.max_records or None
+            max_message_bytes=limits.max_message_bytes,
+            max_records=limits.max_records or None,
+            lazy_packed=True,
         )
         by_daemon = False
         try:

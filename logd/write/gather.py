@@ -128,6 +128,7 @@ class Gatherer:
                     self.totals.duplicates += 1
                     continue
                 batch.chunks.add(key)
+            entries = wire.unpacked(entries)
             job.written += len(entries.entries)
             self._message(entries, job.peer, batch, now, forward=forward, published=published)
 

@@ -21,6 +21,7 @@ from .messages import (
     ProtocolError,
     RemoteProtocolError,
 )
+from .parse import unpacked
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
@@ -49,4 +50,5 @@ __all__ = [
     "encode_pong",
     "password_digest",
     "shared_key_digest",
+    "unpacked",
 ]

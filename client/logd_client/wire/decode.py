@@ -227,6 +227,10 @@ class ForwardDecoder(_Decoder[Entries | Ping | Heartbeat]):
             Messages are bounded by bytes, as Fluentd and Fluent Bit bound them.
         max_records: Most entries accepted in one message; None (the default) for no count
             limit beyond what fits in ``max_message_bytes``.
+        lazy_packed: Leave the entries of PackedForward messages packed, in
+            :attr:`Entries.packed`, for `unpacked()` to decode later (not with
+            ``max_records``, which must count them on arrival). Broken packed entries are
+            then found by `unpacked()`.
     """
 
     def __init__(
@@ -234,14 +238,18 @@ class ForwardDecoder(_Decoder[Entries | Ping | Heartbeat]):
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_records: int | None = None,
+        lazy_packed: bool = False,
     ) -> None:
         if max_records is not None and max_records < 1:
             raise ValueError(f"max_records must be positive, not {max_records}")
         super().__init__(max_message_bytes=max_message_bytes)
         self._max_records = max_records
+        self._lazy = lazy_packed
 
     def _interpret(self, obj: object) -> Entries | Ping | Heartbeat:
-        return decode_forward_message(obj, self._max_bytes, self._max_records)
+        return decode_forward_message(
+            obj, self._max_bytes, self._max_records, lazy_packed=self._lazy
+        )
 
 
 class ResponseDecoder(_Decoder[Ack | Helo | Pong]):

@@ -98,12 +98,16 @@ class Entries:
         entries: ``(time in ns since the epoch, record)`` pairs; record keys are str.
         option: The option map, ``{}`` when absent.
         invalid: Entries dropped from this message, with the reason.
+        packed: A PackedForward message's entries still packed (``entries`` then empty),
+            from a decoder made with ``lazy_packed``; `unpacked()` decodes them. None once
+            decoded.
     """
 
     tag: str
     entries: list[tuple[int, dict[str, Any]]]
     option: dict[str, Any]
     invalid: list[Invalid]
+    packed: bytes | None = None
 
     @property
     def chunk(self) -> str | bytes | None:

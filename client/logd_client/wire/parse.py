@@ -288,13 +288,14 @@ def _option(value: object) -> dict[str, Any]:
 
 
 def decode_forward_message(
-    obj: object, max_bytes: int, max_records: int | None = None
+    obj: object, max_bytes: int, max_records: int | None = None, *, lazy_packed: bool = False
 ) -> Entries | Ping | Heartbeat:
     """One Forward message as Entries (or a PING or heartbeat).
 
     ``max_bytes`` bounds what gzip may inflate to. Messages are otherwise bounded by bytes
     alone, as Fluentd and Fluent Bit bound them; ``max_records`` is an optional count limit
-    on top (None: none).
+    on top (None: none). ``lazy_packed`` leaves PackedForward entries packed (see
+    `unpacked()`) unless a count limit needs them counted now.
     """
     if obj is None:
         return _HEARTBEAT
@@ -326,9 +327,13 @@ def decode_forward_message(
         blob = second.encode("utf-8", "surrogateescape") if isinstance(second, str) else second
         if option.get("compressed") == "gzip":
             blob, broken = _gunzip(blob, max_bytes)
+            if lazy_packed and max_records is None:
+                return Entries(tag, entries, option, [broken] if broken else [], blob)
             _collect_packed(blob, max_records, entries, invalid)
             if broken is not None:
                 invalid.append(broken)
+        elif lazy_packed and max_records is None:
+            return Entries(tag, entries, option, invalid, blob)
         else:
             _collect_packed(blob, max_records, entries, invalid)
     else:  # Message
@@ -337,6 +342,22 @@ def decode_forward_message(
         option = _option(obj[3]) if size == 4 else {}
         _collect((obj[1:3],), entries, invalid)
     return Entries(tag, entries, option, invalid)
+
+
+def unpacked(message: Entries) -> Entries:
+    """``message`` with its packed entries decoded (itself when there are none).
+
+    A daemon decodes a PackedForward message's entries here, one message at a time just
+    before it stores them, rather than when the message arrives: decoded, a record takes
+    several times its packed size, and the messages waiting for the writer would hold
+    that much. Entries that do not decode are listed in ``invalid``, as when eager.
+    """
+    if message.packed is None:
+        return message
+    entries: list[tuple[int, dict[str, Any]]] = []
+    invalid: list[Invalid] = []
+    _collect_packed(message.packed, None, entries, invalid)
+    return Entries(message.tag, entries, message.option, invalid + message.invalid)
 
 
 def _decode_ping(obj: list[Any]) -> Ping:

@@ -43,7 +43,7 @@ def drain(decoder: Any) -> list[Any]:
         events.append(event)
 
 
-def decode_all(data: bytes, **limits: int) -> list[Any]:
+def decode_all(data: bytes, **limits: Any) -> list[Any]:
     decoder = wire.ForwardDecoder(**limits)
     decoder.receive_data(data)
     decoder.receive_eof()
@@ -52,7 +52,7 @@ def decode_all(data: bytes, **limits: int) -> list[Any]:
     return events
 
 
-def decode_one(data: bytes, **limits: int) -> Any:
+def decode_one(data: bytes, **limits: Any) -> Any:
     (event,) = decode_all(data, **limits)
     return event
 
@@ -488,6 +488,20 @@ def test_too_many_records_when_a_count_limit_is_set() -> None:
         assert len(decode_one(data, max_records=11).entries) == 11
 
 
+def test_a_count_limit_counts_packed_entries_on_arrival_even_when_lazy() -> None:
+    entries = [(T0, {"i": i}) for i in range(11)]
+    for data in (
+        wire.encode_packed_forward("t", entries),
+        wire.encode_forward("t", entries, compressed=True),
+    ):
+        with pytest.raises(wire.RemoteProtocolError) as info:
+            decode_all(data, max_records=10, lazy_packed=True)
+        assert info.value.code == "too-many-records"
+        event = decode_one(data, max_records=11, lazy_packed=True)
+        assert event.packed is None
+        assert len(event.entries) == 11
+
+
 def test_gzip_bomb_is_refused() -> None:
     bomb = zlib.compress(b"\0" * (8 * 1024 * 1024), 9, wbits=31)
     assert len(bomb) < 16 * 1024
@@ -576,6 +590,29 @@ def test_every_split_yields_the_same_events(
     decoder.receive_eof()
     events.extend(drain(decoder))
     assert events == whole
+
+
+def test_lazy_packed_entries_decode_later_to_what_eager_decoding_gives() -> None:
+    """The daemon's decoder leaves packed entries packed; `unpacked` then finds the same
+    entries and the same invalid ones (broken msgpack, truncation, bad gzip)."""
+    good = packb([1, {"a": 1}])
+    body = gzip.compress(good + packb(["noon", {}]))
+    blob = (
+        wire.encode_packed_forward("t", [(T0, {"i": 1}), (T0 + 1, {"i": 2})], chunk="c1")
+        + packb(["t", good + b"\xc1" + good, {"chunk": "c2"}])
+        + packb(["t", good + good[:-1]])
+        + packb(["t", body + b"garbage", {"compressed": "gzip"}])
+        + packb(["t", body[:-6], {"compressed": "gzip"}])
+        + packb(["t", b"", {"chunk": "empty"}])
+        + packb(["t", [[1, {"forward": 1}]]])
+    )
+    eager = decode_all(blob)
+    lazy = decode_all(blob, lazy_packed=True)
+    assert [e.packed is not None for e in lazy] == [True] * 6 + [False]
+    assert all(e.entries == [] for e in lazy[:6])
+    assert [e.chunk for e in lazy] == [e.chunk for e in eager]
+    assert [wire.unpacked(e) for e in lazy] == eager
+    assert [len(e.invalid) for e in eager] == [0, 1, 1, 2, 2, 0, 0]
 
 
 def feed_and_drain(decoder: Any, data: bytes, step: int) -> None:
