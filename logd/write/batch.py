@@ -28,11 +28,12 @@ class Lines:
     and nothing is regrouped when the batch is written.
     """
 
-    __slots__ = ("by_path", "kinds")
+    __slots__ = ("by_path", "kinds", "released")
 
     def __init__(self, writes: Iterable[Write] = ()) -> None:
         self.by_path: dict[str, list[str]] = {}
         self.kinds: dict[str, Kind] = {}
+        self.released = 0  # bytes of the lines `release()` let go
         self.add(writes)
 
     def to(self, kind: Kind, path: str) -> list[str]:
@@ -46,6 +47,16 @@ class Lines:
     def add(self, writes: Iterable[Write]) -> None:
         for kind, path, line in writes:
             self.to(kind, path).append(line)
+
+    def release(self, nbytes: int) -> None:
+        """Let the text of `nbytes` of written lines go, keeping which files they went to.
+
+        A batch waits for its sync and commit while the next one is gathered; its rendered
+        lines (some 600 bytes a record) are not needed for that, only its files.
+        """
+        self.released += nbytes
+        for lines in self.by_path.values():
+            lines.clear()
 
 
 @dataclass(slots=True)
@@ -136,4 +147,5 @@ def tick(registry: Registry, batch: Batch, now: int, session_idle_ns: int) -> No
 
 def batch_bytes(batch: Batch) -> int:
     """How many bytes of lines a batch holds (what a refused batch failed to write)."""
-    return sum(len(line) for lines in batch.lines.by_path.values() for line in lines)
+    lines = batch.lines
+    return lines.released + sum(len(line) for text in lines.by_path.values() for line in text)

@@ -222,6 +222,7 @@ class Engine:
             written = self.sinks.write_many(batch.lines)
             # The disk flushes while the rows below are worked out; they commit after it.
             syncing = self.sinks.start_sync()
+            batch.lines.release(sum(written.values()))
             run_dirs = batch.run_dirs
             for path, count in written.items():
                 folder, _, name = path.rpartition("/")

@@ -17,6 +17,7 @@ import pytest
 from logd_client import wire
 
 from logd.index.states import Peer
+from logd.write.batch import batch_bytes
 from logd.write.engine import Engine
 from logd.write.jobs import Ingest
 from tests.helpers import make_config, read_lines
@@ -83,6 +84,28 @@ def test_each_batch_lands_with_its_own_books(engine: Engine, tmp_path: Path) -> 
         *range(0, 2 * PER, 2),
         *range(1, 2 * PER, 2),
     ]
+
+
+def test_a_batch_in_flight_keeps_its_files_but_not_its_lines(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # While it syncs and the next batch is gathered, a written batch needs to know which
+    # files it touched, not what it wrote to them: its lines' text is let go.
+    root = tmp_path / "root"
+    flight = engine.begin([job(0)])
+    lines = flight.batch.lines
+    on_disk = {
+        str(path.relative_to(root)): path.stat().st_size
+        for path in root.glob("a/**/*")
+        if path.suffix in (".log", ".jsonl") and not path.parent.is_symlink()
+    }
+    assert set(lines.by_path) == set(on_disk) - {"a/events.log"}
+    assert all(text == [] for text in lines.by_path.values())
+    # What a refusal would report as not written: every byte of its lines.
+    assert batch_bytes(flight.batch) == lines.released == sum(on_disk.values())
+    engine.land(flight)
+    engine.close()
+    assert numbers(root / "a" / "runs" / RUN / "main.log") == list(range(PER))
 
 
 def test_a_resend_of_the_chunk_in_flight_is_not_written_twice(
