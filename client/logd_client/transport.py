@@ -87,8 +87,12 @@ class Transport:
         max_queue_records: records held in memory (queued plus unacknowledged) before
             records are dropped. Spooling starts at 3/4 of it, or of `max_queue_bytes`.
         max_queue_bytes: estimated bytes held in memory, likewise.
-        max_batch_records: records per Forward message at most.
-        max_batch_bytes: approximate encoded size per Forward message at most.
+        max_batch_records: records per Forward message at most. The default is far above
+            what fits in `max_batch_bytes`: messages are bounded by bytes, as Fluent Bit's
+            chunks are. A large message carries more records of each session, and the
+            daemon's cost per file and batch is shared by all of them.
+        max_batch_bytes: estimated size per Forward message at most, counted as
+            `max_queue_bytes` counts (about twice the encoded size).
         max_message_bytes: a message that encodes larger is split, and a single record
             that alone is larger is cut down to fit (its message first, marked
             ``… [truncated 3.1 MiB]``), since the daemon would refuse it forever. The
@@ -116,7 +120,7 @@ class Transport:
         *,
         max_queue_records: int = 100_000,
         max_queue_bytes: int = 64 << 20,
-        max_batch_records: int = 1000,
+        max_batch_records: int = 10_000,
         max_batch_bytes: int = 1 << 20,
         max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
         window: int = 8,

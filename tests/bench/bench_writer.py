@@ -2,7 +2,7 @@
 
 `python -m tests.bench.bench_writer [--quick] [--rounds R] [--counts 1,100,...]`
 
-No sockets and no producers: the messages the sweep's 4 producers would send (926
+No sockets and no producers: the messages the sweep's 4 producers would send (2,920
 records each, round-robin over each producer's K/4 sessions), already decoded, two
 producers' messages per batch, `fsync = "batch"`, every session live before the clock
 starts. What the sweep's ratio is made of, without the producers' and the event loop's
@@ -27,7 +27,7 @@ from tests.bench.common import X, emit
 from tests.helpers import make_config
 
 PRODUCERS = 4
-PER_MESSAGE = 926  # what logd's client put in one message in the sweep
+PER_MESSAGE = 2920  # what logd's client puts in one message in the sweep (1 MiB estimated)
 
 
 def _message(producer: int, first: int, share: int, t0: int) -> wire.Entries:

@@ -188,6 +188,26 @@ def test_records_arrive_in_order_with_their_fields(
     assert (stats.acked_records, stats.inflight_records, stats.queued_records) == (50, 0, 0)
 
 
+def test_a_backlog_goes_out_in_messages_bounded_by_bytes_not_by_record_count(
+    socket_path: str, make_transport: Callable[..., Transport]
+) -> None:
+    # With the defaults, a message carries up to 1 MiB (estimated) of records however many
+    # that is: each carries more records of every live session, and the daemon's cost per
+    # file and batch is shared by them.
+    transport = make_transport(socket_path)
+    enqueue_many(transport, 6000)
+    server = ForwardServer(socket_path)
+    try:
+        assert transport.flush(WAIT_S)
+        sizes = [len(m.entries) for m in server.messages]
+        assert sum(sizes) == 6000
+        assert len(sizes) == 2
+        assert min(sizes) > 1000
+        assert server.msgs() == [f"m{i}" for i in range(6000)]
+    finally:
+        server.close()
+
+
 def test_flush_is_false_without_acks_and_unacked_messages_are_resent(
     socket_path: str, make_transport: Callable[..., Transport]
 ) -> None:
