@@ -8,6 +8,7 @@ including the awkward ones.
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -424,6 +425,14 @@ def test_the_cached_time_and_quoted_message_equal_the_slow_forms() -> None:
     ]
     wrong_times = [t for t in times if templates._iso_of(t) != iso_utc_ms(t)]
     assert not wrong_times, f"{len(wrong_times)} differ, e.g. {wrong_times[:3]}"
+    # The per-millisecond caches of a message's times: filled, past their bound, then hit.
+    clock = partial(clock_text, utc=templates.layout.utc)
+    for _ in range(2):
+        isos = templates._texts(times, templates._iso_ms, templates._iso_of)
+        assert isos == [iso_utc_ms(t) for t in times]
+        clocks = templates._texts(times, templates._clock_ms, templates._clock_of)
+        assert clocks == [clock(t) for t in times]
+    assert 0 < len(templates._iso_ms) <= 4096
 
 
 def test_interleaved_sessions_keep_the_same_registry_rows_in_one_message(tmp_path: Path) -> None:
