@@ -125,7 +125,8 @@ class Limits:
     session_idle_s: float = 3600
     open_files: int = 4096
     # Bytes a connection reads on while the writer has its previous messages; 0 = off.
-    read_ahead_bytes: int = 128 * 1024
+    # About two of logd's client's messages: the writer takes both in one batch.
+    read_ahead_bytes: int = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,14 @@ from logd_client import wire
 
 from logd.index.states import Peer
 
-__all__ = ["SubmitMany", "Taken", "take_buffered"]
+__all__ = ["READ_AHEAD_SHARES", "SubmitMany", "Taken", "read_ahead_pool", "take_buffered"]
+
+# All connections together read ahead up to this many times `[limits] read_ahead_bytes`
+# (`logd.ingest.streams.ReadAhead`), less READ_AHEAD_PER_CONNECTION for each open one,
+# down to READ_AHEAD_FLOOR (or the full pool, when that is smaller).
+READ_AHEAD_SHARES = 4
+READ_AHEAD_PER_CONNECTION = 4 * 1024
+READ_AHEAD_FLOOR = 4 * 128 * 1024
 
 # Hands messages to the writer in order; returns how many of them, from the first, are
 # durable (all of them unless the disk or the index refused a batch, or the daemon stops).
@@ -34,6 +41,21 @@ class Taken:
     entries: list[wire.Entries] = field(default_factory=list)
     stopped_at: wire.Ping | wire.Heartbeat | wire.Closed | None = None
     error: wire.RemoteProtocolError | None = None
+
+
+def read_ahead_pool(read_ahead_bytes: int, connections: int) -> int:
+    """Bytes all connections may read ahead between them, with `connections` open.
+
+    Why it shrinks: reading ahead two messages of each busy client halves the writer's
+    cost per file and batch, but costs about 3 bytes of memory per byte read ahead (the
+    bytes, their decoder's buffer, their lines). Each open connection holds about 21 KiB
+    of its own, so a thousand of them leave the pool at its floor: the daemon's memory
+    then stays where a 128 KiB read-ahead kept it, while a few busy clients get it all.
+    One connection takes at most a share of it (a quarter), and at most the limit.
+    """
+    full = READ_AHEAD_SHARES * read_ahead_bytes
+    floor = min(full, READ_AHEAD_FLOOR)
+    return max(floor, full - connections * READ_AHEAD_PER_CONNECTION)
 
 
 def take_buffered(decoder: wire.ForwardDecoder) -> Taken:

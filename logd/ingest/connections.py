@@ -26,7 +26,12 @@ from logd_client import wire
 
 from logd.config import Config, Limits
 from logd.index.states import Peer, Transport
-from logd.ingest.batching import SubmitMany, take_buffered
+from logd.ingest.batching import (
+    READ_AHEAD_SHARES,
+    SubmitMany,
+    read_ahead_pool,
+    take_buffered,
+)
 from logd.ingest.peers import authenticate, keep_alive, peer_of, peer_text
 from logd.ingest.streams import ReadAhead, ReadBudget
 from logd.write.jobs import ConnClosed, Job
@@ -43,9 +48,6 @@ DRAIN_READ_S = 0.2
 DRAIN_ACK_S = 1.0
 # Near the limit means within limit // ROOM_DIVISOR (at least 1) of it.
 ROOM_DIVISOR = 16
-# All connections together read ahead up to this many times `[limits] read_ahead_bytes`
-# (logd.ingest.streams.ReadAhead).
-READ_AHEAD_SHARES = 4
 
 Enqueue = Callable[[Job, trio.Event | None], Awaitable[bool]]
 
@@ -103,13 +105,15 @@ class Connections:
         """Bytes the connections may still read ahead between them."""
         return self._read_budget.left
 
-    def _read_ahead(self, limits: Limits) -> ReadBudget:
-        """The shared read-ahead budget, resized when a reload changed the limit."""
-        total = READ_AHEAD_SHARES * limits.read_ahead_bytes
+    def _read_ahead(self, limits: Limits) -> tuple[ReadBudget, int]:
+        """The shared read-ahead budget, resized to the limit (a reload may change it) and
+        to the connections open now (`read_ahead_pool`), and what one connection may take
+        of it: a share, at most the limit."""
+        total = read_ahead_pool(limits.read_ahead_bytes, len(self.conns))
         if total != self._read_budget_total:
             self._read_budget.left += total - self._read_budget_total
             self._read_budget_total = total
-        return self._read_budget
+        return self._read_budget, min(limits.read_ahead_bytes, total // READ_AHEAD_SHARES)
 
     async def accept_loop(
         self, nursery: trio.Nursery, listener: trio.abc.Listener[Any], transport: Transport
@@ -179,8 +183,8 @@ class Connections:
                     current = self._config().limits  # a reload may have changed it
                     more = taken.stopped_at is None and taken.error is None
                     if more and current.read_ahead_bytes:
-                        budget = self._read_ahead(current)
-                        ahead = ReadAhead(stream, decoder, budget, current.read_ahead_bytes)
+                        budget, limit = self._read_ahead(current)
+                        ahead = ReadAhead(stream, decoder, budget, limit)
                     # Once the writer has the messages, a stop must not come between their
                     # write and their acks: the client would resend what is already written.
                     with trio.CancelScope(shield=True):

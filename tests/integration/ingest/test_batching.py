@@ -19,7 +19,7 @@ from logd_client import wire
 from logd_client.wire.decode import READ_CHUNK
 
 from logd.config import Config, Limits
-from logd.ingest.connections import READ_AHEAD_SHARES
+from logd.ingest.batching import read_ahead_pool
 from logd.server import LogdServer, serve_logd
 from logd.write.engine import Engine
 from logd.write.flight import Gathered
@@ -180,7 +180,7 @@ async def read_ahead_below(server: LogdServer, left: int) -> None:
 
 
 READ_AHEAD_BYTES = Limits().read_ahead_bytes
-READ_AHEAD_TOTAL = READ_AHEAD_SHARES * READ_AHEAD_BYTES
+READ_AHEAD_TOTAL = read_ahead_pool(READ_AHEAD_BYTES, 1)  # the producer's connection alone
 
 
 def padded(index: int) -> bytes:
@@ -272,3 +272,39 @@ async def test_bad_bytes_read_ahead_close_the_connection_after_the_messages_befo
         assert events == [*ack_list(3), wire.Closed()]
         assert lines_of(config.root) == ["m0", "m1", "m2"]
         assert server.errors["malformed"] == 1
+
+
+async def test_with_many_connections_open_a_busy_one_reads_ahead_only_its_share(
+    config: Config, held: type[HeldEngine]
+) -> None:
+    # 256 KiB a connection makes a 1 MiB pool; 200 connected clients shrink it to its
+    # floor (512 KiB), of which one connection may take a quarter: 128 KiB, not 256.
+    limit = 256 * 1024
+    config = replace(config, limits=replace(config.limits, read_ahead_bytes=limit))
+    idle_count = 200
+    pool = read_ahead_pool(limit, idle_count + 1)
+    share = pool // 4
+    assert share < limit
+    size = len(padded(1))
+    count = 2 * limit // size
+    async with trio.open_nursery() as nursery:
+        server = LogdServer(config, engine_factory=held)
+        await nursery.start(partial(serve_logd, config, server=server))
+        idle = [await trio.open_unix_socket(str(config.listen.socket)) for _ in range(idle_count)]
+        with trio.fail_after(20):
+            while len(server.connections.conns) < idle_count:
+                await trio.sleep(0.01)
+        producer = await Producer.unix(config.listen.socket)
+        await producer.send(padded(0))
+        await trio.to_thread.run_sync(held.busy.wait, 20)
+        nursery.start_soon(producer.send, b"".join(padded(i) for i in range(1, count + 1)))
+        await read_ahead_below(server, pool - share + 1)
+        held.release.set()
+        assert await receive_acks(producer, count + 1) == ack_list(count + 1)
+        assert max(held.jobs[1:]) <= (share + READ_CHUNK) // size + 1, held.jobs
+        assert sum(held.jobs) == count + 1
+        assert unpadded(lines_of(config.root)) == [f"m{i}" for i in range(count + 1)]
+        for stream in idle:
+            await stream.aclose()
+        await producer.aclose()
+        server.request_stop()

@@ -79,7 +79,7 @@ def test_defaults_under_systemd(base: Config) -> None:
         idle_timeout_s=300,
         session_idle_s=3600,
         open_files=4096,
-        read_ahead_bytes=128 * 1024,
+        read_ahead_bytes=1024 * 1024,
     )
     assert base.fsync == "batch"
     assert base.config_file is None
