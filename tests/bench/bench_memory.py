@@ -165,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--records", type=int, help="records under load (default 400,000)")
     p.add_argument("--client-records", type=int, help="client part (default 200,000)")
     p.add_argument(
-        "--read-ahead", type=int, help="logd's [limits] read_ahead_bytes in KiB (default 128)"
+        "--read-ahead",
+        type=int,
+        help="logd's [limits] read_ahead_bytes in KiB (default: logd's, 1,024)",
     )
     p.add_argument("--client-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--step", type=int, default=25_000, help=argparse.SUPPRESS)

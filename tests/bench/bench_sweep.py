@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         "--open-files", type=int, help="[limits] open_files for logd (default: logd's, 4,096)"
     )
     p.add_argument(
-        "--read-ahead", type=int, help="[limits] read_ahead_bytes in KiB (default: logd's, 128)"
+        "--read-ahead", type=int, help="[limits] read_ahead_bytes in KiB (default: logd's, 1,024)"
     )
     p.add_argument("--cold", action="store_true", help="open the sessions inside the timed window")
     args = p.parse_args(argv)
