@@ -20,7 +20,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from contextvars import Token
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast
@@ -333,7 +333,7 @@ def afollow(
     events: str | None = None,
     n: int = 0,
     control: str | None = None,
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """`follow()` as an asyncio async iterator: `async for r in afollow(session=sid)`.
 
     See `logd_client.control.aio.afollow`; imported on first use, so apps that never

@@ -83,7 +83,7 @@ def _setup(args: argparse.Namespace) -> tuple[logging.Handler | None, Callable[[
         listener = logging.handlers.QueueListener(q, target)
         listener.start()
     elif variant == "FluentHandler":
-        from fluent import handler as fluent_handler  # type: ignore[import-untyped]
+        from fluent import handler as fluent_handler
 
         handler = fluent_handler.FluentHandler(APP, host="127.0.0.1", port=args.fluent_port)
         fields = {"msg": "%(message)s", "level": "%(levelname)s", "logger": "%(name)s"}

@@ -64,7 +64,7 @@ class BatchedHandler(logging.Handler):
         self._parts: list[bytes] = []
         self._size = 0
         self._limit = limit
-        self._pri = {}  # levelname -> "<PRI>" bytes, user facility
+        self._pri: dict[str, bytes] = {}  # levelname -> "<PRI>" bytes, user facility
 
     def emit(self, record: logging.LogRecord) -> None:
         """Format and buffer one record; send when the buffer passes the limit."""

@@ -130,7 +130,9 @@ SPOOLED = (
 
 def assert_times_are_the_producers(log_root: Path, run_id: str) -> dict[str, Any]:
     """Start and end of a run are its app:start and app:shutdown records' own times."""
-    meta = json.loads((log_root / "shop" / "runs" / run_id / "metadata.json").read_text())
+    meta: dict[str, Any] = json.loads(
+        (log_root / "shop" / "runs" / run_id / "metadata.json").read_text()
+    )
     times = {kind: ts for ts, kind, _, _ in events_of(log_root, "shop")}
     assert meta["end_reason"] == "shutdown"
     assert ms(meta["start_time"]) == ms(times["app:start"])

@@ -377,7 +377,7 @@ def test_reload_names_every_changed_setting_that_needs_a_restart(
     command = [sys.executable, "-m", "logd", "serve", "--config", str(config)]
     command += ["--socket", str(sock), "--control", str(control)]
     with open(socket_dir / "stderr.txt", "w") as stderr:
-        proc = subprocess.Popen(command, env=env, stderr=stderr)
+        proc = subprocess.Popen(command, env=env, stderr=stderr, text=True)
     daemon = DaemonProcess(proc, root, sock, env, socket_dir / "stderr.txt")
     try:
         wait_ctl_ready(daemon)

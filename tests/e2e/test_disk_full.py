@@ -345,7 +345,11 @@ def test_the_daemons_own_log_degrades_quietly_on_a_full_disk(disk: SmallDisk) ->
     for _ in range(3):  # more lines the own log cannot take
         count = reloads(daemon)
         daemon.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda c=count: reloads(daemon) > c)
+
+        def reloaded(before: int = count) -> bool:
+            return reloads(daemon) > before
+
+        wait_for(reloaded)
     stderr = daemon.stderr
     assert "cannot write, not acknowledging" in stderr
     assert stderr.count("logd.log") == 1, stderr

@@ -58,6 +58,7 @@ class Logd:
 
     def output(self) -> dict[str, Any]:
         (out,) = self.status()["outputs"]
+        assert isinstance(out, dict)
         return out
 
     def stop(self) -> None:

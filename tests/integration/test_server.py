@@ -66,7 +66,7 @@ class Producer:
                 return event
             data = await self.stream.receive_some(65536)
             if data:
-                self.decoder.receive_data(data)
+                self.decoder.receive_data(bytes(data))
             else:
                 self.decoder.receive_eof()
 

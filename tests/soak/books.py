@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -180,8 +181,8 @@ def check_delivery(
             if len(verdict.lost_examples) < _QUOTE:
                 verdict.lost_examples.append(f"{producer.name}: run {producer.run_id} not on disk")
             continue
-        main = run.ids.get("main.log", {})
-        component = run.ids.get(f"{APP}.{producer.name.split('.')[0]}.log", {})
+        main = run.ids.get("main.log", Counter[int]())
+        component = run.ids.get(f"{APP}.{producer.name.split('.')[0]}.log", Counter[int]())
         for seq in range(producer.acked):
             missing = [
                 name for name, ids in (("main", main), ("component", component)) if not ids.get(seq)
@@ -233,8 +234,8 @@ def check_runs(
     for run_id in sorted(set(runs) & set(rows)):
         run, row = runs[run_id], rows[run_id]
         meta = _metadata(run.folder)
-        producer = by_run.get(run_id)
-        where = f"run {run_id} ({producer.name if producer else '?'})"
+        owner = by_run.get(run_id)
+        where = f"run {run_id} ({owner.name if owner else '?'})"
         if meta is None:
             verdict.note(RUN_ROWS, f"{where}: metadata.json missing or unreadable")
             meta = {}
@@ -248,24 +249,24 @@ def check_runs(
             verdict.note(RUN_RECORDS, f"{where}: counts by level {row['counts']} != records")
         if row["end_ts"] is None or meta.get("end_time") is None:
             verdict.note(RUNS_LEFT_ACTIVE, f"{where}: still active after the final stop")
-        if producer is not None:
-            expected = {"disconnected", "lost"} if producer.killed else {"shutdown"}
-            if producer.killed and producer.done:
+        if owner is not None:
+            expected = {"disconnected", "lost"} if owner.killed else {"shutdown"}
+            if owner.killed and owner.done:
                 # Killed in its exit hook, which may already have sent app:shutdown.
                 expected.add("shutdown")
-            if not producer.killed and _caught_by_a_stop(run.shutdown_ms, daemon_downs):
+            if not owner.killed and _caught_by_a_stop(run.shutdown_ms, daemon_downs):
                 expected.add("lost")
             for source, reason in (
                 ("registry", row["end_reason"]),
                 ("metadata", meta.get("end_reason")),
             ):
                 if reason is not None and reason not in expected:
-                    fate = "killed" if producer.killed else f"exited {producer.exit_status}"
+                    fate = "killed" if owner.killed else f"exited {owner.exit_status}"
                     verdict.note(
                         RUN_END_REASONS, f"{where}: {source} says {reason}, producer {fate}"
                     )
-            if row["pids"] != [producer.pid]:
-                verdict.note(RUN_PIDS, f"{where}: pids {row['pids']}, producer pid {producer.pid}")
+            if row["pids"] != [owner.pid]:
+                verdict.note(RUN_PIDS, f"{where}: pids {row['pids']}, producer pid {owner.pid}")
         _check_run_times(verdict, where, run, row, meta)
 
 

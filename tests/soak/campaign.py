@@ -290,7 +290,7 @@ class Campaign:
             read_acks(producer, self._acks(producer))
         if self.o.keep is not None:
             self.o.keep.mkdir(parents=True, exist_ok=True)
-            kept = {"producers": [dataclasses.asdict(p) for p in self.producers]}
+            kept: dict[str, object] = {"producers": [dataclasses.asdict(p) for p in self.producers]}
             kept |= {"ctl": dataclasses.asdict(ctl), "daemon_downs": self.daemon.downs}
             (self.o.keep / KEPT_BOOKS).write_text(json.dumps(kept), encoding="utf-8")
         verdict = books.judge(

@@ -229,7 +229,7 @@ def test_web_reads_through_the_index_and_the_control_socket() -> None:
     """`logd web` is a separate reader: it never reaches into the writer, ingest,
     retention or the daemon's core."""
     graph = import_graph()
-    banned = ("logd.write", "logd.ingest.connections", "logd.ingest.listeners")
+    banned: tuple[str, ...] = ("logd.write", "logd.ingest.connections", "logd.ingest.listeners")
     banned += ("logd.retention", "logd.server", "logd.control.server")
     for name in (n for n in graph if in_package(n, "logd.web")):
         for dep in graph[name]:

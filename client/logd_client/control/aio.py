@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from .. import wire
@@ -83,7 +83,7 @@ async def afollow(
     events: str | None = None,
     n: int = 0,
     control: str | None = None,
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """Records as the daemon writes them, an async iterator: `follow()` for asyncio.
 
     `async for record in logd_client.afollow(session=sid): await ws.send_json(record)`.

@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import trio
@@ -61,7 +61,7 @@ async def upstream() -> AsyncIterator[Upstream]:
 
 
 def make_sender(
-    tmp_path: Path, port: int, kind: str = "fluent", **settings: Any
+    tmp_path: Path, port: int, kind: Literal["fluent", "syslog"] = "fluent", **settings: Any
 ) -> tuple[Sender, DiskBuffer]:
     forward = Forward(
         name="t", type=kind, host="127.0.0.1", port=port, retry_max_s=0.2, timeout_s=5, **settings

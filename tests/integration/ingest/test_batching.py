@@ -251,6 +251,7 @@ async def test_a_client_that_closes_while_the_writer_is_busy_gets_every_ack(
 ) -> None:
     async with writer_busy(config, held, message_mode(0)) as (server, producer, _):
         await producer.send(b"".join(message_mode(i) for i in range(1, 5)))
+        assert isinstance(producer.stream, trio.abc.HalfCloseableStream)
         await producer.stream.send_eof()  # read ahead: the messages, then the EOF
         await read_ahead_below(server, READ_AHEAD_TOTAL)
         held.release.set()

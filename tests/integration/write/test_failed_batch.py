@@ -99,7 +99,10 @@ def test_a_batch_refused_after_its_events_were_indexed_is_indexed_once(tmp_path:
         for i in range(10)
     ]
     peer = Peer(1, "unix", pid=os.getpid())
-    job = lambda: Ingest(peer, [wire.Entries("a", events, {"chunk": f"{'cd' * 8}:0"}, [])])  # noqa: E731
+
+    def job() -> Ingest:
+        return Ingest(peer, [wire.Entries("a", events, {"chunk": f"{'cd' * 8}:0"}, [])])
+
     write = engine.store.write_prepared
 
     def refuse(*args: Any, **kwargs: Any) -> None:

@@ -8,6 +8,7 @@ import re
 import threading
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -39,7 +40,7 @@ def read_family(folder: Path, name: str) -> list[str]:
     return lines + (live.read_text().splitlines() if live.exists() else [])
 
 
-def small_rotation(config: Config, **policy: object) -> Config:
+def small_rotation(config: Config, **policy: Any) -> Config:
     run = dataclasses.replace(config.rotation.run, **policy)
     return dataclasses.replace(config, rotation=dataclasses.replace(config.rotation, run=run))
 

@@ -139,7 +139,7 @@ def put(box: Outbox, count: int, size: int = 100) -> None:
 
 
 def test_a_trickle_waits_for_the_message_in_flight(tmp_path: Path) -> None:
-    box, sent = sender_box(tmp_path), []
+    box, sent = sender_box(tmp_path), list[bytes]()
     put(box, 1)
     box.fill_window(sent.append, 10.0)
     assert [b.count for b in box.inflight] == [1]  # nothing in flight: out at once
@@ -162,7 +162,7 @@ def test_a_trickle_waits_for_the_message_in_flight(tmp_path: Path) -> None:
 def test_a_quarter_batch_goes_out_beside_the_message_in_flight(
     tmp_path: Path, count: int, size: int
 ) -> None:
-    box, sent = sender_box(tmp_path), []
+    box, sent = sender_box(tmp_path), list[bytes]()
     put(box, 1)
     box.fill_window(sent.append, 10.0)
     put(box, count, size)
@@ -172,7 +172,7 @@ def test_a_quarter_batch_goes_out_beside_the_message_in_flight(
 
 
 def test_flush_gets_held_back_records_acknowledged(tmp_path: Path) -> None:
-    box, sent = sender_box(tmp_path), []
+    box, sent = sender_box(tmp_path), list[bytes]()
     put(box, 1)
     box.fill_window(sent.append, 10.0)
     put(box, 1)

@@ -34,7 +34,7 @@ def test_a_record_that_fits_is_left_alone() -> None:
 
 
 def test_the_message_is_cut_first_and_ends_in_a_marker() -> None:
-    record = {**BASE, "msg": "HEAD" + "x" * 3_000_000, "exc": "y" * 500_000}
+    record: dict[str, Any] = {**BASE, "msg": "HEAD" + "x" * 3_000_000, "exc": "y" * 500_000}
     fitted = fit_record(record, 1 << 20)
     assert fitted is not None
     out, cut = fitted
@@ -49,7 +49,7 @@ def test_the_message_is_cut_first_and_ends_in_a_marker() -> None:
 
 
 def test_other_large_fields_go_when_the_message_is_not_enough() -> None:
-    record = {
+    record: dict[str, Any] = {
         **BASE,
         "msg": "m" * 10_000,
         "exc": "e" * 600_000,

@@ -170,7 +170,7 @@ def test_grep_is_a_regex_with_smart_case_and_falls_back_to_text() -> None:
     assert compile_grep("(unclosed").search("an (unclosed paren")
 
 
-ITEM = {
+ITEM: dict[str, Any] = {
     "time": "2025-11-05T14:30:52.123Z",
     "level": "WARNING",
     "logger": "agent",

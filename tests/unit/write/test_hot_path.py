@@ -129,7 +129,7 @@ def test_a_run_of_records_renders_as_route_writes_each(
 def test_records_of_contexts_taking_turns_render_as_route_writes_each(layout: Layout) -> None:
     # Sessions, loggers and levels taking turns record by record, across a second.
     templates = Templates(layout)
-    contexts = [
+    contexts: list[dict[str, Any]] = [
         {"session_id": "s1"},
         {"session_id": "s2", "logger": "main"},
         {},
@@ -452,7 +452,7 @@ def test_interleaved_sessions_keep_the_same_registry_rows_in_one_message(tmp_pat
         root = tmp_path / split
         engine = Engine(make_config(root, tmp_path), clock_ns=lambda: T0)
         _feed(engine, entries, split)
-        rows = {}
+        rows: dict[str, tuple[int, int, int, str | None, list[str]]] = {}
         for name in ("s0", "s1", "s2"):  # as stored: ended sessions leave the registry
             s = engine.books.lookup_session("cyc", name, T0)
             assert s is not None
