@@ -236,14 +236,28 @@ async def test_a_connection_reads_ahead_at_most_its_limit(
     size = len(padded(1))
     count = 2 * READ_AHEAD_BYTES // size
     async with writer_busy(config, held, padded(0)) as (server, producer, nursery):
-        sending = b"".join(padded(i) for i in range(1, count + 1))
-        nursery.start_soon(producer.send, sending)
-        await read_ahead_below(server, READ_AHEAD_TOTAL - READ_AHEAD_BYTES + 1)
-        held.release.set()
-        assert await receive_acks(producer, count + 1) == ack_list(count + 1)
+        below = READ_AHEAD_TOTAL - READ_AHEAD_BYTES + 1
+        await read_ahead_then_release(config, server, producer, nursery, held, count, below)
         assert max(held.jobs[1:]) <= (READ_AHEAD_BYTES + READ_CHUNK) // size + 1, held.jobs
-        assert sum(held.jobs) == count + 1
-        assert unpadded(lines_of(config.root)) == [f"m{i}" for i in range(count + 1)]
+
+
+async def read_ahead_then_release(
+    config: Config,
+    server: LogdServer,
+    producer: Producer,
+    nursery: trio.Nursery,
+    held: type[HeldEngine],
+    count: int,
+    below: int,
+) -> None:
+    """Send messages 1 .. count while the writer holds message 0, wait until the pool has
+    fewer than `below` bytes left, let the writer go: all acked and written once, in order."""
+    nursery.start_soon(producer.send, b"".join(padded(i) for i in range(1, count + 1)))
+    await read_ahead_below(server, below)
+    held.release.set()
+    assert await receive_acks(producer, count + 1) == ack_list(count + 1)
+    assert sum(held.jobs) == count + 1
+    assert unpadded(lines_of(config.root)) == [f"m{i}" for i in range(count + 1)]
 
 
 async def test_a_client_that_closes_while_the_writer_is_busy_gets_every_ack(
@@ -298,13 +312,10 @@ async def test_with_many_connections_open_a_busy_one_reads_ahead_only_its_share(
         producer = await Producer.unix(config.listen.socket)
         await producer.send(padded(0))
         await trio.to_thread.run_sync(held.busy.wait, 20)
-        nursery.start_soon(producer.send, b"".join(padded(i) for i in range(1, count + 1)))
-        await read_ahead_below(server, pool - share + 1)
-        held.release.set()
-        assert await receive_acks(producer, count + 1) == ack_list(count + 1)
+        await read_ahead_then_release(
+            config, server, producer, nursery, held, count, pool - share + 1
+        )
         assert max(held.jobs[1:]) <= (share + READ_CHUNK) // size + 1, held.jobs
-        assert sum(held.jobs) == count + 1
-        assert unpadded(lines_of(config.root)) == [f"m{i}" for i in range(count + 1)]
         for stream in idle:
             await stream.aclose()
         await producer.aclose()
