@@ -15,7 +15,14 @@ from logd_client import wire
 
 from logd.index.states import Peer
 
-__all__ = ["READ_AHEAD_SHARES", "SubmitMany", "Taken", "read_ahead_pool", "take_buffered"]
+__all__ = [
+    "READ_AHEAD_SHARES",
+    "SubmitMany",
+    "Taken",
+    "read_ahead_limit",
+    "read_ahead_pool",
+    "take_buffered",
+]
 
 # All connections together read ahead up to this many times `[limits] read_ahead_bytes`
 # (`logd.ingest.streams.ReadAhead`), less READ_AHEAD_PER_CONNECTION for each open one,
@@ -51,11 +58,16 @@ def read_ahead_pool(read_ahead_bytes: int, connections: int) -> int:
     bytes, their decoder's buffer, their lines). Each open connection holds about 21 KiB
     of its own, so a thousand of them leave the pool at its floor: the daemon's memory
     then stays where a 128 KiB read-ahead kept it, while a few busy clients get it all.
-    One connection takes at most a share of it (a quarter), and at most the limit.
     """
     full = READ_AHEAD_SHARES * read_ahead_bytes
     floor = min(full, READ_AHEAD_FLOOR)
     return max(floor, full - connections * READ_AHEAD_PER_CONNECTION)
+
+
+def read_ahead_limit(read_ahead_bytes: int, pool: int) -> int:
+    """Bytes one connection may read ahead: a share of the pool (a quarter), at most
+    `read_ahead_bytes`; so one busy client cannot take a shrunken pool for itself."""
+    return min(read_ahead_bytes, pool // READ_AHEAD_SHARES)
 
 
 def take_buffered(decoder: wire.ForwardDecoder) -> Taken:

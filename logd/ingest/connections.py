@@ -26,12 +26,7 @@ from logd_client import wire
 
 from logd.config import Config, Limits
 from logd.index.states import Peer, Transport
-from logd.ingest.batching import (
-    READ_AHEAD_SHARES,
-    SubmitMany,
-    read_ahead_pool,
-    take_buffered,
-)
+from logd.ingest.batching import SubmitMany, read_ahead_limit, read_ahead_pool, take_buffered
 from logd.ingest.peers import authenticate, keep_alive, peer_of, peer_text
 from logd.ingest.streams import ReadAhead, ReadBudget
 from logd.write.jobs import ConnClosed, Job
@@ -108,12 +103,12 @@ class Connections:
     def _read_ahead(self, limits: Limits) -> tuple[ReadBudget, int]:
         """The shared read-ahead budget, resized to the limit (a reload may change it) and
         to the connections open now (`read_ahead_pool`), and what one connection may take
-        of it: a share, at most the limit."""
+        of it (`read_ahead_limit`)."""
         total = read_ahead_pool(limits.read_ahead_bytes, len(self.conns))
         if total != self._read_budget_total:
             self._read_budget.left += total - self._read_budget_total
             self._read_budget_total = total
-        return self._read_budget, min(limits.read_ahead_bytes, total // READ_AHEAD_SHARES)
+        return self._read_budget, read_ahead_limit(limits.read_ahead_bytes, total)
 
     async def accept_loop(
         self, nursery: trio.Nursery, listener: trio.abc.Listener[Any], transport: Transport

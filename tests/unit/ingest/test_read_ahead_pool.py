@@ -7,6 +7,7 @@ from logd.ingest.batching import (
     READ_AHEAD_FLOOR,
     READ_AHEAD_PER_CONNECTION,
     READ_AHEAD_SHARES,
+    read_ahead_limit,
     read_ahead_pool,
 )
 
@@ -34,3 +35,9 @@ def test_a_pool_smaller_than_the_floor_is_left_alone() -> None:
     small = 64 * 1024  # an operator's own, smaller setting: connections do not shrink it
     assert read_ahead_pool(small, 0) == read_ahead_pool(small, 5000) == READ_AHEAD_SHARES * small
     assert read_ahead_pool(0, 0) == read_ahead_pool(0, 3) == 0  # off stays off
+
+
+def test_one_connection_takes_at_most_a_quarter_of_the_pool_and_its_limit() -> None:
+    assert read_ahead_limit(MiB, read_ahead_pool(MiB, 0)) == MiB
+    assert read_ahead_limit(MiB, read_ahead_pool(MiB, 1000)) == READ_AHEAD_FLOOR // 4
+    assert read_ahead_limit(0, read_ahead_pool(0, 5)) == 0
