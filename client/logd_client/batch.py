@@ -15,7 +15,8 @@ from typing import Any, Final
 
 from . import spool
 from .spooler import SpoolSource
-from .wire.encode import encode_packed_batch
+from .wire.encode import encode_packed_batch, encode_packed_stream
+from .wire.entries import decode_entry
 
 # Rough per-record msgpack overhead beyond its strings (keys, ids, pid, thread...): sizes
 # are estimated on the hot path without encoding.
@@ -25,10 +26,12 @@ _FIELD_BYTES: Final = 16
 
 # (seq, tag, time_ns, record, levelno, bytes, plain). A plain tuple: built once per log
 # call. `plain`: the record's builder vouches it needs no sanitising (encode_packed_batch).
-Item = tuple[int, str, int, dict[str, Any], int, int, bool]
+# The record is a map, or a whole entry packed already (bytes: `wire.entries`).
+Item = tuple[int, str, int, dict[str, Any] | bytes, int, int, bool]
 TAG: Final = 1
 SIZE: Final = 5
 _entry = operator.itemgetter(2, 3, 6)  # (time_ns, record, plain)
+_record_of = operator.itemgetter(3)
 _tag_of = operator.itemgetter(TAG)
 _size_of = operator.itemgetter(SIZE)
 
@@ -85,7 +88,17 @@ def encode_items(tag: str, items: list[Item], chunk: str) -> bytes:
     Raises:
         LocalProtocolError: a record cannot be encoded even with the wire's fallbacks.
     """
-    return encode_packed_batch(tag, list(map(_entry, items)), chunk=chunk)
+    try:
+        stream = b"".join(map(_record_of, items))  # the usual case: every one packed already
+    except TypeError:
+        return encode_packed_batch(tag, list(map(_entry, items)), chunk=chunk)
+    return encode_packed_stream(tag, stream, len(items), chunk=chunk)
+
+
+def record_map(record: dict[str, Any] | bytes) -> dict[str, Any]:
+    """The map of a queued record, unpacking one queued as an entry: for the rare paths
+    (drops, cutting, diagnostics) that look inside."""
+    return decode_entry(record)[1] if isinstance(record, bytes) else record
 
 
 def frame(batch: Batch) -> bytes:

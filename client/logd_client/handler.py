@@ -12,7 +12,7 @@ import sys
 
 from . import context
 from .address import configured_address
-from .recordmap import build_sized
+from .recordmap import EntryBuilder, build_sized
 from .runtime import activate, default_app_name, runtime
 from .shared import shared_transport
 
@@ -58,6 +58,7 @@ class LogdHandler(logging.Handler):
         if app is None:
             app = current[0] if current is not None else default_app_name()
         self.app = app
+        self._entries = EntryBuilder()
         self.transport = shared_transport(configured_address(address))
         activate(app, self.transport)
 
@@ -85,10 +86,13 @@ class LogdHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Queue the record for the daemon; never blocks, never raises."""
         try:
-            out, size, plain = build_sized(record, self.app, context.run_id())
-            self.transport.enqueue(
-                self.app, int(record.created * 1e9), out, record.levelno, size, plain
-            )
+            time_ns, run_id = int(record.created * 1e9), context.run_id()
+            entry = self._entries.build(record, self.app, time_ns, run_id)
+            if entry is not None:
+                self.transport.enqueue(self.app, time_ns, entry[0], record.levelno, entry[1])
+                return
+            out, size, plain = build_sized(record, self.app, run_id)
+            self.transport.enqueue(self.app, time_ns, out, record.levelno, size, plain)
         except Exception:
             self.transport.count_failure()
 

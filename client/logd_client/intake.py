@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
-from .batch import RECORD_OVERHEAD_BYTES, Item, approx_bytes
+from .batch import RECORD_OVERHEAD_BYTES, Item, approx_bytes, record_map
 from .oversize import fit_record, human_bytes, record_budget
 from .spooler import Spooler
 
@@ -89,15 +89,16 @@ class Intake:
         self,
         tag: str,
         time_ns: int,
-        record: dict[str, Any],
+        record: dict[str, Any] | bytes,
         levelno: int,
         size: int = -1,
         plain: bool = False,
     ) -> None:
         """Queue a record, or drop one (see `Transport.enqueue()`, also for the arguments)."""
         if size < 0:
-            size = approx_bytes(record)
+            size = approx_bytes(record_map(record))
         if size > self._fit_above:
+            record = record_map(record)
             fitted = self.fit(tag, record)
             if fitted is not None:
                 record, size = fitted, approx_bytes(fitted)
@@ -137,7 +138,7 @@ class Intake:
             )
 
     def _admit(
-        self, tag: str, record: dict[str, Any], levelno: int, size: int
+        self, tag: str, record: dict[str, Any] | bytes, levelno: int, size: int
     ) -> tuple[bool, bool]:
         # put() close to a bound: the drop policy and the spool trigger. Returns (accepted,
         # warn about the first overflow).
@@ -214,7 +215,7 @@ class Intake:
         held, held_bytes = self._held()
         return 4 * held >= 3 * self.max_records or 4 * held_bytes >= 3 * self.max_bytes
 
-    def _make_room(self, tag: str, record: dict[str, Any], levelno: int, size: int) -> bool:
+    def _make_room(self, tag: str, record: dict[str, Any] | bytes, levelno: int, size: int) -> bool:
         # Only queued records can make room: not what is in flight or being encoded.
         fixed = self.inflight_records + self._building_count + 1
         fixed_bytes = self._inflight_bytes + self._building_bytes + size
@@ -253,7 +254,7 @@ class Intake:
         return victim
 
     def _note_drop(
-        self, tag: str, like: dict[str, Any], count: int = 1, reason: str = QUEUE_FULL
+        self, tag: str, like: dict[str, Any] | bytes, count: int = 1, reason: str = QUEUE_FULL
     ) -> None:
         # One report record collects the count until the sender takes it; it rides in
         # the queue (one over the bound at most), so flush() also waits for it.
@@ -268,6 +269,10 @@ class Intake:
                 "event_type": "logd:dropped",
                 "kv": {"count": 0},
             }
+            try:
+                like = record_map(like)
+            except Exception:  # bytes that are no entry: a report without its origin
+                like = {}
             for key in ("app", "run_id", "pid"):
                 if key in like:
                     report[key] = like[key]

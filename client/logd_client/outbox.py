@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Final
 
 from . import spool
-from .batch import Batch, Item, approx_bytes, encode_items, frame, take_run
+from .batch import Batch, Item, approx_bytes, encode_items, frame, record_map, take_run
 from .intake import DAMAGED_SPOOL, UNENCODABLE, Intake
 from .spooler import Spooler
 
@@ -240,7 +240,8 @@ class Outbox(Intake):
         if len(items) == 1:
             # Too large even alone, though its estimate said otherwise (put() cuts those):
             # cut it now. Else, or if it cannot be encoded, the daemon would never take it.
-            seq, _, time_ns, record, levelno, _, plain = items[0]
+            seq, _, time_ns, queued, levelno, _, plain = items[0]
+            record = record_map(queued)
             fitted = self.fit(tag, record) if payload is not None else None
             if fitted is not None:
                 item = (seq, tag, time_ns, fitted, levelno, approx_bytes(fitted), plain)

@@ -16,6 +16,15 @@ from typing import Any, Final
 
 from . import context
 from .batch import RECORD_OVERHEAD_BYTES, value_bytes
+from .wire.entries import (
+    entry_time,
+    keyed_str_heads,
+    map_header,
+    packed_fields,
+    packed_str,
+    str_header,
+)
+from .wire.messages import NS_PER_S
 
 # Attributes every LogRecord has (plus what Formatter.format() and Python 3.12 add):
 # anything else on a record came from `extra=` and is sent as an extra field.
@@ -39,6 +48,20 @@ _RECORD_BYTES: Final = RECORD_OVERHEAD_BYTES + 64
 _session_id = context._session_var.get
 _current_call = context._call_var.get
 _formatter = logging.Formatter()
+# A packed entry's bytes held in memory beyond its own length: the bytes object and the
+# queue's tuple. Counted against the transport's memory bounds.
+_ENTRY_OVERHEAD: Final = 96
+# Distinct (logger, level, thread, ...) heads and sessions' or calls' ids an EntryBuilder
+# keeps packed; past either bound, that cache starts over.
+_HEADS_MAX: Final = 1024
+_IDS_MAX: Final = 4096
+_MSG_KEY: Final = packed_str("msg")
+_MSG_HEADS: Final = keyed_str_heads("msg")
+# Every map an EntryBuilder packs has fewer than 16 pairs: standard fields only.
+_FIXMAPS: Final = tuple(map_header(count) for count in range(16))
+_SESSION_KEY: Final = packed_str("session_id")
+_CALL_KEY: Final = packed_str("call_id")
+_BOT_KEY: Final = packed_str("bot_id")
 
 
 def plain_value(value: object) -> object:
@@ -126,6 +149,88 @@ def build_sized(
             size += len(key) + value_bytes(out.get(key))
         return out, size, not extras
     return out, size, True
+
+
+class EntryBuilder:
+    """Builds a handler's usual records straight into packed entries (`wire.entries`).
+
+    The fields a record shares with the records before it (app, run, pid, logger, level,
+    thread) are packed once per combination, and each session's and call's ids once; a
+    record adds its time and message. That saves the sender thread packing a map per record,
+    and the app's thread keeps no map for the garbage collector to walk while it waits.
+    Records with a traceback or `extra=` fields, or text that is not valid UTF-8, are left
+    to the general path, which has the fallbacks.
+    """
+
+    def __init__(self) -> None:
+        # (logger, level, ..., run) -> (pairs, packed pairs); (0, b"") if not strictly packable.
+        self._heads: dict[tuple[object, ...], tuple[int, bytes]] = {}
+        # session id, or (call id, bot id) -> the packed pairs.
+        self._ids: dict[object, bytes] = {}
+
+    def build(
+        self, record: logging.LogRecord, app: str, time_ns: int, run_id: str | None
+    ) -> tuple[bytes, int] | None:
+        """Return the record's entry and its size for the memory bounds, or None when the
+        general path must take it."""
+        r = record
+        if len(r.__dict__) != _STANDARD_COUNT or r.exc_info or r.exc_text or r.stack_info:
+            return None
+        key = (r.name, r.levelname, r.process, r.thread, r.threadName, app, run_id)
+        count, fixed = self._heads.get(key) or self._head(key)
+        if not count:
+            return None
+        try:
+            text = r.getMessage().encode()
+            size = len(text)
+            text_head = _MSG_HEADS[size] if size < 0x100 else _MSG_KEY + str_header(size)
+            session_id = _session_id()
+            if session_id is None:
+                session = b""
+            else:
+                session = self._ids.get(session_id) or self._packed_ids(session_id)
+                count += 1
+            call = _current_call()
+            if call is None:
+                ids = b""
+            else:
+                ids = self._ids.get(call) or self._packed_ids(call)
+                count += 2
+            head_bytes = entry_time(*divmod(time_ns, NS_PER_S))
+            entry = b"".join((head_bytes, _FIXMAPS[count], fixed, session, ids, text_head, text))
+        except Exception:  # a bad format string, a lone surrogate, a time out of range
+            return None
+        return entry, len(entry) + _ENTRY_OVERHEAD
+
+    def _head(self, key: tuple[object, ...]) -> tuple[int, bytes]:
+        name, levelname, process, thread, thread_name, app, run_id = key
+        fields: dict[str, object] = {"level": levelname, "logger": name, "app": app}
+        if run_id is not None:
+            fields["run_id"] = run_id
+        if process is not None:
+            fields["pid"] = process
+        if thread is not None:
+            fields["thread"] = thread
+            fields["thread_name"] = thread_name
+        try:
+            head = len(fields) + 1, packed_fields(fields)  # + 1: the message
+        except Exception:  # not strictly packable: the general path's fallbacks
+            head = 0, b""
+        if len(self._heads) >= _HEADS_MAX:
+            self._heads.clear()
+        self._heads[key] = head
+        return head
+
+    def _packed_ids(self, ids: str | tuple[str, str]) -> bytes:
+        # Raises UnicodeEncodeError for an id with a lone surrogate: the general path.
+        if isinstance(ids, str):
+            packed = _SESSION_KEY + packed_str(ids)
+        else:
+            packed = _CALL_KEY + packed_str(ids[0]) + _BOT_KEY + packed_str(ids[1])
+        if len(self._ids) >= _IDS_MAX:
+            self._ids.clear()
+        self._ids[ids] = packed
+        return packed
 
 
 def _add_extra(out: dict[str, Any], key: str, value: object) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from . import spool, wire
 from .address import Address
+from .batch import record_map
 from .outbox import Outbox
 from .sender import Sender
 from .spooler import Spooler
@@ -174,7 +175,7 @@ class Transport:
         self,
         tag: str,
         time_ns: int,
-        record: dict[str, Any],
+        record: dict[str, Any] | bytes,
         levelno: int,
         size: int = -1,
         plain: bool = False,
@@ -184,7 +185,9 @@ class Transport:
         Args:
             tag: the Forward tag (the app name).
             time_ns: the record's time, in ns since the epoch.
-            record: the record map; the transport owns it from now on.
+            record: the record map; the transport owns it from now on. Or the whole
+                ``[EventTime, record]`` entry packed already (`wire.entries`), whose own
+                time is the one sent.
             levelno: the logging level, used to choose what to drop when full.
             size: the record's estimated size in bytes, counted against `max_queue_bytes`;
                 -1 (default) estimates it from the record's strings.
@@ -304,10 +307,11 @@ class Transport:
     def pending_records(self) -> list[tuple[str, int, dict[str, Any]]]:
         """Return (tag, time_ns, record) of the records queued in memory, oldest first.
 
-        For diagnostics and tests; the records are the transport's own objects.
+        For diagnostics and tests: records held as maps are the transport's own objects,
+        records held packed (the handler's usual ones) are unpacked into new maps.
         """
         with self._lock:
-            return [(item[1], item[2], item[3]) for item in self._outbox.pending]
+            return [(item[1], item[2], record_map(item[3])) for item in self._outbox.pending]
 
     # ----------------------------------------------------------------- sender thread
 

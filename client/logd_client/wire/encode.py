@@ -22,6 +22,7 @@ __all__ = [
     "encode_message",
     "encode_packed_batch",
     "encode_packed_forward",
+    "encode_packed_stream",
 ]
 
 # Nesting allowed in what we encode. msgpack's packer stops at 511 levels and its C unpacker at
@@ -170,7 +171,7 @@ def packb(obj: object) -> bytes:
     return data
 
 
-def _pack_entries(entries: Sequence[tuple[int, Mapping[str, Any], bool]]) -> bytes:
+def _pack_entries(entries: Sequence[tuple[int, Mapping[str, Any] | bytes, bool]]) -> bytes:
     """Concatenated ``[EventTime, record]`` entries: a MessagePackEventStream.
 
     Each entry is ``(time_ns, record, plain)``; a ``plain`` record is packed as it is (see
@@ -188,7 +189,7 @@ def _pack_entries(entries: Sequence[tuple[int, Mapping[str, Any], bool]]) -> byt
 
 
 def _pack_stream(
-    entries: Iterable[tuple[int, Mapping[str, Any], bool]], unicode_errors: str | None
+    entries: Iterable[tuple[int, Mapping[str, Any] | bytes, bool]], unicode_errors: str | None
 ) -> bytes:
     # The sender's hot loop: the packer's own array-header and ext methods write each
     # entry's head, where an [ExtType, record] list per entry costs two objects and the
@@ -196,7 +197,12 @@ def _pack_stream(
     packer = _packer(unicode_errors, autoreset=False)
     array_header, ext, pack = packer.pack_array_header, packer.pack_ext_type, packer.pack
     time_data, divide = EVENT_TIME_EXT.pack, divmod
+    done: list[bytes] = []
     for time_ns, record, plain in entries:
+        if isinstance(record, bytes):  # an entry packed already (wire.entries)
+            done += (packer.bytes(), record)
+            packer.reset()
+            continue
         array_header(2)
         try:
             # Exactly int: a bool or an int subclass takes the checked path below.
@@ -205,6 +211,8 @@ def _pack_stream(
             data = None
         ext(0, data if data is not None else _event_time_bytes(time_ns))
         pack(record if plain else _record(record))
+    if done:
+        return b"".join((*done, packer.bytes()))
     out: bytes = packer.bytes()
     return out
 
@@ -270,7 +278,10 @@ def encode_packed_forward(
 
 
 def encode_packed_batch(
-    tag: str, entries: Sequence[tuple[int, Mapping[str, Any], bool]], *, chunk: str | None = None
+    tag: str,
+    entries: Sequence[tuple[int, Mapping[str, Any] | bytes, bool]],
+    *,
+    chunk: str | None = None,
 ) -> bytes:
     """Encode ``(time_ns, record, plain)`` entries as one PackedForward message.
 
@@ -285,6 +296,8 @@ def encode_packed_batch(
             the record is a dict with str keys whose values are str, int, float, bool, None,
             bytes, or lists and dicts (str keys) of those: what the sanitising would leave
             as it is. Big ints still get their fallback; other records get all of them.
+            A record given as bytes is a whole entry packed already (`wire.entries`): it is
+            copied as it is, and its time is the one inside it.
         chunk: Ask the server to ack with this id.
 
     Returns:
@@ -295,6 +308,13 @@ def encode_packed_batch(
     """
     tag = require_str(tag, "tag")
     return packb([tag, _pack_entries(entries), _forward_option(len(entries), chunk)])
+
+
+def encode_packed_stream(tag: str, stream: bytes, count: int, *, chunk: str | None = None) -> bytes:
+    """Wrap ``count`` entries packed already, back to back (`wire.entries`), as one
+    PackedForward message; see :func:`encode_packed_batch` for the option it carries."""
+    tag = require_str(tag, "tag")
+    return packb([tag, stream, _forward_option(count, chunk)])
 
 
 def _unvouched(

@@ -203,11 +203,6 @@ def test_handler_estimate_and_plain_flag() -> None:
     assert size >= RECORD_OVERHEAD_BYTES + 1000 + len(out["msg"])
 
 
-@pytest.fixture
-def logd_handler(clean_runtime: None) -> handler.LogdHandler:
-    return handler.LogdHandler(app="app", address="unix:/nonexistent-logd-test-dir/s")
-
-
 def test_handle_applies_filters_without_the_handler_lock(
     logd_handler: handler.LogdHandler,
 ) -> None:

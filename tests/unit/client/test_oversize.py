@@ -95,6 +95,7 @@ def test_put_cuts_a_record_its_estimate_shows_too_large(tmp_path: Path) -> None:
     box = outbox(tmp_path, Woken(), max_bytes=64 << 20)
     box.put("a", 1, {**BASE, "msg": "x" * 3_000_000}, 20)
     ((_, _, _, record, _, size, _),) = box.pending
+    assert isinstance(record, dict)
     assert record["msg"].endswith("… [truncated 1.9 MiB]")
     assert size < 1 << 20
     assert (box.truncated, box.dropped) == (1, 0)
