@@ -235,8 +235,14 @@ def activate(
         listen = [os.fspath(ingest), os.fspath(control)]
     config = socket_dir / "logd.toml"
     config.write_text("")
-    # systemd-socket-activate passes only PATH and TERM on; the rest must be named.
-    env = {"HOME": os.environ.get("HOME", "/"), "XDG_RUNTIME_DIR": os.fspath(socket_dir)}
+    # systemd-socket-activate passes only PATH and TERM on; the rest must be named. The
+    # cache is the producers' (`produce()`): the spools the daemon delivers at start are
+    # this test's, not whatever the user running the suite left in ~/.cache.
+    env = {
+        "HOME": os.environ.get("HOME", "/"),
+        "XDG_RUNTIME_DIR": os.fspath(socket_dir),
+        "XDG_CACHE_HOME": os.fspath(root.parent / "cache"),
+    }
     for name in ("PYTHONPATH", "COVERAGE_PROCESS_START", "VIRTUAL_ENV"):
         if name in os.environ:
             env[name] = os.environ[name]
