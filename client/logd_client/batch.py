@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from . import spool
 from .spooler import SpoolSource
-from .wire.encode import encode_packed_batch, encode_packed_stream
+from .wire.encode import encode_packed_batch, encode_packed_entries
 from .wire.entries import decode_entry
 
 # Rough per-record msgpack overhead beyond its strings (keys, ids, pid, thread...): sizes
@@ -32,6 +32,7 @@ TAG: Final = 1
 SIZE: Final = 5
 _entry = operator.itemgetter(2, 3, 6)  # (time_ns, record, plain)
 _record_of = operator.itemgetter(3)
+_is_bytes = bytes.__instancecheck__  # isinstance(x, bytes), for map()
 _tag_of = operator.itemgetter(TAG)
 _size_of = operator.itemgetter(SIZE)
 
@@ -88,11 +89,10 @@ def encode_items(tag: str, items: list[Item], chunk: str) -> bytes:
     Raises:
         LocalProtocolError: a record cannot be encoded even with the wire's fallbacks.
     """
-    try:
-        stream = b"".join(map(_record_of, items))  # the usual case: every one packed already
-    except TypeError:
-        return encode_packed_batch(tag, list(map(_entry, items)), chunk=chunk)
-    return encode_packed_stream(tag, stream, len(items), chunk=chunk)
+    records = list(map(_record_of, items))
+    if all(map(_is_bytes, records)):  # the usual case: every one packed already
+        return encode_packed_entries(tag, records, chunk=chunk)
+    return encode_packed_batch(tag, list(map(_entry, items)), chunk=chunk)
 
 
 def record_map(record: dict[str, Any] | bytes) -> dict[str, Any]:

@@ -21,8 +21,8 @@ __all__ = [
     "encode_map",
     "encode_message",
     "encode_packed_batch",
+    "encode_packed_entries",
     "encode_packed_forward",
-    "encode_packed_stream",
 ]
 
 # Nesting allowed in what we encode. msgpack's packer stops at 511 levels and its C unpacker at
@@ -34,6 +34,9 @@ _MAX_ENCODE_DEPTH = 100
 _PLAIN = frozenset({str, int, float, bool, type(None), bytes})
 _INT_MIN = -(2**63)
 _INT_END = 2**64
+_BIN8 = struct.Struct(">BB")
+_BIN16 = struct.Struct(">BH")
+_BIN32 = struct.Struct(">BI")
 
 
 def require_str(value: object, what: str) -> str:
@@ -310,11 +313,19 @@ def encode_packed_batch(
     return packb([tag, _pack_entries(entries), _forward_option(len(entries), chunk)])
 
 
-def encode_packed_stream(tag: str, stream: bytes, count: int, *, chunk: str | None = None) -> bytes:
-    """Wrap ``count`` entries packed already, back to back (`wire.entries`), as one
-    PackedForward message; see :func:`encode_packed_batch` for the option it carries."""
+def encode_packed_entries(tag: str, entries: Sequence[bytes], *, chunk: str | None = None) -> bytes:
+    """Wrap entries packed already (`wire.entries`) as one PackedForward message, copying
+    each once; see :func:`encode_packed_batch` for the option it carries."""
     tag = require_str(tag, "tag")
-    return packb([tag, stream, _forward_option(count, chunk)])
+    size = sum(map(len, entries))
+    if size < 0x100:
+        stream_head = _BIN8.pack(0xC4, size)
+    elif size < 0x10000:
+        stream_head = _BIN16.pack(0xC5, size)
+    else:
+        stream_head = _BIN32.pack(0xC6, size)
+    head = b"\x93" + packb(tag) + stream_head
+    return b"".join((head, *entries, packb(_forward_option(len(entries), chunk))))
 
 
 def _unvouched(

@@ -259,3 +259,21 @@ def test_the_handler_queues_usual_records_packed_and_the_rest_as_maps(
         ("with extra", "s-7", "WARNING"),
     ]
     assert fields[1]["user"] == "ann"
+
+
+@pytest.mark.parametrize("count", [1, 2, 500, 1000])
+def test_a_batch_of_entries_only_is_one_message_at_any_size(count: int) -> None:
+    builder = EntryBuilder()
+    items: list[Any] = []
+    for seq in range(count):
+        built = builder.build(make_record("n=%d", (seq,)), "app", NOW_NS + seq, RUN)
+        assert built is not None
+        items.append((seq, "app", NOW_NS + seq, built[0], 20, built[1], False))
+    message = encode_items("app", items, "chunk-9")
+    decoder = ForwardDecoder()
+    decoder.receive_data(message)
+    got = decoder.next_event()
+    assert isinstance(got, Entries)
+    assert got.option == {"size": count, "chunk": "chunk-9"}
+    assert [(t, r["msg"]) for t, r in got.entries] == [(NOW_NS + n, f"n={n}") for n in range(count)]
+    assert decoder.next_event() is None
