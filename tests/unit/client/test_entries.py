@@ -8,9 +8,11 @@ and every record the fast path cannot take must be left to the general one.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import struct
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -277,3 +279,29 @@ def test_a_batch_of_entries_only_is_one_message_at_any_size(count: int) -> None:
     assert got.option == {"size": count, "chunk": "chunk-9"}
     assert [(t, r["msg"]) for t, r in got.entries] == [(NOW_NS + n, f"n={n}") for n in range(count)]
     assert decoder.next_event() is None
+
+
+def test_a_queued_entry_counts_about_the_memory_it_holds(tmp_path: Path) -> None:
+    """The estimate is what the memory bounds and `max_batch_bytes` count: too low, and a
+    message (which the daemon reads ahead) grows past the size the bounds were made for."""
+    box = outbox(tmp_path, Woken(), max_records=10_000, max_bytes=1 << 30)
+    builder = EntryBuilder()
+    built = [
+        builder.build(make_record("request %s done", (f"r{n}",)), "app", NOW_NS + n, RUN)
+        for n in range(5_000)
+    ]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n, entry in enumerate(built):
+            assert entry is not None
+            box.put("app", NOW_NS + n, entry[0], logging.INFO, entry[1])
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    built_entries = [entry for entry in built if entry is not None]
+    entry_bytes = sum(len(entry) for entry, _ in built_entries)
+    estimated = sum(size for _, size in built_entries)
+    # The entries themselves were built before: what put() adds is the rest.
+    assert 0.6 * estimated <= held + entry_bytes <= 1.2 * estimated
