@@ -1,8 +1,8 @@
 """LogdHandler: the stdlib logging handler that hands every record to the transport.
 
-The record map is built on the app's thread (`recordmap`); delivery is the transport's
-business. The first LogdHandler of a process sets up the runtime (`runtime`) if
-`install()` has not.
+The record is packed on the app's thread (`recordmap`: straight into its Forward entry
+when it can, else as a record map); delivery is the transport's business. The first
+LogdHandler of a process sets up the runtime (`runtime`) if `install()` has not.
 """
 
 from __future__ import annotations

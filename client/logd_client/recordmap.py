@@ -1,8 +1,9 @@
-"""The record maps logd_client sends: built from a LogRecord, or for a canonical event.
+"""The records logd_client sends: built from a LogRecord, or for a canonical event.
 
-Turning a LogRecord into a record map happens on the app's thread for every log call, so
-it is kept cheap: `build_sized()` also gives the size estimate and "plain" flag the
-transport would otherwise work out from the finished map.
+Turning a LogRecord into a record happens on the app's thread for every log call, so it is
+kept cheap. A usual record is packed straight into its Forward entry (`EntryBuilder`);
+any other becomes a record map (`build_sized()`, which also gives the size estimate and
+"plain" flag the transport would otherwise work out from the finished map).
 """
 
 from __future__ import annotations
