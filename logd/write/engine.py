@@ -14,7 +14,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -23,7 +23,6 @@ from logd.index.events import EventIndex
 from logd.index.registry import Registry, pid_alive
 from logd.index.states import RunState, SessionState
 from logd.index.store import RegistryStore
-from logd.retention import maintenance
 from logd.write.batch import (
     Batch,
     Totals,
@@ -35,6 +34,7 @@ from logd.write.durable import SYNCED, Syncing
 from logd.write.flight import Flight, Gathered
 from logd.write.gather import Gatherer
 from logd.write.jobs import Ingest, Job, Maintain, Note
+from logd.write.maintain import Maintainer
 from logd.write.pending import Tally
 from logd.write.sinks import Sinks
 from logd.write.timeline import Fact, Timeline, writes_for
@@ -43,9 +43,6 @@ if TYPE_CHECKING:
     from logd.forward.hub import Hub
 
 log = logging.getLogger("logd.engine")
-
-# A logd:cleanup event names this many deleted paths at most (the count is always there).
-CLEANUP_PATHS_SHOWN = 50
 
 
 class Engine:
@@ -81,8 +78,10 @@ class Engine:
         )
         self.books = Books(self.root, self.registry)
         self.totals = Totals()
-        self.last_cleanup: dict[str, Any] | None = None
         self.timeline = Timeline()
+        self.maintainer = Maintainer(
+            self.registry, self.books, self.sinks, self.timeline, self.totals, self.reload
+        )
         self._dedup = Dedup()
         self.gather = Gatherer(config.layout, self.registry, self.totals, self._dedup)
         self.gather.events_off = config.events.off
@@ -173,7 +172,8 @@ class Engine:
         now = self.clock_ns()
         for job in jobs:
             if isinstance(job, Maintain) and job.action == "snapshot":
-                self._maintain(job, now)  # reads only: answered even when the disk is full
+                # Reads only: answered even when the disk is full.
+                self.maintainer.maintain(job, now, self.config)
         if not self.books.opened:
             try:
                 self._open_index()
@@ -300,7 +300,7 @@ class Engine:
                 job.ok = True
                 self.totals.records_written += job.written
             elif isinstance(job, Maintain) and not job.done:
-                self._maintain(job, now)
+                self.maintainer.maintain(job, now, self.config)
         self.timeline.rotated(now, self.sinks.rotator.take_rotations())
 
     def _refuse(
@@ -352,43 +352,6 @@ class Engine:
             self.totals.last_error = f"index.sqlite3 cannot be opened: {exc}"
 
     # --- maintenance ---------------------------------------------------
-
-    def _maintain(self, job: Maintain, now: int) -> None:
-        job.done = True
-        if job.action == "snapshot":
-            job.result = maintenance.snapshot(
-                self.registry,
-                open_files=self.sinks.open_count,
-                totals=asdict(self.totals),
-                last_cleanup=self.last_cleanup,
-            )
-        elif job.action == "cleanup":
-            report, self.last_cleanup = maintenance.cleanup(
-                self.root,
-                self.config.retention,
-                registry=self.registry,
-                handles=self.sinks,
-                store=self.store,
-                index=self.index,
-                utc=self.layout.utc,
-                dry_run=job.dry_run,
-                now_ns=now,
-            )
-            job.result = report.as_dict()
-            if report.deleted and not job.dry_run:
-                self.timeline.note(
-                    now,
-                    "logd:cleanup",
-                    f"deleted {len(report.deleted)} path(s)",
-                    deleted=len(report.deleted),
-                    freed_bytes=report.freed_bytes,
-                    paths=report.deleted[:CLEANUP_PATHS_SHOWN],
-                )
-        elif job.action == "rotate":
-            job.result = {"rotated": self.sinks.rotate_all()}
-        elif job.action == "reload" and job.config is not None:
-            self.reload(job.config)
-            job.result = {"reloaded": True}
 
     def reload(self, config: Config) -> None:
         """Apply a new configuration, except `root` and `[listen]` (they need a restart)."""
