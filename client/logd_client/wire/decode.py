@@ -21,7 +21,8 @@ from .messages import (
     Pong,
     RemoteProtocolError,
 )
-from .parse import decode_forward_message, decode_map, decode_response, new_unpacker
+from .parse import decode_forward_message, decode_map, decode_response
+from .unpacker import new_unpacker
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "ForwardDecoder", "MapDecoder", "ResponseDecoder"]
 

@@ -1,4 +1,4 @@
-"""Turns objects msgpack unpacked into wire messages, and sets up msgpack's unpacker.
+"""Turns objects msgpack unpacked into wire messages.
 
 Checks the shape of each message (Forward modes, PackedForward and gzip payloads, HELO, PING,
 PONG, acks, control maps) before building typed messages, so no ``Any`` leaks out. No I/O.
@@ -14,9 +14,7 @@ from typing import Any
 
 import msgpack
 
-from .extensions import extension_value
 from .messages import (
-    EVENT_TIME_EXT,
     NS_PER_S,
     Ack,
     Entries,
@@ -27,6 +25,7 @@ from .messages import (
     Pong,
     RemoteProtocolError,
 )
+from .unpacker import EventNs, at_boundary, new_unpacker
 
 _RAW_LIMIT = 1000
 # The keys of logd's record conventions. A record made of these alone has str keys only,
@@ -36,45 +35,6 @@ _USUAL_KEYS = frozenset(
     | {"call_id", "bot_id", "event_type", "kv", "pid", "thread", "thread_name", "exc"}
 )
 _HEARTBEAT = Heartbeat()
-
-
-class EventNs(int):
-    """An EventTime as decoded: nanoseconds since the epoch, marked as a time by its type.
-
-    An int subclass rather than `EventTime`: the daemon decodes one per record, and this
-    skips building a frozen dataclass only to turn it into nanoseconds again. Entries keep
-    it as their time: it is an int in every use, and arithmetic on it gives plain ints.
-    """
-
-    __slots__ = ()
-
-
-def _ext_hook(code: int, data: bytes) -> object:
-    # fixext8 and ext8 with length 8 both arrive here; the Forward spec allows either.
-    if code == 0 and len(data) == 8:
-        seconds, nanoseconds = EVENT_TIME_EXT.unpack(data)
-        return EventNs(seconds * NS_PER_S + nanoseconds)
-    # Any other extension in a record (Go's time.Time, an app's own type) becomes a plain
-    # value here, so what is stored and forwarded is JSON-able and loses nothing.
-    return extension_value(code, data)
-
-
-def new_unpacker(max_bytes: int) -> Any:
-    # surrogateescape: a str that is not valid UTF-8 (out_forward sends packed entries as str, a
-    # chunk id may be arbitrary bytes) round-trips exactly when re-encoded the same way.
-    return msgpack.Unpacker(
-        raw=False,
-        unicode_errors="surrogateescape",
-        strict_map_key=False,
-        ext_hook=_ext_hook,
-        max_buffer_size=max_bytes,
-        read_size=min(max_bytes, 64 * 1024),
-        max_str_len=max_bytes,
-        max_bin_len=max_bytes,
-        max_array_len=max_bytes,
-        max_map_len=max_bytes // 2,
-        max_ext_len=max_bytes,
-    )
 
 
 def _raw(value: object, limit: int = _RAW_LIMIT) -> str:
@@ -233,19 +193,6 @@ def _gunzip(data: bytes, limit: int) -> tuple[bytes, Invalid | None]:
     return b"".join(out), None
 
 
-def _at_boundary(unpacker: Any) -> bool:
-    """Whether an exhausted unpacker holds no partial object.
-
-    tell() cannot say: msgpack consumes the head of an incomplete object. A nil fed at a
-    boundary unpacks as None; fed after a partial object it completes or extends that object.
-    """
-    unpacker.feed(b"\xc0")
-    try:
-        return unpacker.unpack() is None
-    except (ValueError, TypeError, msgpack.UnpackException, RecursionError):
-        return False
-
-
 def _collect_packed(
     blob: bytes,
     max_records: int | None,
@@ -267,7 +214,7 @@ def _collect_packed(
             Invalid(f"packed entries are not valid msgpack: {exc!r}", _raw(blob[unpacker.tell() :]))
         )
     else:
-        if len(entries) + len(invalid) <= limit and not _at_boundary(unpacker):
+        if len(entries) + len(invalid) <= limit and not at_boundary(unpacker):
             invalid.append(Invalid("packed entry is truncated", _raw(blob[-_RAW_LIMIT:])))
     if len(entries) + len(invalid) > limit:
         raise _too_many(limit)
