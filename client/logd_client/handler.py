@@ -58,8 +58,10 @@ class LogdHandler(logging.Handler):
         if app is None:
             app = current[0] if current is not None else default_app_name()
         self.app = app
-        self._entries = EntryBuilder()
         self.transport = shared_transport(configured_address(address))
+        # Bound once: emit() runs for every record.
+        self._build = EntryBuilder().build
+        self._enqueue = self.transport.enqueue
         activate(app, self.transport)
 
     def handle(self, record: logging.LogRecord) -> bool:
@@ -76,23 +78,24 @@ class LogdHandler(logging.Handler):
                 return rv
             if sys.version_info >= (3, 12) and isinstance(rv, logging.LogRecord):
                 record = rv
-        elif sys.version_info >= (3, 12):
-            rv = record
-        else:
-            rv = True
+            self.emit(record)
+            return rv
         self.emit(record)
-        return rv
+        if sys.version_info >= (3, 12):
+            return record
+        return True
 
     def emit(self, record: logging.LogRecord) -> None:
         """Queue the record for the daemon; never blocks, never raises."""
         try:
-            time_ns, run_id = int(record.created * 1e9), context.run_id()
-            entry = self._entries.build(record, self.app, time_ns, run_id)
+            time_ns = int(record.created * 1e9)
+            run_id = context._run_id  # what context.run_id() returns, without its call
+            entry = self._build(record, self.app, time_ns, run_id)
             if entry is not None:
-                self.transport.enqueue(self.app, time_ns, entry[0], record.levelno, entry[1])
+                self._enqueue(self.app, time_ns, entry[0], record.levelno, entry[1])
                 return
             out, size, plain = build_sized(record, self.app, run_id)
-            self.transport.enqueue(self.app, time_ns, out, record.levelno, size, plain)
+            self._enqueue(self.app, time_ns, out, record.levelno, size, plain)
         except Exception:
             self.transport.count_failure()
 

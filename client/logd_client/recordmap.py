@@ -54,10 +54,11 @@ _formatter = logging.Formatter()
 # Counted against the memory bounds and toward `max_batch_bytes`, which so keeps messages
 # near the size they had as maps (the daemon reads two messages ahead per connection).
 _ENTRY_OVERHEAD: Final = 240
-# Distinct (logger, level, thread, ...) heads and sessions' or calls' ids an EntryBuilder
-# keeps packed; past either bound, that cache starts over.
+# Distinct (logger, level, thread, ...) heads, and those with each session or call, an
+# EntryBuilder keeps packed; past either bound, that cache starts over. A context costs
+# about 350 bytes: 16,384 covers a server's live sessions in a few MiB.
 _HEADS_MAX: Final = 1024
-_IDS_MAX: Final = 4096
+_PREFIXES_MAX: Final = 16384
 _MSG_KEY: Final = packed_str("msg")
 _MSG_HEADS: Final = keyed_str_heads("msg")
 # Every map an EntryBuilder packs has fewer than 16 pairs: standard fields only.
@@ -157,19 +158,20 @@ def build_sized(
 class EntryBuilder:
     """Builds a handler's usual records straight into packed entries (`wire.entries`).
 
-    The fields a record shares with the records before it (app, run, pid, logger, level,
-    thread) are packed once per combination, and each session's and call's ids once; a
-    record adds its time and message. That saves the sender thread packing a map per record,
-    and the app's thread keeps no map for the garbage collector to walk while it waits.
-    Records with a traceback or `extra=` fields, or text that is not valid UTF-8, are left
-    to the general path, which has the fallbacks.
+    Everything a record shares with the records before it in the same context (app, run,
+    pid, logger, level, thread, session or call) is packed once per combination, as one
+    prefix; a record adds its time and message. That saves the sender thread packing a map
+    per record, and the app's thread keeps no map for the garbage collector to walk while
+    it waits. Records with a traceback or `extra=` fields, or text that is not valid UTF-8,
+    are left to the general path, which has the fallbacks.
     """
 
     def __init__(self) -> None:
-        # (logger, level, ..., run) -> (pairs, packed pairs); (0, b"") if not strictly packable.
+        # (logger, level, ..., run, session, call) -> the packed map header and fields
+        # before the message; b"" if they are not strictly packable.
+        self._prefixes: dict[tuple[object, ...], bytes] = {}
+        # (logger, level, ..., run) -> (pairs, packed pairs), shared by a head's sessions.
         self._heads: dict[tuple[object, ...], tuple[int, bytes]] = {}
-        # session id, or (call id, bot id) -> the packed pairs.
-        self._ids: dict[object, bytes] = {}
 
     def build(
         self, record: logging.LogRecord, app: str, time_ns: int, run_id: str | None
@@ -179,31 +181,59 @@ class EntryBuilder:
         r = record
         if len(r.__dict__) != _STANDARD_COUNT or r.exc_info or r.exc_text or r.stack_info:
             return None
-        key = (r.name, r.levelname, r.process, r.thread, r.threadName, app, run_id)
-        count, fixed = self._heads.get(key) or self._head(key)
-        if not count:
+        key = (
+            r.name,
+            r.levelname,
+            r.process,
+            r.thread,
+            r.threadName,
+            app,
+            run_id,
+            _session_id(),
+            _current_call(),
+        )
+        prefix = self._prefixes.get(key)
+        if prefix is None:
+            prefix = self._prefix(key)
+        if not prefix:
             return None
         try:
             text = r.getMessage().encode()
             size = len(text)
-            text_head = _MSG_HEADS[size] if size < 0x100 else _MSG_KEY + str_header(size)
-            session_id = _session_id()
-            if session_id is None:
-                session = b""
-            else:
-                session = self._ids.get(session_id) or self._packed_ids(session_id)
-                count += 1
-            call = _current_call()
-            if call is None:
-                ids = b""
-            else:
-                ids = self._ids.get(call) or self._packed_ids(call)
-                count += 2
-            head_bytes = entry_time(*divmod(time_ns, NS_PER_S))
-            entry = b"".join((head_bytes, _FIXMAPS[count], fixed, session, ids, text_head, text))
+            entry = b"".join(
+                (
+                    entry_time(*divmod(time_ns, NS_PER_S)),
+                    prefix,
+                    _MSG_HEADS[size] if size < 0x100 else _MSG_KEY + str_header(size),
+                    text,
+                )
+            )
         except Exception:  # a bad format string, a lone surrogate, a time out of range
             return None
         return entry, len(entry) + _ENTRY_OVERHEAD
+
+    def _prefix(self, key: tuple[object, ...]) -> bytes:
+        head_key = key[:7]
+        count, fixed = self._heads.get(head_key) or self._head(head_key)
+        session_id, call = key[7], key[8]
+        prefix = b""
+        if count:
+            try:
+                # Raises UnicodeEncodeError for an id with a lone surrogate: the general path.
+                parts = [fixed]
+                if isinstance(session_id, str):
+                    parts.append(_SESSION_KEY + packed_str(session_id))
+                    count += 1
+                if isinstance(call, tuple):
+                    parts += (_CALL_KEY, packed_str(call[0]), _BOT_KEY, packed_str(call[1]))
+                    count += 2
+                prefix = _FIXMAPS[count] + b"".join(parts)
+            except Exception:
+                prefix = b""
+        if len(self._prefixes) >= _PREFIXES_MAX:
+            self._prefixes.clear()
+        self._prefixes[key] = prefix
+        return prefix
 
     def _head(self, key: tuple[object, ...]) -> tuple[int, bytes]:
         name, levelname, process, thread, thread_name, app, run_id = key
@@ -223,17 +253,6 @@ class EntryBuilder:
             self._heads.clear()
         self._heads[key] = head
         return head
-
-    def _packed_ids(self, ids: str | tuple[str, str]) -> bytes:
-        # Raises UnicodeEncodeError for an id with a lone surrogate: the general path.
-        if isinstance(ids, str):
-            packed = _SESSION_KEY + packed_str(ids)
-        else:
-            packed = _CALL_KEY + packed_str(ids[0]) + _BOT_KEY + packed_str(ids[1])
-        if len(self._ids) >= _IDS_MAX:
-            self._ids.clear()
-        self._ids[ids] = packed
-        return packed
 
 
 def _add_extra(out: dict[str, Any], key: str, value: object) -> None:

@@ -197,7 +197,7 @@ def test_the_caches_start_over_past_their_bounds(monkeypatch: pytest.MonkeyPatch
     from logd_client import recordmap
 
     monkeypatch.setattr(recordmap, "_HEADS_MAX", 3)
-    monkeypatch.setattr(recordmap, "_IDS_MAX", 3)
+    monkeypatch.setattr(recordmap, "_PREFIXES_MAX", 3)
     builder = EntryBuilder()
     record = make_record()
     for n in range(10):
@@ -207,7 +207,7 @@ def test_the_caches_start_over_past_their_bounds(monkeypatch: pytest.MonkeyPatch
             assert built is not None
             fields = decode_entry(built[0])[1]
             assert (fields["logger"], fields["session_id"]) == (f"logger.{n}", f"s{n}")
-    assert max(len(builder._heads), len(builder._ids)) <= 3
+    assert max(len(builder._heads), len(builder._prefixes)) <= 3
 
 
 def test_a_batch_of_entries_and_maps_keeps_its_order(tmp_path: Path) -> None:
