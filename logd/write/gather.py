@@ -55,6 +55,8 @@ class Gatherer:
         # Chunks of the batch in flight (written, not yet committed): a resend of one
         # while it lands is a duplicate too (set by `Engine.overlap`).
         self.inflight: set[ChunkKey] = set()
+        # Field prefixes of packed entries seen before: logd_client's records decode by them.
+        self._prefixes = wire.Prefixes()
 
     def relayout(self, layout: Layout) -> None:
         """A reload changed the layout: lines are worked out afresh."""
@@ -128,7 +130,7 @@ class Gatherer:
                     self.totals.duplicates += 1
                     continue
                 batch.chunks.add(key)
-            entries = wire.unpacked(entries)
+            entries = wire.unpacked(entries, self._prefixes)
             job.written += len(entries.entries)
             self._message(entries, job.peer, batch, now, forward=forward, published=published)
 

@@ -22,6 +22,7 @@ from .messages import (
     RemoteProtocolError,
 )
 from .parse import unpacked
+from .prefixes import Prefixes
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
@@ -37,6 +38,7 @@ __all__ = [
     "MapDecoder",
     "Ping",
     "Pong",
+    "Prefixes",
     "ProtocolError",
     "RemoteProtocolError",
     "ResponseDecoder",

@@ -25,9 +25,13 @@ from .messages import (
     Pong,
     RemoteProtocolError,
 )
+from .prefixes import Prefixes
 from .unpacker import EventNs, at_boundary, new_unpacker
 
 _RAW_LIMIT = 1000
+# Entries of another shape among those `Prefixes` decodes, taken by msgpack one at a time;
+# past this many in one message, msgpack takes the rest of it in one go.
+_STRAYS_MAX = 8
 # The keys of logd's record conventions. A record made of these alone has str keys only,
 # which one subset test (in C) shows without looking at each key in Python.
 _USUAL_KEYS = frozenset(
@@ -198,11 +202,15 @@ def _collect_packed(
     max_records: int | None,
     entries: list[tuple[int, dict[str, Any]]],
     invalid: list[Invalid],
+    start: int = 0,
 ) -> None:
-    if not blob:
+    """Append the entries of ``blob`` from offset ``start`` on (see `_collect()`)."""
+    if len(blob) <= start:
         return
     unpacker = new_unpacker(len(blob) + 1)
     unpacker.feed(blob)
+    if start:
+        unpacker.read_bytes(start)
     # One past the limit is enough to know the limit is broken. Without a count limit,
     # len(blob) is one the entries cannot reach: each takes at least 3 bytes.
     limit = len(blob) if max_records is None else max_records
@@ -291,20 +299,52 @@ def decode_forward_message(
     return Entries(tag, entries, option, invalid)
 
 
-def unpacked(message: Entries) -> Entries:
+def unpacked(message: Entries, prefixes: Prefixes | None = None) -> Entries:
     """``message`` with its packed entries decoded (itself when there are none).
 
     A daemon decodes a PackedForward message's entries here, one message at a time just
     before it stores them, rather than when the message arrives: decoded, a record takes
     several times its packed size, and the messages waiting for the writer would hold
-    that much. Entries that do not decode are listed in ``invalid``, as when eager.
+    that much. Entries that do not decode are listed in ``invalid``, as when eager. With
+    ``prefixes``, entries whose fields were seen before are decoded by them (`Prefixes`);
+    the result is the same.
     """
     if message.packed is None:
         return message
     entries: list[tuple[int, dict[str, Any]]] = []
     invalid: list[Invalid] = []
-    _collect_packed(message.packed, None, entries, invalid)
+    if prefixes is not None and prefixes.start_message():
+        _collect_prefixed(message.packed, prefixes, entries, invalid)
+    else:
+        _collect_packed(message.packed, None, entries, invalid)
     return Entries(message.tag, entries, message.option, invalid + message.invalid)
+
+
+def _collect_prefixed(
+    blob: bytes,
+    prefixes: Prefixes,
+    entries: list[tuple[int, dict[str, Any]]],
+    invalid: list[Invalid],
+) -> None:
+    """`_collect_packed()` (without a count limit), by `prefixes` where it can."""
+    n = len(blob)
+    pos = prefixes.collect(blob, 0, entries)
+    unpacker: Any = None
+    strays = 0
+    while pos < n and strays < _STRAYS_MAX and not prefixes.resting:
+        if unpacker is None:
+            unpacker = new_unpacker(n + 1)
+            unpacker.feed(blob)
+        unpacker.read_bytes(pos - unpacker.tell())
+        try:
+            item = unpacker.unpack()
+        except (ValueError, TypeError, msgpack.UnpackException, RecursionError):
+            break  # the general path below says what is wrong with it
+        _collect((item,), entries, invalid)
+        strays += 1
+        pos = prefixes.collect(blob, unpacker.tell(), entries)
+    if pos < n:
+        _collect_packed(blob, None, entries, invalid, pos)
 
 
 def _decode_ping(obj: list[Any]) -> Ping:

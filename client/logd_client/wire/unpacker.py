@@ -37,14 +37,22 @@ def _ext_hook(code: int, data: bytes) -> object:
     return extension_value(code, data)
 
 
-def new_unpacker(max_bytes: int) -> Any:
+def unpack_options() -> dict[str, Any]:
+    """How every unpacker here decodes (`new_unpacker()`), for `msgpack.unpackb()` of one
+    object whose bytes are already bounded."""
     # surrogateescape: a str that is not valid UTF-8 (out_forward sends packed entries as str, a
     # chunk id may be arbitrary bytes) round-trips exactly when re-encoded the same way.
+    return {
+        "raw": False,
+        "unicode_errors": "surrogateescape",
+        "strict_map_key": False,
+        "ext_hook": _ext_hook,
+    }
+
+
+def new_unpacker(max_bytes: int) -> Any:
     return msgpack.Unpacker(
-        raw=False,
-        unicode_errors="surrogateescape",
-        strict_map_key=False,
-        ext_hook=_ext_hook,
+        **unpack_options(),
         max_buffer_size=max_bytes,
         read_size=min(max_bytes, 64 * 1024),
         max_str_len=max_bytes,
