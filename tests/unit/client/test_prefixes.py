@@ -80,7 +80,9 @@ def client_entries(count: int, *, contexts: int = 7, seed: int = 1) -> list[byte
 def foreign_entry(n: int) -> bytes:
     """An entry as Fluent Bit packs one: EventTime, then a map with `log`, no `msg`."""
     time = msgpack.ExtType(0, struct.pack(">II", 1_765_015_500 + n, 7))
-    return msgpack.packb([time, {"log": f"line {n}", "stream": "stdout"}])
+    entry = msgpack.packb([time, {"log": f"line {n}", "stream": "stdout"}])
+    assert isinstance(entry, bytes)
+    return entry
 
 
 def test_client_entries_decode_as_msgpack_decodes_them() -> None:
@@ -216,9 +218,7 @@ def test_a_prefix_is_learnt_from_its_first_entry_only_once(
         calls.append(len(data))
         return real(data, **kw)
 
-    from logd_client.wire import prefixes as module
-
-    monkeypatch.setattr(module.msgpack, "unpackb", counting)
+    monkeypatch.setattr(msgpack, "unpackb", counting)
     blob = b"".join(client_entries(100, contexts=1))
     fast = unpacked(packed(blob), Prefixes())
     assert len(fast.entries) == 100
