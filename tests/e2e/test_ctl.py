@@ -372,6 +372,15 @@ class LineReader:
         pytest.fail(f"no line with {text!r} within {seconds} s")
 
 
+def interruptible() -> None:
+    """In the child before exec: take SIGINT as a terminal's Ctrl-C does.
+
+    A shell starts background jobs (`pytest &`) with SIGINT ignored, and an ignored signal
+    stays ignored across exec, so a tail started from them would never see the test's SIGINT.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Follower:
     """A `logd-ctl tail -f` process: its stdout read by a LineReader, killed if left running."""
 
@@ -382,6 +391,7 @@ class Follower:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=interruptible,
         )
         assert self.proc.stdout is not None
         self.reader = LineReader(self.proc.stdout)
