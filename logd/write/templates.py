@@ -190,10 +190,17 @@ class Templates:
         if placed.count(first) == len(placed):
             self.render_many(first.template, first.targets, times, msgs)
             return
-        clocks = self._texts(times, self._clock_ms, self._clock_of)
-        isos = self._texts(times, self._iso_ms, self._iso_of)
-        texts = [_dumps(msg) for msg in msgs]
-        slots = _uniform_slots(placed)
+        distinct = list({id(where): where for where in placed}.values())
+        # Only the texts some line wants: a call's line has no ISO time and no JSON.
+        blank = [""] * len(times)
+        clocks = isos = texts = blank
+        if any(where.template.wants_clock for where in distinct):
+            clocks = self._texts(times, self._clock_ms, self._clock_of)
+        if any(where.template.wants_iso for where in distinct):
+            isos = self._texts(times, self._iso_ms, self._iso_of)
+        if any(where.template.wants_json for where in distinct):
+            texts = [_dumps(msg) for msg in msgs]
+        slots = _uniform_slots(distinct)
         # File by file (the nth line of every record, then the next): a third cheaper than
         # record by record, and each file still gets its lines in arrival order.
         for slot in range(slots):
@@ -287,15 +294,14 @@ class Templates:
         return (head, is_iso, mid, js, tail)
 
 
-def _uniform_slots(placed: Sequence[Placed]) -> int:
-    """How many lines each record has, when rendering them file by file keeps each file's
-    lines in arrival order: every context has that many, and each file is the nth of
-    every context that writes to it. Else 0 (a session's file is second for one logger
-    and third for another that has a component file): render record by record."""
-    distinct = {id(where): where for where in placed}
-    count = len(placed[0].targets)
+def _uniform_slots(distinct: Sequence[Placed]) -> int:
+    """How many lines each record of these contexts has, when rendering them file by file
+    keeps each file's lines in arrival order: every context has that many, and each file
+    is the nth of every context that writes to it. Else 0 (a session's file is second for
+    one logger and third for another that has a component file): render record by record."""
+    count = len(distinct[0].targets)
     slot_of: dict[int, int] = {}
-    for where in distinct.values():
+    for where in distinct:
         targets = where.targets
         if len(targets) != count:
             return 0
