@@ -24,7 +24,7 @@ _FIELDS_AT: Final = 11
 _MSG_KEY: Final = b"\xa3msg"
 # Fields longer than this are left to msgpack (no search runs past it).
 MAX_PREFIX_BYTES: Final = 1024
-# Distinct field prefixes kept (about 1 KiB each with their decoded fields); past it the
+# Distinct field prefixes kept (about 1.4 KiB each with their fields, 6 MiB at most); past it the
 # cache starts over.
 MAX_PREFIXES: Final = 4096
 # A message where most entries miss (more live contexts than the cache holds) stops trying
