@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import msgpack
 
+from .entries import map_header
 from .messages import EVENT_TIME_EXT, NS_PER_S
 from .unpacker import EventNs, unpack_options
 
@@ -97,7 +98,7 @@ class Prefixes:
             prefix = blob[at:j]
             fields = get(prefix)
             if fields is None:
-                fields = self._learn(blob, pos, j, end, prefix)
+                fields = self._learn(blob, pos, end, prefix)
                 if fields is None:
                     break
                 self._misses += 1
@@ -112,9 +113,7 @@ class Prefixes:
                 break
         return pos
 
-    def _learn(
-        self, blob: bytes, pos: int, msg_at: int, end: int, prefix: bytes
-    ) -> dict[str, Any] | None:
+    def _learn(self, blob: bytes, pos: int, end: int, prefix: bytes) -> dict[str, Any] | None:
         # Decode the whole entry with msgpack, and keep its fields when the entry is what
         # the fast path assumes: a map whose last key is "msg" with a str value, str keys,
         # no key twice, and `prefix` exactly the map's header and its other pairs.
@@ -132,7 +131,7 @@ class Prefixes:
             return None
         if not all(type(key) is str for key in keys):
             return None
-        count = _map_count(prefix)
+        count, header_bytes = _map_head(prefix)
         if count != len(record):
             return None
         fields = dict(record)
@@ -140,10 +139,7 @@ class Prefixes:
         # The other pairs must end exactly where the "msg" key was found: decode them as
         # a map of their own and compare.
         try:
-            alone = msgpack.unpackb(
-                _map_header(count - 1) + blob[pos + _FIELDS_AT + _header_bytes(prefix) : msg_at],
-                **self._options,
-            )
+            alone = msgpack.unpackb(map_header(count - 1) + prefix[header_bytes:], **self._options)
         except (ValueError, TypeError, msgpack.UnpackException, RecursionError):
             return None
         if type(alone) is not dict or list(alone.items()) != list(fields.items()):
@@ -154,22 +150,14 @@ class Prefixes:
         return fields
 
 
-def _map_count(prefix: bytes) -> int:
+def _map_head(prefix: bytes) -> tuple[int, int]:
+    """(pairs, header bytes) of the msgpack map header `prefix` starts with; (-1, 0) if
+    it starts with none."""
     head = prefix[0] if prefix else 0
     if head >> 4 == 8:  # fixmap
-        return head & 0x0F
+        return head & 0x0F, 1
     if head == 0xDE and len(prefix) >= 3:  # map 16
-        return int.from_bytes(prefix[1:3])
+        return int.from_bytes(prefix[1:3]), 3
     if head == 0xDF and len(prefix) >= 5:  # map 32
-        return int.from_bytes(prefix[1:5])
-    return -1
-
-
-def _header_bytes(prefix: bytes) -> int:
-    return {0xDE: 3, 0xDF: 5}.get(prefix[0], 1)
-
-
-def _map_header(count: int) -> bytes:
-    if count < 16:
-        return bytes((0x80 | count,))
-    return b"\xde" + count.to_bytes(2) if count < 0x10000 else b"\xdf" + count.to_bytes(4)
+        return int.from_bytes(prefix[1:5]), 5
+    return -1, 0
